@@ -1,0 +1,161 @@
+"""What every Thresher job shares: exit codes, structured logs, atomic output and the run result.
+
+A job is a plain command line first (``thresher job tmdb ...``); the harness makes
+it behave the same in a container, in a test and by hand:
+
+* ``ExitCode`` values mean something to the operator and to people;
+* ``configure_logging`` prints one JSON object a line to stderr and redacts
+  registered secrets from every message;
+* ``atomic_write_bytes`` writes to a temporary file, fsyncs, renames and
+  fsyncs the directory, so a reader never sees half a file;
+* ``write_result`` writes the run-result JSON to the termination message path.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from thresher.api.runresult import RunResult
+
+# Where Kubernetes reads the termination message from, unless the pod overrides it.
+DEFAULT_RESULT_PATH = "/dev/termination-log"
+RESULT_PATH_ENV = "THRESHER_RESULT_PATH"
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes of Thresher jobs. The operator maps them to run outcomes."""
+
+    OK = 0
+    INTERNAL = 1  # a bug or an unexpected error
+    CONFIG = 2  # bad arguments, bad spec, missing or rejected credentials: retrying will not help
+    UPSTREAM = 3  # an upstream (API, storage) failed after retries: retrying later may help
+    QUALITY = 4  # the run finished but its data failed the quality thresholds
+    PARTIAL = 5  # the run finished but some inputs failed (reported in the result)
+
+
+class JobError(Exception):
+    """An error with the exit code it should end the process with."""
+
+    exit_code = ExitCode.INTERNAL
+
+
+class ConfigError(JobError):
+    exit_code = ExitCode.CONFIG
+
+
+class UpstreamError(JobError):
+    exit_code = ExitCode.UPSTREAM
+
+
+# --- logging ----------------------------------------------------------------
+
+_SECRETS: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Redact ``value`` from every log line from now on (API keys, tokens)."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return text
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any ``extra=`` fields."""
+
+    _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in self._RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry, default=str, ensure_ascii=False))
+
+
+def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if json_logs:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+# --- atomic output ------------------------------------------------------------
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# --- run result -------------------------------------------------------------
+
+def result_path(explicit: str | None = None) -> Path | None:
+    """Where to write the run result: an explicit path, ``$THRESHER_RESULT_PATH``, or the
+    Kubernetes default when it exists (inside a container). None by hand outside one."""
+    chosen = explicit or os.environ.get(RESULT_PATH_ENV)
+    if chosen:
+        return Path(chosen)
+    default = Path(DEFAULT_RESULT_PATH)
+    return default if default.exists() and os.access(default, os.W_OK) else None
+
+
+def write_result(result: RunResult, explicit_path: str | None = None) -> str:
+    """Write the run result where the operator will read it; return the message written."""
+    message = redact(result.to_message())
+    path = result_path(explicit_path)
+    if path is not None:
+        # The termination log is a plain file the kubelet reads after exit; no rename needed
+        # for /dev/termination-log, but regular files get the atomic treatment.
+        if str(path) == DEFAULT_RESULT_PATH:
+            path.write_text(message)
+        else:
+            atomic_write_text(path, message)
+    logging.getLogger("thresher.result").info("run result", extra={"result": json.loads(message)})
+    return message

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from thresher.devcluster.cli import app as dev_app
 from thresher.jobs.drone.cli import app as drone_app
 from thresher.jobs.tmdb.cli import app as tmdb_app
 
@@ -17,6 +18,7 @@ job_app = typer.Typer(help="Run a job payload (what a CollectionSchedule's pods 
 job_app.add_typer(tmdb_app, name="tmdb")
 job_app.add_typer(drone_app, name="drone")
 app.add_typer(job_app, name="job")
+app.add_typer(dev_app, name="dev")
 
 
 def main() -> None:

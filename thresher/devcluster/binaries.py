@@ -218,7 +218,8 @@ def build_group(group: str, components: list[Component], log: Callable[[str], No
     (workdir / "go.mod").write_text(scratch_gomod(group, version, replaces))
     (workdir / "go.sum").touch()
     if group == "kubernetes":
-        targets = [f"{root_module}@{version}", *(c.package for c in components)]
+        # Every command must name the version, or go resolves it @upgrade (a newer minor).
+        targets = [f"{root_module}@{version}", *(f"{c.package}@{version}" for c in components)]
     else:
         targets = [f"{c.package}@{version}" for c in components]
     _run("resolve modules", ["go", "get", *targets], workdir, log)

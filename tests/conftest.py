@@ -1,0 +1,64 @@
+"""Shared fixtures: one real local control plane per test session, a fresh namespace per test.
+
+The cluster is the same one `make demo` uses (``thresher dev up``): if one is already running
+it is reused and left running; if this session started it, it is stopped at the end unless
+THRESHER_KEEP_CLUSTER=1. A cluster that cannot start is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.wait import eventually
+
+REPO = Path(__file__).resolve().parent.parent
+CRD_DIR = REPO / "manifests" / "crds"
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    from thresher.devcluster.cluster import DevCluster
+
+    dev = DevCluster()
+    was_running = any(s.running for s in dev.components().values())
+    dev.up(log=lambda m: print(f"[devcluster] {m}"))
+    yield dev
+    if not was_running and os.environ.get("THRESHER_KEEP_CLUSTER") != "1":
+        dev.down(log=lambda m: print(f"[devcluster] {m}"))
+
+
+@pytest.fixture(scope="session")
+def crd(cluster):
+    """The CollectionSchedule CRD, applied from the committed manifests and Established."""
+    files = sorted(CRD_DIR.glob("*.yaml"))
+    assert files, f"no CRD manifests in {CRD_DIR}"
+    for path in files:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/collectionschedules.thresher.dev")
+    return "collectionschedules.thresher.dev"
+
+
+@pytest.fixture
+def namespace(cluster, request):
+    """A fresh namespace per test; custom resources go first so finalizers never block it."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{stem}-{uuid.uuid4().hex[:5]}"
+    cluster.kubectl("create", "namespace", name)
+    eventually(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False)
+               .returncode == 0, timeout=30, message=f"default ServiceAccount in {name}")
+    yield name
+    crds = cluster.kubectl("get", "crd", "-o", "name", check=False).stdout
+    if "collectionschedules.thresher.dev" in crds:
+        cluster.kubectl("delete", "collectionschedules", "--all", "-n", name, "--wait=false", check=False)
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def kubectl_json(cluster, *args: str) -> dict:
+    return json.loads(cluster.kubectl(*args, "-o", "json").stdout)

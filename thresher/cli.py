@@ -6,6 +6,8 @@ job image does not load the operator, and ``thresher --help`` is instant.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from thresher.devcluster.cli import app as dev_app
@@ -19,6 +21,29 @@ job_app.add_typer(tmdb_app, name="tmdb")
 job_app.add_typer(drone_app, name="drone")
 app.add_typer(job_app, name="job")
 app.add_typer(dev_app, name="dev")
+
+crd_app = typer.Typer(help="The CollectionSchedule CRD, generated from the pydantic models.", no_args_is_help=True)
+app.add_typer(crd_app, name="crd")
+
+
+@crd_app.command("generate")
+def crd_generate(
+    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 with a diff if the files are stale."),
+    root: Path = typer.Option(Path("."), "--root", help="Repository root the CRD paths are relative to."),
+) -> None:
+    """Write manifests/crds/ and charts/thresher/crds/ from thresher/api/schedule.py."""
+    from thresher.api import crd
+
+    if check:
+        diff = crd.check(root)
+        if diff:
+            typer.echo(diff, nl=False)
+            typer.echo("CRD files are out of date: run `thresher crd generate`.", err=True)
+            raise typer.Exit(1)
+        typer.echo("CRD files are up to date.")
+        return
+    for path in crd.write(root):
+        typer.echo(f"wrote {path}")
 
 
 def main() -> None:

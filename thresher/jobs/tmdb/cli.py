@@ -1,5 +1,155 @@
-"""``thresher job tmdb ...``: the TMDB collection job."""
+"""``thresher job tmdb ...``: the TMDB collection job and its fake server.
+
+Heavy imports (pydantic models, requests, sqlite) live inside the commands so
+that ``thresher --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
 
 import typer
 
 app = typer.Typer(help="Collect movie data from TMDB.", no_args_is_help=True)
+
+
+@app.command()
+def collect(
+    spec: Optional[str] = typer.Option(None, "--spec", help="The TmdbJob as camelCase JSON, or @path to a JSON/YAML file."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where snapshots and the catalog go. Default: $THRESHER_DATA_DIR, else ./thresher-data."),
+    min_quality_rate: Optional[float] = typer.Option(None, "--min-quality-rate", min=0.0, max=1.0, help="Fail (exit 4) when the share of valid movies is below this."),
+    min_items: Optional[int] = typer.Option(None, "--min-items", min=0, help="Fail (exit 4) when fewer movies were collected."),
+    result_path: Optional[str] = typer.Option(None, "--result-path", help="Where to write the run result. Default: $THRESHER_RESULT_PATH, else /dev/termination-log when writable."),
+    collection: Optional[str] = typer.Option(None, "--collection", help="Override: daily, weekly, hourly, monthly, changes or custom."),
+    source: Optional[list[str]] = typer.Option(None, "--source", help="Override (repeatable, implies custom): endpoint[:pages[:k=v&k=v]]."),
+    api_base_url: Optional[str] = typer.Option(None, "--api-base-url", help="Override the API base URL (else spec.apiBaseUrl, $TMDB_API_BASE_URL, TMDB's)."),
+    language: Optional[str] = typer.Option(None, "--language", help="Override the language, e.g. en-US."),
+    region: Optional[str] = typer.Option(None, "--region", help="Override the region, e.g. US."),
+    enrich: Optional[bool] = typer.Option(None, "--enrich/--no-enrich", help="Override: fetch /movie/{id} details."),
+    append: Optional[list[str]] = typer.Option(None, "--append", help="Override (repeatable): append_to_response entries."),
+    changes_window_days: Optional[int] = typer.Option(None, "--changes-window-days", help="Override: days back for the changes collection (1-14)."),
+    operating_hours: Optional[str] = typer.Option(None, "--operating-hours", help="Override: HH-HH local hours to run in."),
+    time_zone: Optional[str] = typer.Option(None, "--time-zone", help="Override: IANA zone for the operating hours."),
+    requests_per_second: Optional[float] = typer.Option(None, "--requests-per-second", help="Override the shared request rate (<= 40)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Override the number of concurrent requests (1-32)."),
+    request_timeout: Optional[float] = typer.Option(None, "--request-timeout", help="Override the per-request timeout in seconds."),
+    max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Override the retries per request (0-10)."),
+    now: Optional[str] = typer.Option(None, "--now", hidden=True, help="Pretend it is this ISO time (demos of operating hours)."),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+) -> None:
+    """Run one collection; write a snapshot, update the catalog, and write the run result."""
+    import logging
+    import os
+    import time
+    from datetime import datetime, timezone
+
+    from thresher.api.runresult import RunResult
+    from thresher.jobs.harness import ConfigError, ExitCode, JobError, configure_logging, write_result
+
+    configure_logging(log_level)
+    log = logging.getLogger("thresher.tmdb")
+    started = time.monotonic()
+    try:
+        from thresher.jobs.tmdb import config as cfg
+
+        overrides = {
+            "collection": collection, "apiBaseUrl": None, "language": language, "region": region,
+            "enrich": enrich, "appendToResponse": append or None, "changesWindowDays": changes_window_days,
+            "operatingHours": operating_hours, "timeZone": time_zone, "requestsPerSecond": requests_per_second,
+            "workers": workers, "requestTimeoutSeconds": request_timeout, "maxRetries": max_retries,
+            "sources": [cfg.parse_source(s) for s in source] if source else None,
+        }
+        job = cfg.build_job(spec, overrides)
+        credentials = cfg.credentials_from_env(os.environ)
+        base_url = cfg.resolve_base_url(api_base_url, job, os.environ)
+        directory = cfg.resolve_data_dir(data_dir, os.environ)
+        try:
+            at = datetime.fromisoformat(now).astimezone(timezone.utc) if now else None
+        except ValueError:
+            raise ConfigError(f"--now {now!r} is not an ISO date-time") from None
+        result, code = _run(job, credentials, base_url, directory, min_quality_rate, min_items, at)
+    except JobError as err:
+        result = RunResult(job_type="tmdb", succeeded=False, error=str(err), exit_code=int(err.exit_code))
+        code = err.exit_code
+        log.error("run failed", extra={"error": str(err), "exitCode": int(code)})
+    except Exception as err:  # a bug: still tell the operator what happened
+        log.exception("internal error")
+        result = RunResult(job_type="tmdb", succeeded=False, error=f"internal error: {type(err).__name__}: {err}",
+                           exit_code=int(ExitCode.INTERNAL))
+        code = ExitCode.INTERNAL
+    if result.duration_seconds is None:
+        result.duration_seconds = round(time.monotonic() - started, 3)
+    write_result(result, result_path)
+    raise typer.Exit(int(code))
+
+
+def _run(job, credentials, base_url, data_dir, min_quality_rate, min_items, now):
+    from thresher.jobs.tmdb.client import TmdbClient
+    from thresher.jobs.tmdb.collect import run_collection
+    from thresher.jobs.tmdb.quality import Thresholds
+    from thresher.jobs.tmdb.ratelimit import RateLimiter
+    from thresher.jobs.tmdb.retry import RetryPolicy
+
+    # A burst of 2: an idle limiter may send two at once, never a worker-sized wave.
+    limiter = RateLimiter(job.requests_per_second, burst=2)
+    with TmdbClient(credentials, base_url, limiter=limiter, policy=RetryPolicy(max_retries=job.max_retries),
+                    timeout=job.request_timeout_seconds, pool_size=job.workers, language=job.language) as client:
+        outcome = run_collection(job, client, data_dir, Thresholds(min_quality_rate, min_items), now=now)
+    return outcome.result, outcome.exit_code
+
+
+@app.command("fake-server")
+def fake_server(
+    port: int = typer.Option(8089, "--port", help="Port on 127.0.0.1 (0: any free port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    latency_ms: float = typer.Option(0.0, "--latency-ms", min=0.0, help="Delay before every response."),
+    fault: Optional[list[str]] = typer.Option(None, "--fault", help="Repeatable: KIND:RATE (503:0.1) or KIND@MATCH[*N] (500@movie/popular?page=2*3, *all)."),
+    seed: int = typer.Option(7, "--seed", help="Seed of the data and of rate-based faults."),
+    rate_limit: Optional[float] = typer.Option(None, "--rate-limit", help="Requests a second before 429s."),
+    rate_limit_retry_after: Optional[str] = typer.Option(None, "--rate-limit-retry-after", help="Retry-After sent with rate-limit 429s (default: none, like TMDB's CDN)."),
+    retry_after: str = typer.Option("1", "--retry-after", help="Retry-After of 429-retry-after faults."),
+    movies: int = typer.Option(15000, "--movies", min=100, help="Size of the fake catalog."),
+    api_key: str = typer.Option("fake-api-key", "--api-key", help="The v3 key the server accepts."),
+    bearer_token: str = typer.Option("fake-read-token", "--bearer-token", help="The v4 token the server accepts."),
+    bad_data_rate: float = typer.Option(0.0, "--bad-data-rate", min=0.0, max=1.0, help="Share of movies with invalid fields."),
+    timeout_sleep: float = typer.Option(3.0, "--timeout-sleep", help="How long a timeout fault stalls (seconds)."),
+) -> None:
+    """Run the fake TMDB API until interrupted; prints its base URL as JSON on the first line."""
+    import json
+    import signal
+    import sys
+
+    from thresher.jobs.tmdb.fakeserver import FakeConfig, FakeTmdbServer, parse_fault
+
+    rates: dict[str, float] = {}
+    schedule = []
+    try:
+        for text in fault or []:
+            parsed = parse_fault(text)
+            if isinstance(parsed, tuple):
+                rates[parsed[0]] = parsed[1]
+            else:
+                schedule.append(parsed)
+        config = FakeConfig(seed=seed, movies=movies, api_key=api_key, bearer_token=bearer_token,
+                            latency_ms=latency_ms, fault_rates=rates, fault_schedule=schedule,
+                            rate_limit=rate_limit, retry_after=retry_after,
+                            rate_limit_retry_after=rate_limit_retry_after, timeout_sleep_s=timeout_sleep,
+                            bad_data_rate=bad_data_rate)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    server = FakeTmdbServer(config, host, port)
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    print(json.dumps({"baseUrl": server.base_url, "apiKey": api_key, "port": server.port}), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.fake.stopping.set()
+        server.httpd.server_close()
+        print(json.dumps({"stats": server.stats()}), file=sys.stderr, flush=True)

@@ -1,0 +1,267 @@
+"""A TMDB API v3 client: one pooled session, a shared rate limiter, retries, typed errors.
+
+The credential is a v3 API key (``api_key`` query parameter) or a v4 read
+access token (``Authorization: Bearer``). It is registered for log redaction
+and scrubbed from every error message this module raises, because requests
+and urllib3 put the full URL (query string included) into theirs.
+
+Retried: 429, 5xx, timeouts, connection errors, truncated bodies, and
+responses that are not the JSON object we expected. Not retried: 401
+(``AuthError``: a wrong key stays wrong), 404 (``NotFound``), 422
+(``Unprocessable``) and other 4xx (``RequestRejected``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from thresher.jobs.harness import redact, register_secret
+from thresher.jobs.tmdb.ratelimit import RateLimiter
+from thresher.jobs.tmdb.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after, retry_delay
+
+log = logging.getLogger("thresher.tmdb.client")
+
+DEFAULT_BASE_URL = "https://api.themoviedb.org/3"
+USER_AGENT = "thresher-tmdb/0.1 (+https://github.com/thresher)"
+
+
+class TmdbError(Exception):
+    """Any failure of a TMDB request, after retries where they apply."""
+
+    def __init__(self, message: str, status: int | None = None, tmdb_code: int | None = None) -> None:
+        super().__init__(redact(message))
+        self.status = status
+        self.tmdb_code = tmdb_code
+
+
+class AuthError(TmdbError):
+    """401: the API key or token is missing, wrong or revoked. Never retried."""
+
+
+class NotFound(TmdbError):
+    """404: no such resource (a deleted movie, a wrong path)."""
+
+
+class Unprocessable(TmdbError):
+    """422: TMDB understood the request and refused it (a changes window over 14 days)."""
+
+
+class RequestRejected(TmdbError):
+    """Another 4xx (bad page number, too many appended responses): our request is wrong."""
+
+
+class RetriesExhausted(TmdbError):
+    """A retryable failure that kept failing: the upstream is unhealthy or throttling us."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A v3 API key or a v4 bearer token (exactly one)."""
+
+    api_key: str | None = None
+    bearer_token: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.api_key) == bool(self.bearer_token):
+            raise ValueError("give exactly one of api_key and bearer_token")
+
+    @classmethod
+    def from_value(cls, value: str) -> Credentials:
+        """Pick the kind from the value: v4 read access tokens are JWTs (``eyJ...`` with two dots)."""
+        value = value.strip()
+        if value.startswith("eyJ") and value.count(".") == 2:
+            return cls(bearer_token=value)
+        return cls(api_key=value)
+
+    @property
+    def secret(self) -> str:
+        return self.api_key or self.bearer_token or ""
+
+
+@dataclass
+class ClientStats:
+    """Counters of one client, safe to update from many threads."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0  # 429s received
+    by_status: Counter = field(default_factory=Counter)
+    failures: Counter = field(default_factory=Counter)  # retryable failure kinds seen
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, attr: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, attr, getattr(self, attr) + n)
+
+    def note(self, counter: str, key: Any) -> None:
+        with self.lock:
+            getattr(self, counter)[key] += 1
+
+    def as_dict(self) -> dict:
+        with self.lock:
+            return {
+                "requests": self.requests,
+                "retries": self.retries,
+                "throttled": self.throttled,
+                "byStatus": {str(k): v for k, v in sorted(self.by_status.items(), key=lambda kv: str(kv[0]))},
+                "failures": dict(sorted(self.failures.items())),
+            }
+
+
+class _Retryable(Exception):
+    def __init__(self, kind: str, detail: str, retry_after: float | None = None, status: int | None = None):
+        super().__init__(detail)
+        self.kind = kind
+        self.retry_after = retry_after
+        self.status = status
+
+
+def make_session(pool_size: int):
+    """One requests Session whose connection pool fits the worker count (no 'pool is full' churn)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    # Retries are ours (with the shared limiter and jitter), so urllib3's own are off.
+    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(1, pool_size), max_retries=0, pool_block=False)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers.update({"Accept": "application/json", "User-Agent": USER_AGENT})
+    return session
+
+
+class TmdbClient:
+    """GET TMDB resources as JSON objects, sharing one session and one rate limiter across threads."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        base_url: str = DEFAULT_BASE_URL,
+        limiter: RateLimiter | None = None,
+        policy: RetryPolicy | None = None,
+        timeout: float = 10.0,
+        session=None,
+        pool_size: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        language: str | None = None,
+    ) -> None:
+        self.credentials = credentials
+        register_secret(credentials.secret)
+        self.base_url = base_url.rstrip("/")
+        self.limiter = limiter or RateLimiter(30.0)
+        self.policy = policy or RetryPolicy()
+        self.timeout = timeout
+        self.session = session if session is not None else make_session(pool_size)
+        if credentials.bearer_token:
+            self.session.headers["Authorization"] = f"Bearer {credentials.bearer_token}"
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
+        self.language = language
+        self.stats = ClientStats()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> TmdbClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- the one request method -------------------------------------------------
+
+    def get(self, path: str, params: dict[str, Any] | None = None, expect: tuple[str, ...] = ()) -> dict:
+        """GET ``path`` (relative to the base URL) and return its JSON object.
+
+        ``expect`` names keys the object must have (``results`` for list pages);
+        a body without them counts as malformed and is retried.
+        """
+        query = dict(params or {})
+        if self.language and "language" not in query:
+            query["language"] = self.language
+        if self.credentials.api_key:
+            query["api_key"] = self.credentials.api_key
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        attempt = 0
+        while True:
+            try:
+                return self._attempt(url, query, expect)
+            except _Retryable as failure:
+                self.stats.note("failures", failure.kind)
+                if attempt >= self.policy.max_retries:
+                    raise RetriesExhausted(
+                        f"GET /{path.lstrip('/')}: {failure.kind} after {attempt + 1} attempts: {failure}",
+                        status=failure.status,
+                    ) from None
+                with self._rng_lock:
+                    delay = retry_delay(attempt, self.policy, self._rng, failure.retry_after)
+                log.debug("retrying", extra={"path": path, "kind": failure.kind, "attempt": attempt + 1,
+                                             "delaySeconds": round(delay, 3)})
+                self.stats.count("retries")
+                attempt += 1
+                if delay > 0:
+                    self._sleep(delay)
+
+    def _attempt(self, url: str, query: dict, expect: tuple[str, ...]) -> dict:
+        import requests
+
+        self.limiter.acquire()
+        self.stats.count("requests")
+        try:
+            response = self.session.get(url, params=query, timeout=self.timeout)
+            body = response.content  # reads the whole body: a truncated one raises here
+        except requests.Timeout as err:
+            raise _Retryable("timeout", redact(str(err))) from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as err:
+            # A body cut short surfaces as ChunkedEncodingError (urllib3 IncompleteRead/ProtocolError).
+            kind = "truncated" if isinstance(err, requests.exceptions.ChunkedEncodingError) else "connection"
+            raise _Retryable(kind, redact(str(err))) from None
+        status = response.status_code
+        self.stats.note("by_status", status)
+        if status == 200:
+            try:
+                data = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as err:
+                raise _Retryable("malformed", f"invalid JSON ({len(body)} bytes): {err}") from None
+            if not isinstance(data, dict) or any(key not in data for key in expect):
+                raise _Retryable("malformed", f"JSON without {', '.join(expect) or 'an object'}")
+            self.limiter.on_success()
+            return data
+        code, message = _tmdb_status(body)
+        where = f"GET {response.request.path_url.split('?')[0] if response.request else url}"
+        detail = f"{where}: HTTP {status}" + (f" (TMDB {code}: {message})" if code is not None else "")
+        if status in RETRYABLE_STATUSES:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if status == 429:
+                self.stats.count("throttled")
+                self.limiter.on_throttled(retry_after)
+            raise _Retryable(f"http_{status}", detail, retry_after=retry_after, status=status)
+        if status == 401:
+            raise AuthError(detail + " - the TMDB API key or token was rejected", status, code)
+        if status == 404:
+            raise NotFound(detail, status, code)
+        if status == 422:
+            raise Unprocessable(detail, status, code)
+        raise RequestRejected(detail, status, code)
+
+
+def _tmdb_status(body: bytes) -> tuple[int | None, str | None]:
+    """TMDB's error envelope ``{status_code, status_message}``, when the body is one."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if isinstance(data, dict) and "status_code" in data:
+        return data.get("status_code"), str(data.get("status_message", ""))[:200]
+    return None, None

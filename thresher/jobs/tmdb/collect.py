@@ -1,0 +1,418 @@
+"""One collection run: plan, fetch concurrently, validate, de-duplicate, store, report.
+
+The decisions are the pure functions of ``plan``, ``quality`` and ``report``
+(and ``decide_exit`` below); this module wires them to the client and the
+storage, and accounts for every planned request: each page ends up fetched or
+in the failed list of the manifest and the run result, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from thresher.api.runresult import RunResult
+from thresher.api.tmdb import TmdbJob
+from thresher.jobs.harness import ConfigError, ExitCode
+from thresher.jobs.tmdb import plan as planning
+from thresher.jobs.tmdb.client import AuthError, NotFound, TmdbClient, TmdbError
+from thresher.jobs.tmdb.quality import (
+    Observation, Thresholds, assess, dedupe, genre_ids_of, split_valid, threshold_findings,
+)
+from thresher.jobs.tmdb.report import build_report, render_html
+from thresher.jobs.tmdb.storage import (
+    CATALOG, MOVIES, Catalog, data_dir_lock, remove_stale_tmp, snapshot_name, write_snapshot,
+)
+
+log = logging.getLogger("thresher.tmdb")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+SKIPPED_OUTSIDE_HOURS = "skipped: outside operating hours"
+
+
+class _Aborted(Exception):
+    pass
+
+
+def run_concurrently(items: list[T], key: Callable[[T], str], fn: Callable[[T], R], workers: int,
+                     label: str) -> tuple[dict[str, R], dict[str, str]]:
+    """Run ``fn`` over ``items`` on a bounded thread pool; return (results, failures) by key.
+
+    A ``TmdbError`` fails only its item. An ``AuthError`` (the key was revoked
+    mid-run) stops the rest from being sent and is re-raised: every other
+    request would get the same 401. Anything else is a bug and propagates.
+    """
+    results: dict[str, R] = {}
+    failures: dict[str, str] = {}
+    if not items:
+        return results, failures
+    abort = threading.Event()
+    fatal: list[AuthError] = []
+
+    def guarded(item: T) -> R:
+        if abort.is_set():
+            raise _Aborted()
+        try:
+            return fn(item)
+        except AuthError:
+            abort.set()
+            raise
+
+    step = max(1, len(items) // 10)
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=f"tmdb-{label}") as pool:
+        futures = {pool.submit(guarded, item): key(item) for item in items}
+        for done, future in enumerate(as_completed(futures), 1):
+            name = futures[future]
+            try:
+                results[name] = future.result()
+            except AuthError as err:
+                fatal.append(err)
+                failures[name] = str(err)
+            except _Aborted:
+                failures[name] = "not sent: the credential was rejected by an earlier request"
+            except TmdbError as err:
+                failures[name] = str(err)
+            if done % step == 0 or done == len(items):
+                log.info("progress", extra={"phase": label, "done": done, "total": len(items),
+                                            "failed": len(failures),
+                                            "elapsedSeconds": round(time.monotonic() - started, 2)})
+    if fatal:
+        raise fatal[0]
+    return results, failures
+
+
+# --- phases ------------------------------------------------------------------------
+
+@dataclass
+class PagePhase:
+    planned: list[str] = field(default_factory=list)
+    fetched: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    observations: list[Observation] = field(default_factory=list)
+    total_pages: dict[str, int] = field(default_factory=dict)  # what each fetched page said
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"planned": len(self.planned), "fetched": len(self.fetched), "empty": len(self.empty),
+                "failed": [{"page": k, "error": v} for k, v in sorted(self.failed.items())],
+                "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class DetailPhase:
+    requested: int = 0
+    fetched: dict[int, dict] = field(default_factory=dict)
+    not_found: list[int] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"requested": self.requested, "fetched": len(self.fetched), "notFound": sorted(self.not_found),
+                "failed": [{"movie": k, "error": v} for k, v in sorted(self.failed.items())],
+                "seconds": round(self.seconds, 3)}
+
+
+def fetch_pages(client: TmdbClient, tasks: list[planning.PageTask], workers: int, label: str,
+                clock: Callable[[], float] = time.time, phase: PagePhase | None = None) -> PagePhase:
+    """Fetch list pages concurrently; every task ends in ``fetched`` or ``failed``."""
+    phase = phase or PagePhase()
+    started = time.monotonic()
+
+    def one(task: planning.PageTask) -> dict:
+        data = client.get(task.path, task.query(), expect=("results",))
+        if not isinstance(data["results"], list):
+            raise TmdbError(f"GET /{task.path} page {task.page}: results is not a list")
+        return data
+
+    pages, failed = run_concurrently(tasks, lambda t: t.key, one, workers, label)
+    for task in tasks:  # plan order keeps observations (and so de-dup ties) deterministic
+        phase.planned.append(task.key)
+        if task.key in failed:
+            phase.failed[task.key] = failed[task.key]
+            continue
+        data = pages[task.key]
+        phase.fetched.append(task.key)
+        if not data["results"]:
+            phase.empty.append(task.key)
+        if isinstance(data.get("total_pages"), int):
+            phase.total_pages[task.key] = data["total_pages"]
+        fetched_at = clock()
+        phase.observations.extend(Observation(movie, task.key, fetched_at) for movie in data["results"])
+    phase.seconds += time.monotonic() - started
+    return phase
+
+
+def fetch_details(client: TmdbClient, ids: list[int], append: list[str], workers: int) -> DetailPhase:
+    """GET /movie/{id} (with append_to_response) for each id; 404s are movies TMDB no longer has."""
+    phase = DetailPhase(requested=len(ids))
+    started = time.monotonic()
+    params = {"append_to_response": ",".join(append)} if append else {}
+
+    def one(movie_id: int) -> dict | None:
+        try:
+            return client.get(f"movie/{movie_id}", params, expect=("id",))
+        except NotFound:
+            return None
+
+    results, failed = run_concurrently(ids, str, one, workers, "details")
+    for movie_id in ids:
+        if str(movie_id) in failed:
+            phase.failed[str(movie_id)] = failed[str(movie_id)]
+        elif results[str(movie_id)] is None:
+            phase.not_found.append(movie_id)
+        else:
+            phase.fetched[movie_id] = results[str(movie_id)]
+    phase.seconds = time.monotonic() - started
+    return phase
+
+
+def merge_detail(movie: dict, detail: dict, fetched_at: float) -> dict:
+    """A list record enriched with its detail record (detail wins; genre_ids kept in list form)."""
+    merged = {**movie, **{k: v for k, v in detail.items() if not k.startswith("_")}}
+    if "genres" in detail:
+        merged["genre_ids"] = genre_ids_of(detail)
+    merged["_enriched"] = True
+    merged["_fetched_at"] = fetched_at
+    return merged
+
+
+def changes_tasks(job: TmdbJob, now_utc: datetime) -> list[planning.PageTask]:
+    """Page 1 of every /movie/changes window of the run's date range."""
+    start, end = planning.changes_range(now_utc, job.changes_window_days)
+    return [
+        planning.PageTask(f"changes-{first.isoformat()}", "changes", "movie/changes", 1,
+                          (("end_date", last.isoformat()), ("start_date", first.isoformat())))
+        for first, last in planning.changes_windows(start, end)
+    ]
+
+
+def fetch_changes(client: TmdbClient, job: TmdbJob, now_utc: datetime, workers: int,
+                  clock: Callable[[], float] = time.time) -> PagePhase:
+    """Page 1 of each window tells total_pages; the other pages then go concurrently (capped at 500)."""
+    firsts = changes_tasks(job, now_utc)
+    phase = fetch_pages(client, firsts, workers, "changes", clock)
+    # Changes pages list {id, adult}; the movies themselves come from the details phase.
+    rest = []
+    for task in firsts:
+        if task.key in phase.failed:
+            continue
+        total = phase.total_pages.get(task.key, 1)
+        rest.extend(planning.PageTask(task.source, task.endpoint, task.path, page, task.params)
+                    for page in range(2, min(total, planning.MAX_PAGE) + 1))
+    if rest:
+        fetch_pages(client, rest, workers, "changes", clock, phase)
+    return phase
+
+
+
+# --- the run -------------------------------------------------------------------------
+
+def decide_exit(planned: int, fetched: int, failed_requests: int, threshold_failed: bool) -> ExitCode:
+    """The run's exit code from its counts (precedence: nothing fetched > partial > quality).
+
+    A run that fetched nothing is an upstream failure (retrying later may help);
+    one that lost some requests after retries is PARTIAL, even if its quality
+    passed, because its data has holes; otherwise the quality thresholds decide.
+    """
+    if planned and not fetched:
+        return ExitCode.UPSTREAM
+    if failed_requests:
+        return ExitCode.PARTIAL
+    if threshold_failed:
+        return ExitCode.QUALITY
+    return ExitCode.OK
+
+
+def local_time(now_utc: datetime, zone: str | None) -> datetime:
+    """``now_utc`` in the job's time zone, or in the process's local zone (TZ) when none is set."""
+    if zone:
+        try:
+            return now_utc.astimezone(ZoneInfo(zone))
+        except (KeyError, ValueError) as err:  # ZoneInfoNotFoundError is a KeyError
+            raise ConfigError(f"unknown timeZone {zone!r}: {err}") from None
+    return now_utc.astimezone()
+
+
+@dataclass
+class RunOutcome:
+    result: RunResult
+    exit_code: ExitCode
+    snapshot: Path | None = None
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _summarize_failures(kind: str, failed: dict[str, str], total: int, limit: int = 3) -> str:
+    shown = "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())[:limit])
+    more = f" (+{len(failed) - limit} more in the manifest)" if len(failed) > limit else ""
+    return f"{len(failed)} of {total} {kind} failed after retries: {shown}{more}"
+
+
+def skipped_outcome(job: TmdbJob, local_now: datetime) -> RunOutcome:
+    hours = job.effective_operating_hours()
+    note = f"{SKIPPED_OUTSIDE_HOURS} ({hours}, local time {local_now.strftime('%H:%M %Z')})"
+    log.info(note)
+    return RunOutcome(RunResult(job_type="tmdb", succeeded=True, items=0, valid=0, failed=0,
+                                warnings=[note], exit_code=int(ExitCode.OK)), ExitCode.OK)
+
+
+def run_collection(job: TmdbJob, client: TmdbClient, data_dir: Path, thresholds: Thresholds | None = None,
+                   now: datetime | None = None, clock: Callable[[], float] = time.time) -> RunOutcome:
+    """Run one collection end to end and return its outcome (the caller writes the run result).
+
+    Raises ``ConfigError`` when the credential is rejected and ``UpstreamError``
+    when the data dir is locked by another run.
+    """
+    thresholds = thresholds or Thresholds()
+    now = now or datetime.now(timezone.utc)
+    local_now = local_time(now, job.time_zone)
+    if not planning.within_operating_hours(job.effective_operating_hours(), local_now):
+        return skipped_outcome(job, local_now)
+    started_mono = time.monotonic()
+    data_dir = Path(data_dir)
+    warnings: list[str] = []
+    with data_dir_lock(data_dir):
+        removed = remove_stale_tmp(data_dir)
+        if removed:
+            log.warning("removed leftovers of interrupted runs", extra={"dirs": removed})
+        with Catalog(data_dir / CATALOG) as catalog:
+            recovered = catalog.sync(data_dir, _iso(now))
+            if recovered:
+                warnings.append(f"catalog: applied {len(recovered)} snapshot(s) an interrupted run left unapplied")
+            outcome = _collect(job, client, data_dir, catalog, thresholds, now, clock, warnings)
+    if outcome.result.duration_seconds is None:
+        outcome.result.duration_seconds = round(time.monotonic() - started_mono, 3)
+    return outcome
+
+
+def _preflight(client: TmdbClient, warnings: list[str]) -> dict[int, str]:
+    """One cheap request that checks the credential (401 -> ConfigError) and gets the genre names."""
+    try:
+        data = client.get("genre/movie/list", expect=("genres",))
+    except AuthError as err:
+        raise ConfigError(f"TMDB rejected the credential: {err}") from None
+    except TmdbError as err:
+        warnings.append(f"genre list unavailable, using built-in names: {err}")
+        return {}
+    return {g["id"]: g["name"] for g in data.get("genres", []) if isinstance(g, dict) and "id" in g and "name" in g}
+
+
+def _collect(job: TmdbJob, client: TmdbClient, data_dir: Path, catalog: Catalog, thresholds: Thresholds,
+             now: datetime, clock: Callable[[], float], warnings: list[str]) -> RunOutcome:
+    started_mono = time.monotonic()
+    genre_names = _preflight(client, warnings)
+    details: DetailPhase | None = None
+    try:
+        if job.collection == "changes":
+            pages = fetch_changes(client, job, now, job.workers, clock)
+            ids = list(dict.fromkeys(
+                obs.movie["id"] for obs in pages.observations
+                if isinstance(obs.movie, dict) and isinstance(obs.movie.get("id"), int)
+                and not obs.movie.get("adult")
+            ))
+            details = fetch_details(client, ids, job.append_to_response, job.workers)
+            observations = [Observation(d, "changes", clock(), detail=True) for d in details.fetched.values()]
+            deduped = dedupe(observations)
+        else:
+            pages = fetch_pages(client, planning.plan_pages(job), job.workers, "lists", clock)
+            observations = pages.observations
+            deduped = dedupe(observations)
+            if job.enrich and deduped.movies:
+                ids = [m["id"] for m in deduped.movies]
+                details = fetch_details(client, ids, job.append_to_response, job.workers)
+                deduped.movies = [
+                    merge_detail(m, details.fetched[m["id"]], clock()) if m["id"] in details.fetched else m
+                    for m in deduped.movies
+                ]
+    except AuthError as err:
+        raise ConfigError(f"TMDB rejected the credential during the run: {err}") from None
+
+    # Invariant of the accounting: every planned page was either fetched or reported as failed.
+    assert set(pages.planned) == set(pages.fetched) | set(pages.failed), "a page was neither fetched nor failed"
+    valid, rejected = split_valid(deduped)
+    quality = assess(len(observations), deduped, valid, rejected)
+    quality_warnings, threshold_failed = threshold_findings(quality, thresholds)
+    failed_requests = len(pages.failed) + (len(details.failed) if details else 0)
+    if pages.failed:
+        warnings.append(_summarize_failures("pages", pages.failed, len(pages.planned)))
+    if details and details.failed:
+        warnings.append(_summarize_failures("detail requests", details.failed, details.requested))
+    if details and details.not_found:
+        warnings.append(f"{len(details.not_found)} movies no longer exist on TMDB (404)")
+    warnings.extend(quality_warnings)
+    exit_code = decide_exit(len(pages.planned), len(pages.fetched), failed_requests, threshold_failed)
+    stats = client.stats.as_dict()
+    if stats["throttled"]:
+        warnings.append(f"TMDB throttled {stats['throttled']} requests (429); they were retried")
+
+    base = RunResult(job_type="tmdb", succeeded=exit_code == ExitCode.OK, items=quality.items,
+                     valid=quality.valid, quality=quality.quality, failed=failed_requests,
+                     warnings=warnings, exit_code=int(exit_code))
+    if exit_code == ExitCode.UPSTREAM:
+        base.error = _summarize_failures("pages", pages.failed, len(pages.planned))
+        base.duration_seconds = round(time.monotonic() - started_mono, 3)
+        return RunOutcome(base, exit_code)
+    if exit_code == ExitCode.PARTIAL:
+        base.error = f"{failed_requests} requests failed after retries; the snapshot has holes (see manifest)"
+    elif exit_code == ExitCode.QUALITY:
+        base.error = "data quality below the thresholds: " + "; ".join(quality_warnings[:2])
+
+    extra: dict[str, bytes] = {}
+    report = None
+    if job.collection in planning.REPORT_COLLECTIONS:
+        report = build_report(valid, job.collection, _iso(now), genre_names)
+        extra["report.json"] = (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode()
+        extra["report.html"] = render_html(report).encode()
+    finished = datetime.now(timezone.utc)
+    manifest = {
+        "jobType": "tmdb",
+        "collection": job.collection,
+        "startedAt": _iso(now),
+        "finishedAt": _iso(finished),
+        "durationSeconds": round(time.monotonic() - started_mono, 3),
+        "spec": job.model_dump(mode="json", by_alias=True),
+        "apiBaseUrl": client.base_url,
+        "sources": _sources_manifest(job),
+        "pages": pages.as_dict(),
+        "details": details.as_dict() if details else None,
+        "quality": quality.as_dict(),
+        "thresholds": {"minQualityRate": thresholds.min_quality_rate, "minItems": thresholds.min_items},
+        "requests": stats,
+        "exitCode": int(exit_code),
+        "warnings": warnings,
+    }
+    snapshot = write_snapshot(data_dir, snapshot_name(job.collection, now), valid, rejected, manifest, extra)
+    log.info("snapshot committed", extra={"snapshot": str(snapshot), "movies": len(valid),
+                                           "rejected": len(rejected)})
+    catalog.apply_snapshot(snapshot, _iso(finished))
+    base.output = str(snapshot)
+    base.duration_seconds = round(time.monotonic() - started_mono, 3)
+    return RunOutcome(base, exit_code, snapshot)
+
+
+def _sources_manifest(job: TmdbJob) -> list[dict[str, Any]]:
+    sources = planning.sources_for(job)
+    return [{"label": label, "endpoint": src.endpoint, "pages": src.pages, "params": src.params}
+            for label, src in zip(planning.source_labels(sources), sources)]
+
+
+def movies_of(snapshot: Path) -> Iterable[dict]:
+    """The valid movies of a committed snapshot."""
+    from thresher.jobs.tmdb.storage import read_jsonl
+
+    return read_jsonl(Path(snapshot) / MOVIES)

@@ -13,6 +13,7 @@ import typer
 from thresher.devcluster.cli import app as dev_app
 from thresher.jobs.drone.cli import app as drone_app
 from thresher.jobs.tmdb.cli import app as tmdb_app
+from thresher.operator.cli import app as operator_app
 
 app = typer.Typer(help="Thresher: scheduled data collection and processing on Kubernetes.",
                   no_args_is_help=True)
@@ -21,6 +22,7 @@ job_app.add_typer(tmdb_app, name="tmdb")
 job_app.add_typer(drone_app, name="drone")
 app.add_typer(job_app, name="job")
 app.add_typer(dev_app, name="dev")
+app.add_typer(operator_app, name="operator")
 
 crd_app = typer.Typer(help="The CollectionSchedule CRD, generated from the pydantic models.", no_args_is_help=True)
 app.add_typer(crd_app, name="crd")

@@ -1,0 +1,271 @@
+"""CollectionSchedule in, desired CronJob out (and the Job of a manual run): pure builders.
+
+Everything a schedule's pods run with is decided here, so the security properties are
+reviewable in one place: pods never get the operator's ServiceAccount or an API token, run
+under the Pod Security ``restricted`` profile, and Secrets are referenced, never copied.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+
+from thresher.api.schedule import CollectionSchedule, CollectionScheduleSpec
+from thresher.jobs.harness import ExitCode
+from thresher.operator.runs import MANUAL_ANNOTATION
+
+GROUP_VERSION = "thresher.dev/v1alpha1"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+SCHEDULE_LABEL = "thresher.dev/schedule"
+JOB_TYPE_LABEL = "thresher.dev/job-type"
+RUN_NOW_ANNOTATION = "thresher.dev/run-now"
+RUN_TOKEN_ANNOTATION = "thresher.dev/run-now-token"
+
+CONTAINER_NAME = "job"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_NODE_LABEL = "nvidia.com/gpu.present"
+DEFAULT_DATA_DIR = "/data"
+JOB_UID = 10001  # the non-root user of Thresher's job images (see Dockerfile)
+
+
+@dataclass(frozen=True)
+class JobImages:
+    """Images of Thresher's own jobs; the operator's configuration, not the user's spec."""
+
+    cpu: str = "thresher-jobs:0.1.0"
+    gpu: str = "thresher-jobs-gpu:0.1.0"
+    pull_policy: str = "IfNotPresent"
+
+
+def labels(name: str, job_type: str) -> dict[str, str]:
+    return {MANAGED_BY: "thresher", SCHEDULE_LABEL: name, JOB_TYPE_LABEL: job_type}
+
+
+def owner_reference(schedule: dict) -> dict:
+    meta = schedule["metadata"]
+    return {"apiVersion": GROUP_VERSION, "kind": "CollectionSchedule", "name": meta["name"],
+            "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def _data_dir(spec: CollectionScheduleSpec) -> str:
+    return spec.storage.mount_path if spec.storage else DEFAULT_DATA_DIR
+
+
+def _quality_args(spec: CollectionScheduleSpec) -> list[str]:
+    args = []
+    if spec.alerting.min_quality_rate is not None:
+        args += ["--min-quality-rate", str(spec.alerting.min_quality_rate)]
+    if spec.alerting.min_items is not None:
+        args += ["--min-items", str(spec.alerting.min_items)]
+    return args
+
+
+def job_container(spec: CollectionScheduleSpec, images: JobImages) -> dict:
+    """The one container of every run: image, command, environment and limits."""
+    job, data_dir = spec.job, _data_dir(spec)
+    env: list[dict] = [{"name": "THRESHER_DATA_DIR", "value": data_dir}]
+    if job.tmdb is not None:
+        tmdb = job.tmdb
+        if tmdb.time_zone is None and spec.time_zone:
+            # Operating hours are meant in the schedule's own zone unless the job says otherwise.
+            tmdb = tmdb.model_copy(update={"time_zone": spec.time_zone})
+        ref = tmdb.api_key_secret_ref
+        env.append({"name": "TMDB_API_KEY",
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        container = {
+            "image": images.cpu,
+            "command": ["thresher", "job", "tmdb", "collect"],
+            "args": ["--spec", tmdb.model_dump_json(by_alias=True, exclude_none=True),
+                     "--data-dir", data_dir, *_quality_args(spec)],
+        }
+    elif job.drone is not None:
+        container = {
+            "image": images.gpu if spec.resources.gpus > 0 else images.cpu,
+            "command": ["thresher", "job", "drone", "run"],
+            "args": ["--spec", job.drone.model_dump_json(by_alias=True, exclude_none=True),
+                     "--data-dir", data_dir],
+        }
+    else:
+        c = job.container
+        container = {"image": c.image}
+        if c.command:
+            container["command"] = list(c.command)
+        if c.args:
+            container["args"] = list(c.args)
+        if c.working_dir:
+            container["workingDir"] = c.working_dir
+        env += [e.model_dump(by_alias=True, exclude_none=True) for e in c.env]
+
+    requests = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
+    limits = {}
+    if spec.resources.cpu_limit:
+        limits["cpu"] = spec.resources.cpu_limit
+    if spec.resources.memory_limit:
+        limits["memory"] = spec.resources.memory_limit
+    if spec.resources.gpus:
+        limits[GPU_RESOURCE] = str(spec.resources.gpus)
+    resources = {"requests": requests, **({"limits": limits} if limits else {})}
+
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    if spec.storage:
+        mount = {"name": "data", "mountPath": spec.storage.mount_path, "readOnly": spec.storage.read_only}
+        if spec.storage.sub_path:
+            mount["subPath"] = spec.storage.sub_path
+        mounts.append(mount)
+    elif job.kind != "container":
+        mounts.append({"name": "data", "mountPath": DEFAULT_DATA_DIR})
+
+    return {
+        "name": CONTAINER_NAME,
+        **container,
+        "imagePullPolicy": images.pull_policy,
+        "env": env,
+        "resources": resources,
+        "volumeMounts": mounts,
+        # Thresher jobs write their run result here; other containers' log tail stands in.
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def pod_spec(spec: CollectionScheduleSpec, images: JobImages) -> dict:
+    volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
+    if spec.storage:
+        volumes.append({"name": "data", "persistentVolumeClaim": {
+            "claimName": spec.storage.claim_name, "readOnly": spec.storage.read_only}})
+    elif spec.job.kind != "container":
+        volumes.append({"name": "data", "emptyDir": {}})
+
+    node_selector = dict(spec.node_selector)
+    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]
+    if spec.resources.gpus:
+        node_selector.setdefault(GPU_NODE_LABEL, "true")
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+
+    pod: dict = {
+        "restartPolicy": "Never",
+        # Jobs never talk to the API server: no token is mounted into them.
+        "automountServiceAccountToken": False,
+        "containers": [job_container(spec, images)],
+        "volumes": volumes,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if spec.job.kind != "container":
+        pod["securityContext"].update({"runAsUser": JOB_UID, "runAsGroup": JOB_UID, "fsGroup": JOB_UID})
+    if spec.service_account_name:
+        pod["serviceAccountName"] = spec.service_account_name
+    if spec.priority_class_name:
+        pod["priorityClassName"] = spec.priority_class_name
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    if tolerations:
+        pod["tolerations"] = tolerations
+    return pod
+
+
+def job_spec(spec: CollectionScheduleSpec, images: JobImages, name: str) -> dict:
+    rules: list[dict] = [
+        # Evictions, preemptions and node drains are not the job's fault: do not spend a retry.
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    ]
+    if spec.job.kind != "container":
+        # A Thresher job exiting with CONFIG will fail the same way again: stop at once.
+        rules.append({"action": "FailJob", "onExitCodes": {
+            "containerName": CONTAINER_NAME, "operator": "In", "values": [int(ExitCode.CONFIG)]}})
+    body: dict = {
+        "backoffLimit": spec.retries,
+        "podFailurePolicy": {"rules": rules},
+        "template": {
+            "metadata": {"labels": labels(name, spec.job.kind)},
+            "spec": pod_spec(spec, images),
+        },
+    }
+    if spec.timeout_seconds:
+        body["activeDeadlineSeconds"] = spec.timeout_seconds
+    return body
+
+
+def build_cronjob(schedule: dict, parsed: CollectionSchedule, images: JobImages) -> dict:
+    """The CronJob a schedule wants, for server-side apply (only fields Thresher owns)."""
+    meta = schedule["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    spec = parsed.spec
+    cron_spec: dict = {
+        "schedule": spec.effective_schedule(namespace, name),
+        "suspend": spec.suspend,
+        "concurrencyPolicy": spec.concurrency_policy,
+        "successfulJobsHistoryLimit": spec.successful_jobs_history_limit,
+        "failedJobsHistoryLimit": spec.failed_jobs_history_limit,
+        "jobTemplate": {
+            "metadata": {"labels": labels(name, spec.job.kind)},
+            "spec": job_spec(spec, images, name),
+        },
+    }
+    if spec.time_zone:
+        cron_spec["timeZone"] = spec.time_zone
+    if spec.starting_deadline_seconds is not None:
+        cron_spec["startingDeadlineSeconds"] = spec.starting_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels(name, spec.job.kind),
+            "ownerReferences": [owner_reference(schedule)],
+        },
+        "spec": cron_spec,
+    }
+
+
+def manual_job_name(cronjob_name: str, token: str) -> str:
+    """Deterministic per run-now token, so a retried request cannot start two runs.
+    11 characters are added, as the CronJob controller does (hence the 52-character limit)."""
+    return f"{cronjob_name}-m{hashlib.sha256(token.encode()).hexdigest()[:9]}"
+
+
+def manual_job(cronjob: dict, token: str) -> dict:
+    """A Job from the CronJob's template, as `kubectl create job --from=cronjob/...` makes it."""
+    meta = cronjob["metadata"]
+    template = copy.deepcopy(cronjob["spec"]["jobTemplate"])
+    job_meta = template.get("metadata") or {}
+    annotations = {**(job_meta.get("annotations") or {}), MANUAL_ANNOTATION: "true",
+                   RUN_TOKEN_ANNOTATION: token}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": manual_job_name(meta["name"], token),
+            "namespace": meta["namespace"],
+            "labels": job_meta.get("labels") or {},
+            "annotations": annotations,
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": meta["name"],
+                                 "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": template["spec"],
+    }
+
+
+def drifted(desired: object, actual: object) -> bool:
+    """True when ``actual`` lacks or differs in anything ``desired`` sets. Extra fields in
+    ``actual`` (API defaults, other managers' annotations) are not drift."""
+    if isinstance(desired, dict):
+        if not isinstance(actual, dict):
+            return True
+        return any(drifted(v, actual.get(k)) for k, v in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(actual, list) or len(desired) != len(actual):
+            return True
+        return any(drifted(d, a) for d, a in zip(desired, actual))
+    return desired != actual

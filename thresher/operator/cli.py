@@ -1,0 +1,68 @@
+"""``thresher operator run``: the operator process (what the Helm chart's Deployment runs)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Run the Thresher operator.", no_args_is_help=True)
+
+
+@app.command()
+def run(
+    namespace: list[str] = typer.Option([], "--namespace", "-n",
+                                        help="Watch only these namespaces (repeatable)."),
+    all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A",
+                                        help="Watch the whole cluster (the default without --namespace)."),
+    metrics_port: int = typer.Option(9090, help="Port of the Prometheus /metrics endpoint (0: off)."),
+    liveness_port: int = typer.Option(8080, help="Port of kopf's /healthz liveness endpoint."),
+    job_image: str = typer.Option("thresher-jobs:0.1.0", envvar="THRESHER_JOB_IMAGE",
+                                  help="Image of Thresher's CPU jobs."),
+    job_gpu_image: str = typer.Option("thresher-jobs-gpu:0.1.0", envvar="THRESHER_JOB_GPU_IMAGE",
+                                      help="Image of Thresher's GPU jobs."),
+    kubeconfig: str = typer.Option(None, envvar="KUBECONFIG",
+                                   help="Kubeconfig; unset inside a cluster: the pod's ServiceAccount."),
+    log_format: str = typer.Option("json", help="json or plain."),
+):
+    """Reconcile CollectionSchedules into CronJobs and record every run. Stops on SIGTERM."""
+    import asyncio
+    import logging
+
+    import kopf
+    from kubernetes import client, config
+
+    from thresher.jobs.harness import configure_logging
+    from thresher.operator.builders import JobImages
+    from thresher.operator.handlers import register
+    from thresher.operator.kube import Kube
+    from thresher.operator.metrics import OperatorMetrics
+    from thresher.operator.reconciler import Reconciler
+
+    configure_logging("INFO", json_logs=log_format == "json")
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig)
+    else:
+        config.load_incluster_config()
+    api = client.ApiClient()
+    api.configuration.connection_pool_maxsize = 32  # handler threads share one pool
+
+    metrics = OperatorMetrics()
+    if metrics_port:
+        metrics.serve(metrics_port)
+    registry = kopf.OperatorRegistry()
+    register(registry, Reconciler(kube=Kube(api), metrics=metrics,
+                                  images=JobImages(cpu=job_image, gpu=job_gpu_image)))
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs):
+        # Same credentials as the kubernetes client above, whichever way they were loaded.
+        return kopf.login_via_client(**kwargs)
+
+    logging.getLogger("kopf").setLevel(logging.INFO)
+    # SIGTERM/SIGINT: kopf stops watching, lets running handlers finish, then returns.
+    asyncio.run(kopf.operator(
+        registry=registry,
+        standalone=True,  # one replica (Deployment strategy Recreate); no peering objects
+        clusterwide=not namespace,
+        namespaces=namespace,
+        liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz",
+    ))

@@ -1,0 +1,131 @@
+"""A thin adapter over the Kubernetes API: the few calls the operator makes, on plain dicts.
+
+Responses are read raw (``_preload_content=False``) and decoded as JSON, so the rest of the
+operator sees exactly what the API server sent (camelCase dicts, the same shape kopf hands to
+handlers) and the pure functions never meet client model classes.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+GROUP, VERSION, PLURAL, KIND = "thresher.dev", "v1alpha1", "collectionschedules", "CollectionSchedule"
+FIELD_MANAGER = "thresher"
+
+
+def _json(response) -> dict:
+    return json.loads(response.data)
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.events = client.EventsV1Api(api_client)
+
+    # --- CronJobs -----------------------------------------------------------------
+
+    def apply_cronjob(self, body: dict) -> dict:
+        """Server-side apply: create or correct drift in exactly the fields Thresher owns."""
+        meta = body["metadata"]
+        return _json(self.batch.patch_namespaced_cron_job(
+            meta["name"], meta["namespace"], body, field_manager=FIELD_MANAGER, force=True,
+            _content_type="application/apply-patch+yaml", _preload_content=False))
+
+    def get_cronjob(self, namespace: str, name: str) -> dict | None:
+        try:
+            return _json(self.batch.read_namespaced_cron_job(name, namespace, _preload_content=False))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    # --- Jobs and Pods ------------------------------------------------------------
+
+    def create_job(self, body: dict) -> bool:
+        """Create a Job; False when one of that name exists already (a retried run-now)."""
+        try:
+            self.batch.create_namespaced_job(body["metadata"]["namespace"], body, _preload_content=False)
+            return True
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+
+    def list_jobs(self, namespace: str, label_selector: str) -> list[dict]:
+        return _json(self.batch.list_namespaced_job(namespace, label_selector=label_selector,
+                                                    _preload_content=False))["items"]
+
+    def job_pods(self, namespace: str, job_name: str) -> list[dict]:
+        return _json(self.core.list_namespaced_pod(
+            namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}",
+            _preload_content=False))["items"]
+
+    def annotate_job(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        try:
+            self.batch.patch_namespaced_job(name, namespace, {"metadata": {"annotations": annotations}},
+                                            _preload_content=False)
+        except ApiException as err:
+            if err.status != 404:  # deleted meanwhile: nothing left to mark
+                raise
+
+    # --- CollectionSchedules -----------------------------------------------------------
+
+    def get_schedule(self, namespace: str, name: str) -> dict | None:
+        try:
+            return _json(self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _preload_content=False))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def list_schedules(self, namespace: str | None = None) -> list[dict]:
+        if namespace:
+            data = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                             _preload_content=False)
+        else:
+            data = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _preload_content=False)
+        return _json(data)["items"]
+
+    def patch_status(self, namespace: str, name: str, fields: dict,
+                     resource_version: str | None = None) -> dict:
+        """Merge-patch the status subresource. With ``resource_version`` it is a compare-and-swap:
+        a concurrent writer makes it fail with 409 instead of being overwritten."""
+        body: dict = {"status": fields}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return _json(self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, body, _preload_content=False))
+
+    def patch_schedule(self, namespace: str, name: str, patch: dict) -> dict:
+        return _json(self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, patch, _preload_content=False))
+
+    # --- Events -----------------------------------------------------------------------
+
+    def post_event(self, schedule: dict, type_: str, reason: str, note: str) -> None:
+        meta = schedule["metadata"]
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "eventTime": now, "type": type_, "reason": reason, "action": reason, "note": note[:1024],
+            "reportingController": "thresher.dev/operator", "reportingInstance": "thresher-operator",
+            "regarding": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"],
+                          "namespace": meta["namespace"], "uid": meta.get("uid")},
+        }
+        self.events.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+
+
+def is_conflict(err: Exception) -> bool:
+    return isinstance(err, ApiException) and err.status == 409
+
+
+def is_not_found(err: Exception) -> bool:
+    return isinstance(err, ApiException) and err.status == 404

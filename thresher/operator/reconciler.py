@@ -1,0 +1,265 @@
+"""What the operator does, as methods that read the world, call the pure functions and write.
+
+kopf handlers (``handlers.py``) are one-liners into this class, so the whole flow can be read
+top to bottom here: schedule -> CronJob, finished Job -> run record -> status, metrics, events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from thresher.api import cron
+from thresher.api.schedule import CollectionSchedule, SpecInvalid, parse_schedule
+from thresher.operator import builders, runs, status as st
+from thresher.operator.kube import Kube, is_conflict
+from thresher.operator.metrics import OperatorMetrics
+
+log = logging.getLogger("thresher.operator")
+
+Clock = Callable[[], datetime]
+STATUS_WRITE_ATTEMPTS = 8
+OUTCOME_LABELS = {runs.SUCCEEDED: "succeeded", runs.FAILED: "failed", runs.TIMED_OUT: "timed_out"}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Reconciler:
+    kube: Kube
+    metrics: OperatorMetrics
+    images: builders.JobImages = field(default_factory=builders.JobImages)
+    clock: Clock = utcnow
+
+    # --- schedule -> CronJob ----------------------------------------------------------
+
+    def reconcile(self, body: dict) -> None:
+        """Create or correct the CronJob, then refresh status. Invalid specs are reported on
+        the object (Ready=False) and left alone until the spec changes: retrying cannot help."""
+        parsed = parse_schedule(body)
+        if isinstance(parsed, SpecInvalid):
+            log.warning("invalid spec", extra={"schedule": _key(body), "problems": parsed.messages})
+            self._write_status(body, lambda s: self._invalid_status(body, s, parsed))
+            return
+        applied = self.kube.apply_cronjob(builders.build_cronjob(body, parsed, self.images))
+        self.refresh(body, parsed, applied)
+
+    def cronjob_drifted(self, schedule: dict, cronjob: dict) -> bool:
+        """True when someone changed a field of the CronJob that the schedule decides."""
+        parsed = parse_schedule(schedule)
+        if isinstance(parsed, SpecInvalid):
+            return False
+        desired = builders.build_cronjob(schedule, parsed, self.images)
+        return (builders.drifted(desired["spec"], cronjob.get("spec"))
+                or builders.drifted(desired["metadata"]["labels"], cronjob["metadata"].get("labels")))
+
+    def refresh(self, body: dict, parsed: CollectionSchedule | None = None,
+                cronjob: dict | None = None) -> None:
+        """Level-based status refresh: next run, staleness, conditions and metrics."""
+        parsed = parsed or parse_schedule(body)
+        if isinstance(parsed, SpecInvalid):
+            return
+        meta = body["metadata"]
+        if cronjob is None:
+            cronjob = self.kube.get_cronjob(meta["namespace"], meta["name"])
+        if cronjob is None:  # deleted by hand: put it back
+            cronjob = self.kube.apply_cronjob(builders.build_cronjob(body, parsed, self.images))
+        self._write_status(body, lambda s: self._schedule_fields(body, parsed, cronjob, s))
+
+    def _schedule_fields(self, body: dict, parsed: CollectionSchedule, cronjob: dict, current: dict) -> dict:
+        now = self.clock()
+        meta, spec = body["metadata"], parsed.spec
+        effective = spec.effective_schedule(meta["namespace"], meta["name"])
+        next_run = None if spec.suspend else cron.next_run(effective, spec.time_zone, now)
+        cj_status = cronjob.get("status") or {}
+        generation = meta.get("generation")
+
+        conditions = current.get("conditions") or []
+        conditions = st.set_condition(conditions, st.READY, True, "CronJobReady",
+                                      f"CronJob {meta['name']} runs {effective!r}"
+                                      + (f" in {spec.time_zone}" if spec.time_zone else " in UTC"),
+                                      now, generation)
+        stale, stale_msg = self._staleness(body, parsed, effective, current, now)
+        conditions = st.set_condition(conditions, st.STALE, stale,
+                                      "NoRecentSuccess" if stale else ("Suspended" if spec.suspend else "Fresh"),
+                                      stale_msg, now, generation)
+        failures = int(current.get("consecutiveFailures") or 0)
+        threshold = spec.alerting.consecutive_failure_threshold
+        failing = failures >= threshold
+        conditions = st.set_condition(
+            conditions, st.FAILING, failing, "ConsecutiveFailures" if failing else "BelowThreshold",
+            f"{failures} consecutive failed runs (threshold {threshold})", now, generation)
+
+        fields = {
+            "observedGeneration": generation,
+            "cronJobRef": {"name": cronjob["metadata"]["name"]},
+            "effectiveSchedule": effective,
+            "nextScheduleTime": runs.format_time(next_run),
+            "conditions": conditions,
+            "consecutiveFailures": failures,
+        }
+        if cj_status.get("lastScheduleTime"):
+            fields["lastScheduleTime"] = cj_status["lastScheduleTime"]
+        self._export_state(body, parsed, fields, current, cj_status, stale, now)
+        return fields
+
+    def _staleness(self, body: dict, parsed: CollectionSchedule, effective: str, current: dict,
+                   now: datetime) -> tuple[bool, str]:
+        spec = parsed.spec
+        if spec.suspend:
+            return False, "suspended: no runs are expected"
+        last_success = runs.parse_time(current.get("lastSuccessfulTime"))
+        created = runs.parse_time(body["metadata"].get("creationTimestamp")) or now
+        stale = cron.is_stale(last_success, created, effective, spec.time_zone, spec.stale_grace(), now)
+        since = "since creation" if last_success is None else f"since {runs.format_time(last_success)}"
+        return stale, (f"no successful run {since}" if stale else "last success within the expected interval")
+
+    def _export_state(self, body, parsed, fields, current, cj_status, stale, now) -> None:
+        meta, spec = body["metadata"], parsed.spec
+        effective = fields["effectiveSchedule"]
+        interval = cron.expected_interval(effective, spec.time_zone, now)
+        active = cj_status.get("active") or []
+        last_run = runs.parse_time(fields.get("lastScheduleTime") or current.get("lastScheduleTime"))
+        self.metrics.set_schedule_state(
+            namespace=meta["namespace"], schedule=meta["name"], job_type=spec.job.kind,
+            suspended=spec.suspend,
+            next_run=_ts(runs.parse_time(fields["nextScheduleTime"])),
+            last_run=_ts(last_run),
+            last_success=_ts(runs.parse_time(current.get("lastSuccessfulTime"))),
+            last_failure=_ts(runs.parse_time(current.get("lastFailureTime"))),
+            consecutive_failures=int(current.get("consecutiveFailures") or 0),
+            failure_threshold=spec.alerting.consecutive_failure_threshold,
+            stale=stale,
+            stale_after_seconds=(interval + spec.stale_grace()).total_seconds() if interval else None,
+            min_quality=spec.alerting.min_quality_rate, min_items=spec.alerting.min_items,
+            active_runs=len(active),
+            oldest_active_start=None,
+            expected_duration_seconds=float(spec.timeout_seconds) if spec.timeout_seconds else None,
+            cron=effective, time_zone=spec.time_zone or "UTC",
+        )
+
+    def _invalid_status(self, body: dict, current: dict, invalid: SpecInvalid) -> dict:
+        generation = body["metadata"].get("generation")
+        conditions = st.set_condition(current.get("conditions") or [], st.READY, False, "InvalidSpec",
+                                      invalid.message, self.clock(), generation)
+        return {"observedGeneration": generation, "conditions": conditions, "nextScheduleTime": None}
+
+    # --- run now --------------------------------------------------------------------
+
+    def run_now(self, body: dict, token: str) -> str | None:
+        """Start a manual run for this token (idempotent); the Job name, or None if no CronJob."""
+        meta = body["metadata"]
+        cronjob = self.kube.get_cronjob(meta["namespace"], meta["name"])
+        if cronjob is None:
+            return None
+        job = builders.manual_job(cronjob, token)
+        created = self.kube.create_job(job)
+        log.info("manual run", extra={"schedule": _key(body), "job": job["metadata"]["name"],
+                                      "created": created})
+        return job["metadata"]["name"]
+
+    # --- finished Job -> run record -> status ----------------------------------------
+
+    def record_job(self, job: dict) -> dict | None:
+        """Record a finished Job's run on its schedule, exactly once. Returns the record if new."""
+        meta = job["metadata"]
+        annotations = meta.get("annotations") or {}
+        if annotations.get(runs.RECORDED_ANNOTATION) or runs.finished_condition(job) is None:
+            return None
+        namespace = meta["namespace"]
+        schedule_name = (meta.get("labels") or {}).get(builders.SCHEDULE_LABEL)
+        if not schedule_name:
+            return None
+        record = runs.run_record(job, self.kube.job_pods(namespace, meta["name"]))
+        added: list[dict] = []
+
+        def fold(current: dict) -> dict:
+            fields, new = st.merge_runs(current, [record])
+            added[:] = new
+            return fields
+
+        schedule = self._write_status({"metadata": {"namespace": namespace, "name": schedule_name}}, fold)
+        if schedule is not None and added:
+            self._after_new_run(schedule, record)
+        # Marked after the status write: a crash in between is harmless (merge_runs dedupes).
+        self.kube.annotate_job(namespace, meta["name"], {runs.RECORDED_ANNOTATION: "true"})
+        return record if added else None
+
+    def _after_new_run(self, schedule: dict, record: dict) -> None:
+        meta = schedule["metadata"]
+        parsed = parse_schedule(schedule)
+        job_type = parsed.spec.job.kind if not isinstance(parsed, SpecInvalid) else "unknown"
+        result = record.get("result") or {}
+        self.metrics.observe_run(
+            namespace=meta["namespace"], schedule=meta["name"], job_type=job_type,
+            outcome=OUTCOME_LABELS[record["outcome"]], duration_seconds=record.get("durationSeconds"),
+            finished_at=_ts(runs.parse_time(record.get("completionTime"))) or time.time(),
+            items=result.get("items"), valid=result.get("valid"), quality=result.get("quality"))
+        status = schedule.get("status") or {}
+        if record["outcome"] != runs.SUCCEEDED:
+            self.kube.post_event(schedule, "Warning", "RunFailed",
+                                 f"run {record['jobName']} {record['outcome'].lower()}: "
+                                 f"{record.get('message', '')}")
+        if isinstance(parsed, SpecInvalid):
+            return
+        limit = parsed.spec.stop_after_consecutive_failures
+        failures = int(status.get("consecutiveFailures") or 0)
+        if limit and failures >= limit and not parsed.spec.suspend:
+            self.kube.patch_schedule(meta["namespace"], meta["name"], {"spec": {"suspend": True}})
+            self.kube.post_event(schedule, "Warning", "Suspended",
+                                 f"suspended after {failures} consecutive failed runs "
+                                 f"(stopAfterConsecutiveFailures={limit}); resume with "
+                                 f"`thresher resume {meta['name']}`")
+        self.refresh(schedule, parsed)
+
+    # --- missed runs ----------------------------------------------------------------
+
+    def missed_runs(self, body: dict, slack: timedelta = timedelta(minutes=2)) -> list[datetime]:
+        """Fire times that passed without the CronJob scheduling anything (operator or
+        controller down, deadline missed). Reported as an Event, once per start-up or timer."""
+        parsed = parse_schedule(body)
+        if isinstance(parsed, SpecInvalid) or parsed.spec.suspend:
+            return []
+        meta, now = body["metadata"], self.clock()
+        status = body.get("status") or {}
+        since = (runs.parse_time(status.get("lastScheduleTime"))
+                 or runs.parse_time(meta.get("creationTimestamp")))
+        if since is None:
+            return []
+        effective = parsed.spec.effective_schedule(meta["namespace"], meta["name"])
+        return cron.missed_runs(effective, parsed.spec.time_zone, since, now - slack, limit=10)
+
+    # --- status writes ----------------------------------------------------------------
+
+    def _write_status(self, body: dict, compute: Callable[[dict], dict]) -> dict | None:
+        """Read-compute-write with optimistic concurrency; skip writes that change nothing.
+        Returns the schedule as written (or as read when nothing changed); None if it is gone."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        for _ in range(STATUS_WRITE_ATTEMPTS):
+            current = self.kube.get_schedule(namespace, name)
+            if current is None:
+                return None
+            fields = st.changed_fields(current.get("status") or {}, compute(current.get("status") or {}))
+            if not fields:
+                return current
+            try:
+                return self.kube.patch_status(namespace, name, fields,
+                                              current["metadata"]["resourceVersion"])
+            except Exception as err:  # noqa: BLE001 - only conflicts are retried
+                if not is_conflict(err):
+                    raise
+        raise RuntimeError(f"status of {namespace}/{name}: {STATUS_WRITE_ATTEMPTS} conflicting writes")
+
+
+def _key(body: dict) -> str:
+    return f"{body['metadata'].get('namespace')}/{body['metadata'].get('name')}"
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value else None

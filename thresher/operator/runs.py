@@ -1,0 +1,113 @@
+"""Job and Pod status in, run record out: what one finished run of a schedule was.
+
+Pure functions over the plain dicts the Kubernetes API returns, so they are tested with
+no cluster and no mocks (kubebuilder's "status reconstituted from the world").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from thresher.api.runresult import parse_message
+
+SCHEDULED_TIMESTAMP = "batch.kubernetes.io/cronjob-scheduled-timestamp"
+MANUAL_ANNOTATION = "thresher.dev/manual-run"
+RECORDED_ANNOTATION = "thresher.dev/recorded"
+
+SUCCEEDED, FAILED, TIMED_OUT = "Succeeded", "Failed", "TimedOut"
+MAX_WARNINGS_KEPT = 5
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def format_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def finished_condition(job: dict) -> dict | None:
+    """The Job's terminal condition (Complete or Failed, status True), or None while it runs."""
+    for cond in job.get("status", {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def _terminated_state(pod: dict) -> dict | None:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated")
+        if terminated:
+            return terminated
+    return None
+
+
+def last_terminated(pods: list[dict]) -> dict | None:
+    """The terminated container state of the Job's most recent attempt that has one."""
+    attempts = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+    for pod in reversed(attempts):
+        state = _terminated_state(pod)
+        if state is not None:
+            return state
+    return None
+
+
+def run_record(job: dict, pods: list[dict]) -> dict | None:
+    """The run record of a finished Job, or None while it is still running."""
+    condition = finished_condition(job)
+    if condition is None:
+        return None
+    meta, status = job["metadata"], job.get("status", {})
+    annotations = meta.get("annotations") or {}
+    if condition["type"] == "Complete":
+        outcome = SUCCEEDED
+    elif condition.get("reason") == "DeadlineExceeded":
+        outcome = TIMED_OUT
+    else:
+        outcome = FAILED
+
+    start = parse_time(status.get("startTime")) or parse_time(meta.get("creationTimestamp"))
+    end = parse_time(status.get("completionTime")) or parse_time(condition.get("lastTransitionTime"))
+    record: dict = {
+        "jobName": meta["name"],
+        "manual": annotations.get(MANUAL_ANNOTATION) == "true",
+        "scheduledTime": format_time(parse_time(annotations.get(SCHEDULED_TIMESTAMP))
+                                     or parse_time(meta.get("creationTimestamp"))),
+        "startTime": format_time(start),
+        "completionTime": format_time(end),
+        "outcome": outcome,
+    }
+    if start and end:
+        record["durationSeconds"] = round(max(0.0, (end - start).total_seconds()), 3)
+
+    terminated = last_terminated(pods)
+    parsed = parse_message(terminated.get("message") if terminated else None)
+    if parsed.result is not None:
+        r = parsed.result
+        summary = {"items": r.items, "valid": r.valid, "quality": r.quality, "failed": r.failed,
+                   "output": r.output, "warnings": r.warnings[:MAX_WARNINGS_KEPT], "error": r.error}
+        record["result"] = {k: v for k, v in summary.items() if v not in (None, [])}
+    else:
+        record["resultProblem"] = parsed.problem
+
+    if outcome != SUCCEEDED:
+        record["reason"] = condition.get("reason") or outcome
+        record["message"] = failure_message(condition, terminated, parsed.result)
+    return record
+
+
+def failure_message(condition: dict, terminated: dict | None, result) -> str:
+    """One line for people: what Kubernetes says, then what the container said."""
+    parts = [condition.get("message") or condition.get("reason") or "failed"]
+    if terminated is not None:
+        parts.append(f"exit code {terminated.get('exitCode')} ({terminated.get('reason', 'Error')})")
+    if result is not None and result.error:
+        parts.append(result.error)
+    elif terminated is not None and terminated.get("message") and result is None:
+        # Not a run result: a generic container's log tail (FallbackToLogsOnError).
+        parts.append(terminated["message"].strip().splitlines()[-1][:300] if terminated["message"].strip() else "")
+    return "; ".join(p for p in parts if p)[:1000]

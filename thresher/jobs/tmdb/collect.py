@@ -343,7 +343,8 @@ def _collect(job: TmdbJob, client: TmdbClient, data_dir: Path, catalog: Catalog,
         raise ConfigError(f"TMDB rejected the credential during the run: {err}") from None
 
     # Invariant of the accounting: every planned page was either fetched or reported as failed.
-    assert set(pages.planned) == set(pages.fetched) | set(pages.failed), "a page was neither fetched nor failed"
+    if set(pages.planned) != set(pages.fetched) | set(pages.failed):
+        raise RuntimeError("page accounting broken: a planned page was neither fetched nor failed")
     valid, rejected = split_valid(deduped)
     quality = assess(len(observations), deduped, valid, rejected)
     quality_warnings, threshold_failed = threshold_findings(quality, thresholds)

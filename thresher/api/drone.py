@@ -1,0 +1,186 @@
+"""The ``drone`` job block of a CollectionSchedule: what the crop-health job does on each run.
+
+Every field carries a description and its constraints because the CRD (and so
+``kubectl explain``) is generated from this model's JSON schema. Types stay
+JSON-schema friendly: no free-form dicts, explicit objects for thresholds.
+
+Thresholds follow one rule for every index: a valid pixel is *vegetation* when
+its index value is >= ``vegetation``, and a vegetation pixel is *stressed* when
+its value is < ``stressed``. The defaults are starting points for the synthetic
+and typical field cases described in docs/drone.md; real crops need tuning.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+IndexName = Literal["VARI", "GLI", "ExG", "TGI", "NDVI", "NDRE", "GNDVI", "SAVI"]
+RGB_INDEX_NAMES: tuple[str, ...] = ("VARI", "GLI", "ExG", "TGI")
+NIR_INDEX_NAMES: tuple[str, ...] = ("NDVI", "NDRE", "GNDVI", "SAVI")
+ALL_INDEX_NAMES: tuple[str, ...] = RGB_INDEX_NAMES + NIR_INDEX_NAMES
+
+IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "tif", "tiff")
+VIDEO_EXTENSIONS: tuple[str, ...] = ("mp4", "avi", "mov")
+
+Extension = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{1,10}$")]
+RelPath = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class IndexThresholds(BaseModel):
+    """Where one index separates soil from vegetation and healthy from stressed vegetation."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    vegetation: float = Field(
+        ge=-10.0, le=10.0,
+        description="A valid pixel counts as vegetation when the index is at least this value.",
+    )
+    stressed: float = Field(
+        ge=-10.0, le=10.0,
+        description="A vegetation pixel counts as stressed when the index is below this value "
+                    "(must be >= vegetation).",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IndexThresholds:
+        if self.stressed < self.vegetation:
+            raise ValueError(f"stressed ({self.stressed}) must be >= vegetation ({self.vegetation})")
+        return self
+
+
+def _t(vegetation: float, stressed: float):
+    return lambda: IndexThresholds(vegetation=vegetation, stressed=stressed)
+
+
+class Thresholds(BaseModel):
+    """Per-index thresholds. Index values are computed on reflectance 0..1 (see docs/drone.md)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    vari: IndexThresholds = Field(default_factory=_t(0.05, 0.2),
+                                  description="VARI (G-R)/(G+R-B). Default vegetation 0.05, stressed 0.2.")
+    gli: IndexThresholds = Field(default_factory=_t(0.1, 0.3),
+                                 description="GLI (2G-R-B)/(2G+R+B). Default vegetation 0.1, stressed 0.3.")
+    exg: IndexThresholds = Field(default_factory=_t(0.1, 0.35),
+                                 description="ExG 2g-r-b on chromatic coordinates. Default vegetation 0.1, "
+                                             "stressed 0.35.")
+    tgi: IndexThresholds = Field(default_factory=_t(0.08, 0.28),
+                                 description="TGI G-0.39R-0.61B on reflectance. Default vegetation 0.08, "
+                                             "stressed 0.28.")
+    ndvi: IndexThresholds = Field(default_factory=_t(0.2, 0.33),
+                                  description="NDVI (N-R)/(N+R). Default vegetation 0.2 (bare soil is about "
+                                              "-0.1..0.2), stressed 0.33 (common 'unhealthy' bound).")
+    ndre: IndexThresholds = Field(default_factory=_t(0.05, 0.2),
+                                  description="NDRE (N-Re)/(N+Re). Default vegetation 0.05, stressed 0.2.")
+    gndvi: IndexThresholds = Field(default_factory=_t(0.2, 0.4),
+                                   description="GNDVI (N-G)/(N+G). Default vegetation 0.2, stressed 0.4.")
+    savi: IndexThresholds = Field(default_factory=_t(0.15, 0.3),
+                                  description="SAVI 1.5(N-R)/(N+R+0.5). Default vegetation 0.15, stressed 0.3.")
+
+    def for_index(self, name: str) -> IndexThresholds:
+        return getattr(self, name.lower())
+
+
+class DroneJob(BaseModel):
+    """Crop-health processing of drone images in a folder of the schedule's storage."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    task: Literal["process", "report", "backup", "cleanup"] = Field(
+        default="process",
+        description="process: new or changed inputs into indices, health maps and a run report; "
+                    "report: a report over the last reportPeriodDays; backup: snapshot the state "
+                    "database; cleanup: delete outputs and state older than retentionDays.",
+    )
+    input_path: RelPath = Field(
+        default="input", alias="inputPath",
+        description="Folder with drone images and videos, relative to the data directory unless absolute.",
+    )
+    output_path: RelPath = Field(
+        default="output", alias="outputPath",
+        description="Folder for health maps, per-image results and reports, relative to the data "
+                    "directory unless absolute.",
+    )
+    state_path: RelPath = Field(
+        default="state", alias="statePath",
+        description="Folder of the SQLite state database that records which inputs were processed, "
+                    "relative to the data directory unless absolute.",
+    )
+    backup_path: RelPath = Field(
+        default="backups", alias="backupPath",
+        description="Folder for state database snapshots (task backup), relative to the data "
+                    "directory unless absolute.",
+    )
+    extensions: list[Extension] = Field(
+        default_factory=lambda: list(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS), min_length=1, max_length=32,
+        description="File extensions to process, without the dot, case-insensitive. Images: jpg, jpeg, "
+                    "png, tif, tiff; videos: mp4, avi, mov.",
+    )
+    recursive: bool = Field(default=True, description="Also look into sub-folders of inputPath.")
+    backend: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="Compute backend: cpu (NumPy), cuda (PyTorch on a GPU; the schedule must request "
+                    "nvidia.com/gpu), or auto (cuda when PyTorch sees a GPU, else cpu).",
+    )
+    batch_size: int = Field(
+        default=16, ge=1, le=256, alias="batchSize",
+        description="Inputs claimed, decoded and computed together; on cuda also the nvJPEG decode batch.",
+    )
+    workers: int = Field(
+        default=0, ge=0, le=64,
+        description="CPU threads for decoding and NumPy math; 0 means one per available CPU.",
+    )
+    indices: list[IndexName] = Field(
+        default_factory=list, max_length=8,
+        description="Indices to compute: VARI, GLI, ExG, TGI (any RGB input), NDVI, NDRE, GNDVI, SAVI "
+                    "(multispectral). Empty means every index the input's bands allow.",
+    )
+    primary_index: Literal["auto", "VARI", "GLI", "ExG", "TGI", "NDVI", "NDRE", "GNDVI", "SAVI"] = Field(
+        default="auto", alias="primaryIndex",
+        description="Index behind the health map and the headline cover and stressed fractions; auto "
+                    "is NDVI when the input has NIR, else GLI.",
+    )
+    thresholds: Thresholds = Field(
+        default_factory=Thresholds,
+        description="Vegetation and stressed thresholds per index.",
+    )
+    video_frame_interval_seconds: float = Field(
+        default=5.0, gt=0.0, le=3600.0, alias="videoFrameIntervalSeconds",
+        description="For videos, process one frame every this many seconds of video time.",
+    )
+    max_video_frames: int = Field(
+        default=720, ge=1, le=100000, alias="maxVideoFrames",
+        description="At most this many frames are sampled from one video.",
+    )
+    health_map_max_size: int = Field(
+        default=1024, ge=64, le=16384, alias="healthMapMaxSize",
+        description="Longest side, in pixels, of the colour health map PNG written per image.",
+    )
+    report_period_days: int = Field(
+        default=7, ge=1, le=3660, alias="reportPeriodDays",
+        description="Task report covers inputs processed in this many days before now.",
+    )
+    retention_days: int = Field(
+        default=30, ge=1, le=36600, alias="retentionDays",
+        description="Task cleanup deletes run reports and per-image outputs older than this, and "
+                    "state rows of inputs that no longer exist.",
+    )
+    backup_keep: int = Field(
+        default=7, ge=1, le=1000, alias="backupKeep",
+        description="Task backup keeps this many newest snapshots and deletes older ones.",
+    )
+    dry_run: bool = Field(
+        default=False, alias="dryRun",
+        description="Task cleanup only reports what it would delete.",
+    )
+
+    @model_validator(mode="after")
+    def _primary_computed(self) -> DroneJob:
+        if self.indices and self.primary_index != "auto" and self.primary_index not in self.indices:
+            raise ValueError(f"primaryIndex {self.primary_index} is not among indices {self.indices}")
+        return self
+
+    def normalized_extensions(self) -> frozenset[str]:
+        return frozenset(e.lower().lstrip(".") for e in self.extensions)

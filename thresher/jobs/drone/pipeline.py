@@ -1,0 +1,301 @@
+"""The process task: discover -> claim -> decode/compute -> write outputs atomically -> mark done.
+
+Outputs under the output root (all file names derive from the item key, so redoing an
+item rewrites the same files):
+
+* ``maps/<key>.png`` (video frames: ``maps/<key>/t<seconds>.png``): colour health map;
+* ``items/<key>.json``: the item's full result;
+* ``runs/<run id>/summary.json``, ``summary.csv``, ``report.html``: the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from thresher.api.drone import DroneJob
+from thresher.jobs.drone import compute as cp
+from thresher.jobs.drone import decode as dc
+from thresher.jobs.drone import report as rp
+from thresher.jobs.drone.discovery import Item, group, scan
+from thresher.jobs.drone.state import DB_NAME, Claimed, Outcome, StateDB, StateLock
+from thresher.jobs.harness import ConfigError, atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger("thresher.drone")
+
+
+@dataclass(frozen=True)
+class Paths:
+    data_dir: Path
+    input: Path
+    output: Path
+    state: Path
+    backups: Path
+
+    @property
+    def db(self) -> Path:
+        return self.state / DB_NAME
+
+    @classmethod
+    def resolve(cls, spec: DroneJob, data_dir: Path) -> Paths:
+        data_dir = Path(data_dir)
+        pick = lambda p: Path(p) if Path(p).is_absolute() else data_dir / p  # noqa: E731
+        return cls(data_dir, pick(spec.input_path), pick(spec.output_path), pick(spec.state_path),
+                   pick(spec.backup_path))
+
+
+def new_run_id(now: float) -> str:
+    return datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def map_rel(key: str, frame_time: float | None) -> str:
+    return f"maps/{key}.png" if frame_time is None else f"maps/{key}/t{frame_time:010.3f}.png"
+
+
+def chunked(iterable: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for x in iterable:
+        chunk.append(x)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# --- backends -------------------------------------------------------------------------------
+
+class NumpyEngine:
+    name = "cpu"
+    decodes_jpeg = False
+
+    def compute(self, frames: list[dc.Decoded], params: cp.ComputeParams) -> list[cp.Computed]:
+        return [cp.compute_numpy(f, params) for f in frames]
+
+
+class TorchEngine:
+    def __init__(self, device: str):
+        from thresher.jobs.drone.torch_backend import TorchBackend
+
+        self.backend = TorchBackend(device)
+        self.name = "cuda" if device == "cuda" else f"torch-{device}"
+        self.decodes_jpeg = self.backend.gpu_decode
+        self._lock = threading.Lock()  # one batch on the device at a time
+
+    def compute(self, frames: list[dc.Decoded], params: cp.ComputeParams) -> list[cp.Computed]:
+        with self._lock:
+            return self.backend.compute_batch(frames, params)
+
+
+def select_engine(choice: str):
+    """cpu -> NumPy; cuda -> PyTorch on the GPU or a ConfigError; auto -> cuda when available.
+    torch-cpu (hand use and tests only) -> the PyTorch code on the CPU."""
+    from thresher.jobs.drone.torch_backend import cuda_available, torch_available
+
+    if choice == "cpu":
+        return NumpyEngine()
+    if choice == "torch-cpu":
+        if not torch_available():
+            raise ConfigError("backend torch-cpu needs PyTorch: pip install 'thresher[gpu]'")
+        return TorchEngine("cpu")
+    if choice == "cuda":
+        if not cuda_available():
+            raise ConfigError("backend cuda needs PyTorch with a visible GPU (request nvidia.com/gpu and use "
+                              "the jobs-gpu image), or set backend: auto/cpu")
+        return TorchEngine("cuda")
+    return TorchEngine("cuda") if cuda_available() else NumpyEngine()
+
+
+# --- one run ----------------------------------------------------------------------------------
+
+@dataclass
+class RunStats:
+    run_id: str
+    items: list[dict] = field(default_factory=list)  # item results (ok and failed)
+    warnings: list[str] = field(default_factory=list)
+    summary_path: Path | None = None
+
+    @property
+    def valid(self) -> int:
+        return sum(1 for i in self.items if i["ok"])
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for i in self.items if not i["ok"])
+
+
+class Processor:
+    """Processes claimed items with an engine and writes their outputs."""
+
+    def __init__(self, spec: DroneJob, paths: Paths, engine, workers: int | None = None):
+        self.spec = spec
+        self.paths = paths
+        self.engine = engine
+        self.params = cp.ComputeParams.from_spec(spec)
+        self.workers = workers or spec.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                                  else (os.cpu_count() or 1))
+
+    def frames(self, item: Item) -> Iterator[dc.Decoded]:
+        if item.kind == "video":
+            yield from dc.iter_video_frames(self.paths.input / item.members[0][1], item.key,
+                                            self.spec.video_frame_interval_seconds, self.spec.max_video_frames)
+        else:
+            yield from dc.load(item, self.paths.input, backend_decodes_jpeg=self.engine.decodes_jpeg)
+
+    def frame_result(self, item: Item, frame: dc.Decoded, computed: cp.Computed) -> dict:
+        rel = None
+        if computed.map_index is not None and computed.primary:
+            veg, stressed = self.params.threshold(computed.primary)
+            rel = map_rel(item.key, frame.frame_time)
+            atomic_write_bytes(self.paths.output / rel, cp.png_bytes(cp.colorize(computed.map_index, veg, stressed)))
+        primary = computed.stats.get(computed.primary) if computed.primary else None
+        return {
+            "frame_time": frame.frame_time, "width": frame.width, "height": frame.height, "gps": frame.gps,
+            "pixels": computed.pixels, "saturated": computed.saturated, "nodata": computed.nodata,
+            "primary": computed.primary,
+            "cover": primary.cover if primary else None, "stressed": primary.stressed if primary else None,
+            "indices": {name: s.to_dict() for name, s in computed.stats.items()},
+            "map": rel,
+        }
+
+    def process_item(self, item: Item) -> dict:
+        """One item, end to end; bad input becomes a failed result, never an exception."""
+        frames: list[dict] = []
+        warnings: list[str] = [f"ignored band file {p}" for p in item.ignored]
+        try:
+            for chunk in chunked(self.frames(item), self.spec.batch_size):
+                for frame, computed in zip(chunk, self.engine.compute(chunk, self.params)):
+                    warnings.extend(frame.warnings)
+                    frames.append(self.frame_result(item, frame, computed))
+        except dc.BadInput as err:
+            return {"key": item.key, "kind": item.kind, "ok": False, "reason": str(err), "frames": [],
+                    "warnings": warnings}
+        result = {"key": item.key, "kind": item.kind, "ok": True, "reason": None, "frames": frames,
+                  "warnings": warnings}
+        atomic_write_text(self.paths.output / f"items/{item.key}.json", rp.to_json(result))
+        return result
+
+    def process_batch(self, claimed: list[Claimed]) -> list[dict]:
+        items = [c.item for c in claimed]
+        if isinstance(self.engine, TorchEngine):
+            return self._process_batched(items)
+        if self.workers <= 1 or len(items) <= 1:
+            return [self.process_item(i) for i in items]
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="drone") as pool:
+            return list(pool.map(self.process_item, items))
+
+    def _process_batched(self, items: list[Item]) -> list[dict]:
+        """Torch: decode still images on CPU threads (or only parse headers when nvJPEG decodes),
+        compute all of them in one batch, then write outputs on threads. Videos go one by one."""
+        stills = [i for i in items if i.kind != "video"]
+
+        def load(item: Item):
+            try:
+                return list(self.frames(item))
+            except dc.BadInput as err:
+                return err
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="drone-load") as pool:
+            loaded = dict(zip([i.key for i in stills], pool.map(load, stills)))
+        good = [(i, loaded[i.key]) for i in stills if not isinstance(loaded[i.key], dc.BadInput)]
+        all_frames = [f for _, fs in good for f in fs]
+        results: dict[str, dict] = {}
+        computed_all: list[cp.Computed] | None
+        try:
+            computed_all = self.engine.compute(all_frames, self.params) if all_frames else []
+        except Exception as err:  # noqa: BLE001 - e.g. nvJPEG rejects one image: redo one by one
+            log.warning("batch compute failed, retrying items one by one", extra={"error": str(err)})
+            computed_all = None
+        if computed_all is None:
+            for item, _ in good:
+                results[item.key] = self.process_item(item)
+        else:
+            pos = 0
+
+            def finish(entry):
+                item, frames, computed = entry
+                out = [self.frame_result(item, f, c) for f, c in zip(frames, computed)]
+                result = {"key": item.key, "kind": item.kind, "ok": True, "reason": None, "frames": out,
+                          "warnings": [w for f in frames for w in f.warnings]}
+                atomic_write_text(self.paths.output / f"items/{item.key}.json", rp.to_json(result))
+                return result
+
+            entries = []
+            for item, frames in good:
+                entries.append((item, frames, computed_all[pos:pos + len(frames)]))
+                pos += len(frames)
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="drone-write") as pool:
+                for result in pool.map(finish, entries):
+                    results[result["key"]] = result
+        for item in stills:
+            if isinstance(loaded[item.key], dc.BadInput):
+                results[item.key] = {"key": item.key, "kind": item.kind, "ok": False,
+                                     "reason": str(loaded[item.key]), "frames": [], "warnings": []}
+        for item in items:
+            if item.kind == "video":
+                results[item.key] = self.process_item(item)
+        return [results[i.key] for i in items]
+
+
+def run_process(spec: DroneJob, paths: Paths, engine=None, now: Callable[[], float] = time.time,
+                settle_seconds: float = 0.0, run_id: str | None = None,
+                after_outputs: Callable[[list[Claimed]], None] | None = None) -> RunStats:
+    """One process run under the state lock. ``after_outputs`` runs between writing a batch's outputs
+    and committing it (crash-injection point for tests; None in production)."""
+    if not paths.input.is_dir():
+        raise ConfigError(f"input folder {paths.input} does not exist")
+    engine = engine or select_engine(spec.backend)
+    started = now()
+    run_id = run_id or new_run_id(started)
+    stats = RunStats(run_id)
+    with StateLock(paths.state), StateDB(paths.db) as db:
+        settle_ns = int((started - settle_seconds) * 1e9) if settle_seconds > 0 else None
+        files = scan(paths.input, spec.normalized_extensions(), spec.recursive, settle_ns)
+        counts = db.sync(group(files), started)
+        db.start_run(run_id, "process", started)
+        log.info("discovered inputs", extra={"files": len(files), **counts, "run_id": run_id})
+        processor = Processor(spec, paths, engine)
+        while True:
+            claimed = db.claim(run_id, spec.batch_size)
+            if not claimed:
+                break
+            fingerprints = {c.item.key: c.item.fingerprint for c in claimed}
+            results = processor.process_batch(claimed)
+            if after_outputs is not None:
+                after_outputs(claimed)
+            db.complete(run_id, [Outcome(r["key"], fingerprints[r["key"]], r["ok"], r if r["ok"] else None,
+                                         r.get("reason")) for r in results], now())
+            stats.items.extend(results)
+            for r in results:
+                if not r["ok"]:
+                    log.warning("skipped input", extra={"key": r["key"], "reason": r["reason"]})
+        stats.summary_path = write_run_report(spec, paths, stats, engine.name, started, now())
+        db.finish_run(run_id, now(), len(stats.items), stats.valid, stats.failed,
+                      0 if not stats.failed else 5, str(stats.summary_path))
+    return stats
+
+
+def thresholds_table(spec: DroneJob) -> dict[str, tuple[float, float]]:
+    return {name: (t.vegetation, t.stressed) for name, t in
+            ((n, spec.thresholds.for_index(n)) for n in ("VARI", "GLI", "ExG", "TGI", "NDVI", "NDRE", "GNDVI", "SAVI"))}
+
+
+def write_run_report(spec: DroneJob, paths: Paths, stats: RunStats, backend: str, started: float,
+                     finished: float) -> Path:
+    folder = paths.output / "runs" / stats.run_id
+    summary = rp.summarize(stats.items, {
+        "title": f"Drone crop-health run {stats.run_id}", "run_id": stats.run_id, "backend": backend,
+        "generated": rp.iso(finished), "started": rp.iso(started), "duration_seconds": round(finished - started, 3),
+    })
+    atomic_write_text(folder / "summary.json", rp.to_json(summary))
+    atomic_write_text(folder / "summary.csv", rp.to_csv(stats.items))
+    atomic_write_text(folder / "report.html", rp.to_html(summary, "../../", thresholds_table(spec)))
+    return folder / "summary.json"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from thresher import ctl
 from thresher.devcluster.cli import app as dev_app
 from thresher.jobs.drone.cli import app as drone_app
 from thresher.jobs.tmdb.cli import app as tmdb_app
@@ -23,6 +24,16 @@ job_app.add_typer(drone_app, name="drone")
 app.add_typer(job_app, name="job")
 app.add_typer(dev_app, name="dev")
 app.add_typer(operator_app, name="operator")
+for command in (ctl.run, ctl.suspend, ctl.resume, ctl.status):
+    app.command()(command)
+
+@app.command()
+def demo(down: bool = typer.Option(False, "--down", help="Stop the demo and remove its state.")):
+    """Local control plane + operator + example schedules, each run once (what `make demo` runs)."""
+    from thresher.demo import run_demo
+
+    run_demo(down=down)
+
 
 crd_app = typer.Typer(help="The CollectionSchedule CRD, generated from the pydantic models.", no_args_is_help=True)
 app.add_typer(crd_app, name="crd")

@@ -1,0 +1,55 @@
+# Thresher: every target installs what it needs and is safe to re-run.
+#   make demo   local control plane + operator + example schedules
+#   make test   unit, integration (real control plane) and tool-judged tests
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: all venv binaries tools demo demo-down test test-unit test-integration bench crd lint clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[operator,jobs,dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and helm:
+# from PATH, THRESHER_BIN_DIR or ~/.cache/thresher, else built once from the Go module proxy.
+binaries: venv
+	$(BIN)/python -m thresher.devcluster.binaries etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm
+
+# Upstream judges of the monitoring pieces: promtool and amtool (Debian's packages).
+tools:
+	@command -v promtool >/dev/null && command -v amtool >/dev/null || { \
+	  echo "installing prometheus and prometheus-alertmanager (promtool, amtool) from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }
+
+demo: venv binaries
+	$(BIN)/thresher demo
+
+demo-down: venv
+	$(BIN)/thresher demo --down
+
+test: venv binaries tools
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv binaries tools
+	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+bench: venv binaries
+	$(BIN)/python benchmarks/run_all.py
+
+crd: venv
+	$(BIN)/thresher crd generate
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

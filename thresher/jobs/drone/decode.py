@@ -122,7 +122,7 @@ def _planes_from_rgb_array(arr: np.ndarray) -> dict[str, np.ndarray]:
 
 def decode_pil(data: bytes, name: str) -> Decoded:
     """JPEG/PNG (and TIFFs tifffile cannot read) through Pillow."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -139,6 +139,8 @@ def decode_pil(data: bytes, name: str) -> Decoded:
                 arr = np.asarray(image if mode == "RGB" else image.convert("RGB"))
     except BadInput:
         raise
+    except UnidentifiedImageError:
+        raise BadInput(f"cannot decode {name}: not a recognised image format") from None
     except Exception as err:  # noqa: BLE001 - any decoder failure is a bad input, reported with its text
         raise BadInput(f"cannot decode {name}: {err}") from None
     h, w = arr.shape[:2]

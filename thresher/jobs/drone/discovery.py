@@ -91,7 +91,7 @@ def group(files: list[FileInfo]) -> list[Item]:
 
 
 def scan(root: Path, extensions: frozenset[str], recursive: bool = True,
-         settle_before_ns: int | None = None) -> list[FileInfo]:
+         settle_before_ns: int | None = None, unsettled: list[str] | None = None) -> list[FileInfo]:
     """Files under ``root`` with a wanted extension. Hidden files (``.name``, our temp files) are skipped;
     with ``settle_before_ns`` files modified after it are left for later (still being written)."""
     found: list[FileInfo] = []
@@ -116,6 +116,8 @@ def scan(root: Path, extensions: frozenset[str], recursive: bool = True,
             except OSError:
                 continue
             if settle_before_ns is not None and st.st_mtime_ns > settle_before_ns:
+                if unsettled is not None:
+                    unsettled.append(entry.path)
                 continue
             rel = Path(entry.path).relative_to(root).as_posix()
             found.append(FileInfo(rel, st.st_size, st.st_mtime_ns))

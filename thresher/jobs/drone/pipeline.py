@@ -122,6 +122,7 @@ class RunStats:
     items: list[dict] = field(default_factory=list)  # item results (ok and failed)
     warnings: list[str] = field(default_factory=list)
     summary_path: Path | None = None
+    unsettled: list[str] = field(default_factory=list)  # files left for later (still being written)
 
     @property
     def valid(self) -> int:
@@ -247,7 +248,8 @@ class Processor:
 
 def run_process(spec: DroneJob, paths: Paths, engine=None, now: Callable[[], float] = time.time,
                 settle_seconds: float = 0.0, run_id: str | None = None,
-                after_outputs: Callable[[list[Claimed]], None] | None = None) -> RunStats:
+                after_outputs: Callable[[list[Claimed]], None] | None = None,
+                report_empty: bool = True) -> RunStats:
     """One process run under the state lock. ``after_outputs`` runs between writing a batch's outputs
     and committing it (crash-injection point for tests; None in production)."""
     if not paths.input.is_dir():
@@ -258,7 +260,7 @@ def run_process(spec: DroneJob, paths: Paths, engine=None, now: Callable[[], flo
     stats = RunStats(run_id)
     with StateLock(paths.state), StateDB(paths.db) as db:
         settle_ns = int((started - settle_seconds) * 1e9) if settle_seconds > 0 else None
-        files = scan(paths.input, spec.normalized_extensions(), spec.recursive, settle_ns)
+        files = scan(paths.input, spec.normalized_extensions(), spec.recursive, settle_ns, stats.unsettled)
         counts = db.sync(group(files), started)
         db.start_run(run_id, "process", started)
         log.info("discovered inputs", extra={"files": len(files), **counts, "run_id": run_id})
@@ -277,7 +279,8 @@ def run_process(spec: DroneJob, paths: Paths, engine=None, now: Callable[[], flo
             for r in results:
                 if not r["ok"]:
                     log.warning("skipped input", extra={"key": r["key"], "reason": r["reason"]})
-        stats.summary_path = write_run_report(spec, paths, stats, engine.name, started, now())
+        if stats.items or report_empty:
+            stats.summary_path = write_run_report(spec, paths, stats, engine.name, started, now())
         db.finish_run(run_id, now(), len(stats.items), stats.valid, stats.failed,
                       0 if not stats.failed else 5, str(stats.summary_path))
     return stats

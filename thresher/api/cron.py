@@ -381,20 +381,35 @@ def previous_run(expr: str, tz: str | None, at: datetime) -> datetime | None:
     """The last fire time at or before ``at``, in UTC; None if none in the five years before."""
     spec, zone = parse(expr), _zone(tz)
     at = _aware("at", at).astimezone(UTC)
+    # Start with the gap between the next two fire times: for regular schedules the first
+    # window already holds the previous one; irregular ones double it a few times.
     window = timedelta(minutes=1)
+    following = _next(spec, zone, at)
+    then = _next(spec, zone, following) if following is not None else None
+    if then is not None:
+        window = max(window, then - following)
     limit = timedelta(days=366 * _YEAR_LIMIT)
-    steps = 0
     while window <= 2 * limit:
-        # Walk forward from a window before `at`; the window doubles until it holds a fire time.
-        t = _next(spec, zone, at - window - timedelta(seconds=1))
-        found = None
-        while t is not None and t <= at and steps < _MAX_STEPS:
-            found, steps = t, steps + 1
-            t = _next(spec, zone, t)
-        if found is not None:
-            return found.astimezone(UTC)
-        window *= 2
+        lo = at - window
+        first = _next(spec, zone, lo)
+        if first is not None and first <= at:
+            return _last_before(spec, zone, lo, at).astimezone(UTC)
+        window *= 2  # no fire time in the window yet
     return None
+
+
+def _last_before(spec: CronSpec, zone: tzinfo, lo: datetime, hi: datetime) -> datetime:
+    """The last fire time in ``(lo, hi]``, given there is one: bisection, about 20 steps."""
+    at = hi
+    # Invariants: a fire time lies in (lo, at]; none lies in (hi, at].
+    while hi - lo > timedelta(seconds=30):  # fire times are whole minutes apart
+        mid = lo + (hi - lo) / 2
+        found = _next(spec, zone, mid)
+        if found is not None and found <= at:
+            lo = mid
+        else:
+            hi = mid
+    return _next(spec, zone, lo)
 
 
 def expected_interval(expr: str, tz: str | None, at: datetime) -> timedelta | None:

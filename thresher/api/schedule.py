@@ -105,7 +105,7 @@ def _rules(*rules: dict) -> dict[str, Any]:
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamps must carry a time zone (RFC 3339, e.g. 2025-01-01T00:00:00Z)")
-    return value.astimezone(UTC)
+    return value.astimezone(UTC).replace(microsecond=0)  # metav1.Time has whole seconds
 
 
 # RFC 3339 in UTC at second precision, like metav1.Time.

@@ -145,19 +145,17 @@ class FakeTmdb:
         self.stopping = threading.Event()
         ref = self.catalog.reference
         movies = self.catalog.movies
-        released = [m for m in movies if m["release_date"]]
         by_pop = sorted(movies, key=lambda m: (-_num(m["popularity"]), m["id"]))
         self.lists = {
             "movie/popular": by_pop,
             "movie/top_rated": sorted((m for m in movies if _int(m["vote_count"]) >= 300),
                                       key=lambda m: (-_num(m["vote_average"]), m["id"])),
-            "movie/now_playing": [m for m in by_pop if m["release_date"]
-                                  and ref - timedelta(days=45) <= _date(m["release_date"]) <= ref],
-            "movie/upcoming": [m for m in by_pop if m["release_date"] and _date(m["release_date"]) > ref],
+            "movie/now_playing": [m for m in by_pop
+                                  if ref - timedelta(days=45) <= (_date(m["release_date"]) or date.min) <= ref],
+            "movie/upcoming": [m for m in by_pop if (_date(m["release_date"]) or date.min) > ref],
             "trending/movie/day": self._trending(by_pop[:3000], "day"),
             "trending/movie/week": self._trending(by_pop[:3000], "week"),
         }
-        del released
         self._discover_cache: dict[tuple, list[dict]] = {}
 
     def _trending(self, pool: list[dict], window: str) -> list[dict]:

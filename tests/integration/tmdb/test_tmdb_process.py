@@ -1,0 +1,170 @@
+"""Process-level tests of the TMDB job: real subprocesses, SIGKILL mid-run, the fake-server command.
+
+No Kubernetes needed: the job is a plain command line. Waits poll with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.wait import eventually
+from thresher.api.runresult import parse_message
+from thresher.jobs.tmdb.fakeserver import FakeConfig, running_fake_server
+from thresher.jobs.tmdb.storage import is_complete, list_snapshots, read_jsonl
+
+REPO = Path(__file__).resolve().parents[3]
+KEY = "process-test-key"
+
+
+@pytest.fixture(scope="module")
+def slow_server():
+    # 20 ms a request: a monthly run takes a couple of seconds, long enough to kill mid-way.
+    with running_fake_server(FakeConfig(movies=1500, api_key=KEY, latency_ms=20)) as server:
+        yield server
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TMDB_", "THRESHER_"))}
+    env.update({"TMDB_API_KEY": KEY, "THRESHER_RESULT_PATH": str(tmp_path / "result.json"), **extra})
+    return env
+
+
+def _collect_args(server, data_dir: Path, collection: str = "monthly") -> list[str]:
+    return ["job", "tmdb", "collect", "--collection", collection, "--api-base-url", server.base_url,
+            "--data-dir", str(data_dir), "--requests-per-second", "40", "--workers", "8"]
+
+
+def _thresher(args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "thresher.cli", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _run_with_patch(patch: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run the CLI in a child whose code is patched to SIGKILL itself at a chosen point."""
+    script = "\n".join(["import os, signal, sys", textwrap.dedent(patch).strip(),
+                         "from thresher.cli import app", "app(sys.argv[1:])"])
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _assert_catalog_consistent(data_dir: Path) -> set[str]:
+    """The catalog is intact and holds exactly the runs of the committed snapshots (and their movies)."""
+    conn = sqlite3.connect(data_dir / "catalog.sqlite")
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        runs = {r[0] for r in conn.execute("SELECT run_id FROM runs")}
+        ids = {r[0] for r in conn.execute("SELECT id FROM movies")}
+    finally:
+        conn.close()
+    snapshots = list_snapshots(data_dir)
+    assert runs <= {s.name for s in snapshots}
+    expected = {m["id"] for s in snapshots if s.name in runs for m in read_jsonl(s / "movies.jsonl")}
+    assert ids == expected
+    return runs
+
+
+def _rerun_completes(server, data_dir: Path, tmp_path: Path) -> dict:
+    done = subprocess.run([sys.executable, "-m", "thresher.cli", *_collect_args(server, data_dir)], cwd=REPO,
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = parse_message((tmp_path / "result.json").read_text()).result
+    assert result.succeeded and is_complete(Path(result.output))
+    assert not list((data_dir / "snapshots").glob(".tmp-*"))
+    runs = _assert_catalog_consistent(data_dir)
+    assert Path(result.output).name in runs
+    return result.model_dump()
+
+
+def test_sigkill_while_fetching_leaves_nothing_that_looks_complete(slow_server, tmp_path):
+    data_dir = tmp_path / "data"
+    proc = _thresher(_collect_args(slow_server, data_dir), _env(tmp_path))
+    log_lines: list[str] = []
+
+    def fetching() -> bool:
+        line = proc.stderr.readline()
+        log_lines.append(line)
+        return '"phase": "lists"' in line and '"message": "progress"' in line
+
+    eventually(fetching, timeout=60, interval=0, message="the first progress log line")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert list_snapshots(data_dir) == []
+    assert not (tmp_path / "result.json").exists()  # no result: the operator sees the kill, not a success
+    assert _assert_catalog_consistent(data_dir) == set()
+    _rerun_completes(slow_server, data_dir, tmp_path)
+
+
+def test_sigkill_just_before_the_manifest_is_written(slow_server, tmp_path):
+    """Bug this pins: every data file of a snapshot was on disk, so a reader took it as complete."""
+    data_dir = tmp_path / "data"
+    patch = """
+        from thresher.jobs.tmdb import storage
+        original = storage._write_file
+        def dying(path, data):
+            if path.name == "manifest.json":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(path, data)
+        storage._write_file = dying
+    """
+    done = _run_with_patch(patch, _collect_args(slow_server, data_dir), _env(tmp_path))
+    assert done.returncode == -signal.SIGKILL
+    leftovers = list((data_dir / "snapshots").glob(".tmp-*"))
+    assert len(leftovers) == 1 and (leftovers[0] / "movies.jsonl").stat().st_size > 0
+    assert list_snapshots(data_dir) == [] and not is_complete(leftovers[0])
+    assert _assert_catalog_consistent(data_dir) == set()
+    _rerun_completes(slow_server, data_dir, tmp_path)
+
+
+def test_sigkill_between_snapshot_and_catalog_is_repaired_by_the_next_run(slow_server, tmp_path):
+    data_dir = tmp_path / "data"
+    patch = """
+        from thresher.jobs.tmdb import storage
+        def dying(self, snapshot, applied_at):
+            os.kill(os.getpid(), signal.SIGKILL)
+        storage.Catalog.apply_snapshot = dying
+    """
+    done = _run_with_patch(patch, _collect_args(slow_server, data_dir), _env(tmp_path))
+    assert done.returncode == -signal.SIGKILL
+    [committed] = list_snapshots(data_dir)
+    assert _assert_catalog_consistent(data_dir) == set()  # the catalog lags, but is not corrupt
+    result = _rerun_completes(slow_server, data_dir, tmp_path)
+    assert any("applied 1 snapshot" in w for w in result["warnings"])
+    assert committed.name in _assert_catalog_consistent(data_dir)
+
+
+def test_fake_server_command_serves_a_collect_command(tmp_path):
+    server = _thresher(["job", "tmdb", "fake-server", "--port", "0", "--movies", "500", "--api-key", KEY,
+                        "--fault", "503:0.2", "--fault", "500@movie/popular?page=2*2"], _env(tmp_path))
+    try:
+        base_url = json.loads(server.stdout.readline())["baseUrl"]
+        args = ["job", "tmdb", "collect", "--collection", "daily", "--api-base-url", base_url,
+                "--data-dir", str(tmp_path / "d"), "--requests-per-second", "40"]
+        done = subprocess.run([sys.executable, "-m", "thresher.cli", *args], cwd=REPO, env=_env(tmp_path),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        result = parse_message((tmp_path / "result.json").read_text()).result
+        assert result.succeeded and result.items > 100 and result.failed == 0
+        assert KEY not in done.stderr  # redacted from every log line
+        wrong = subprocess.run([sys.executable, "-m", "thresher.cli", *args], cwd=REPO,
+                               env=_env(tmp_path, TMDB_API_KEY="bad-key-xyz"), capture_output=True, text=True,
+                               timeout=120)
+        assert wrong.returncode == 2
+        assert "rejected the credential" in parse_message((tmp_path / "result.json").read_text()).result.error
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=30)
+    assert server.returncode == 0
+    stats = json.loads(err.strip().splitlines()[-1])["stats"]
+    assert stats["faults"].get("500") == 2 and stats["byStatus"]["401"] == 1

@@ -173,6 +173,16 @@ class Toleration(_Spec):
         default=None, alias="tolerationSeconds", ge=0,
         description="With NoExecute: how long the pod stays bound after the taint appears; unset: for ever.")
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if self.key is None and self.operator != "Exists":
+            raise ValueError("a toleration without key must use operator Exists")
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists must not set value")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds needs effect NoExecute")
+        return self
+
 
 class Storage(_Spec):
     """An existing PersistentVolumeClaim mounted into the job's container."""
@@ -189,6 +199,13 @@ class Storage(_Spec):
     read_only: bool = Field(default=False, alias="readOnly", description="Mount the volume read-only.")
     sub_path: str | None = Field(default=None, alias="subPath", max_length=1024, pattern=r"^[^/]",
                                  description="Relative path inside the volume to mount instead of its root.")
+
+    @field_validator("sub_path")
+    @classmethod
+    def _no_parent(cls, value: str | None) -> str | None:
+        if value is not None and ".." in value.split("/"):
+            raise ValueError("storage.subPath must not contain '..'")
+        return value
 
 
 class Alerting(_Spec):
@@ -259,6 +276,15 @@ class ContainerJob(_Spec):
                               description="Environment variables (names are unique).")
     working_dir: str | None = Field(default=None, alias="workingDir", max_length=1024, pattern=r"^/",
                                     description="Absolute working directory; unset: the image's WORKDIR.")
+
+    @field_validator("env")
+    @classmethod
+    def _unique_names(cls, value: list[EnvVar]) -> list[EnvVar]:
+        names = [e.name for e in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"env names must be unique; repeated: {', '.join(duplicates)}")
+        return value
 
 
 class JobBlock(_Spec):

@@ -119,6 +119,12 @@ def test_effective_schedule_resolves_h_per_namespace_and_name():
     ({"job": {"container": {"image": "a", "env": [
         {"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}}},
      "exactly one of value or valueFrom"),
+    ({"job": {"container": {"image": "a", "env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}}},
+     "env names must be unique"),
+    ({"storage": {"claimName": "d", "subPath": "a/../b"}}, "must not contain '..'"),
+    ({"tolerations": [{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 1}]}, "needs effect NoExecute"),
+    ({"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}, "must not set value"),
+    ({"tolerations": [{"value": "v"}]}, "without key must use operator Exists"),
     ({"job": {"drone": {"backend": "cuda"}}}, "needs resources.gpus >= 1"),
     ({"job": {"tmdb": {"collection": "custom", "apiKeySecretRef": {"name": "k"}}}}, "sources"),
     ({"job": {"tmdb": {"collection": "daily"}}}, "apiKeySecretRef"),

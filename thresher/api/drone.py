@@ -63,12 +63,12 @@ class Thresholds(BaseModel):
                                   description="VARI (G-R)/(G+R-B). Default vegetation 0.05, stressed 0.2.")
     gli: IndexThresholds = Field(default_factory=_t(0.1, 0.3),
                                  description="GLI (2G-R-B)/(2G+R+B). Default vegetation 0.1, stressed 0.3.")
-    exg: IndexThresholds = Field(default_factory=_t(0.1, 0.35),
+    exg: IndexThresholds = Field(default_factory=_t(0.1, 0.45),
                                  description="ExG 2g-r-b on chromatic coordinates. Default vegetation 0.1, "
-                                             "stressed 0.35.")
-    tgi: IndexThresholds = Field(default_factory=_t(0.08, 0.28),
+                                             "stressed 0.45.")
+    tgi: IndexThresholds = Field(default_factory=_t(0.08, 0.29),
                                  description="TGI G-0.39R-0.61B on reflectance. Default vegetation 0.08, "
-                                             "stressed 0.28.")
+                                             "stressed 0.29.")
     ndvi: IndexThresholds = Field(default_factory=_t(0.2, 0.33),
                                   description="NDVI (N-R)/(N+R). Default vegetation 0.2 (bare soil is about "
                                               "-0.1..0.2), stressed 0.33 (common 'unhealthy' bound).")

@@ -162,7 +162,7 @@ def _convert_rest(node: dict[str, Any], defs: dict[str, Any], where: str, typed:
 def _apply_extra_rules(spec: dict[str, Any], rules: dict[str, list[dict]]) -> None:
     for path, extra in rules.items():
         for node in _select(spec, path.split(".")):
-            node["x-kubernetes-validations"] = node.get("x-kubernetes-validations", []) + extra
+            node["x-kubernetes-validations"] = node.get("x-kubernetes-validations", []) + copy.deepcopy(extra)
 
 
 def _select(node: dict[str, Any], parts: list[str]) -> Iterator[dict[str, Any]]:
@@ -255,9 +255,16 @@ def crd() -> dict[str, Any]:
     }
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """No YAML anchors/aliases: shared sub-schemas are written out in full, as kubectl shows them."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def render() -> str:
     """The CRD as the YAML committed in the repository."""
-    return HEADER + yaml.safe_dump(crd(), sort_keys=True, width=100, allow_unicode=True)
+    return HEADER + yaml.dump(crd(), Dumper=_PlainDumper, sort_keys=True, width=100, allow_unicode=True)
 
 
 def write(root: Path) -> list[Path]:

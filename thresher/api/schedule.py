@@ -373,7 +373,8 @@ class CollectionScheduleSpec(_Spec):
         description="Failed Jobs kept by the CronJob (logs stay readable).")
     stop_after_consecutive_failures: int | None = Field(
         default=None, alias="stopAfterConsecutiveFailures", ge=1, le=1000,
-        description="The operator sets suspend after this many consecutive failed runs. Unset: never.")
+        description="After this many consecutive failed runs the operator suspends the schedule: no new "
+        "runs until the spec changes. Unset: never.")
     resources: Resources = Field(default_factory=Resources, json_schema_extra={"default": {}},
                                  description="CPU, memory and GPU requests and limits.")
     node_selector: dict[str, str] = Field(

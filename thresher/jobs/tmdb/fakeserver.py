@@ -182,7 +182,8 @@ class FakeTmdb:
 
     def reset_stats(self) -> None:
         with self.lock:
-            for c in (self.counters, self.by_status, self.by_route, self.faults):
+            # `seen` too: the rate-based faults of a run then do not depend on what ran before it.
+            for c in (self.counters, self.by_status, self.by_route, self.faults, self.seen):
                 c.clear()
             self.peak_in_flight = 0
 

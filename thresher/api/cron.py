@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -298,65 +299,55 @@ def _wall(year: int, month: int, day: int, hour: int, minute: int, zone: tzinfo)
     return (as_utc - offset).astimezone(zone)
 
 
+def _scan(t: datetime, added: bool, matches: Callable[[datetime], bool], truncate: Callable[[datetime], datetime],
+          step: Callable[[datetime], datetime], wraps: Callable[[datetime], bool]) -> tuple[datetime, bool, bool]:
+    """One of robfig's field loops: step ``t`` until the field matches, truncating the smaller
+    fields the first time anything moves. Returns (t, added, wrapped): wrapped means "goto WRAP"."""
+    while not matches(t):
+        if not added:
+            added = True
+            t = truncate(t)
+        t = step(t)
+        if wraps(t):
+            return t, added, True
+    return t, added, False
+
+
+def _next_day(t: datetime, zone: tzinfo) -> datetime:
+    t = _wall(t.year, t.month, t.day + 1, t.hour, t.minute, zone)
+    # Midnight may not exist (DST at 00:00): robfig nudges to the day's first hour.
+    if t.hour != 0:
+        t = _add(t, timedelta(hours=24 - t.hour) if t.hour > 12 else timedelta(hours=-t.hour))
+    return t
+
+
 def _next(spec: CronSpec, zone: tzinfo, after: datetime) -> datetime | None:
-    """robfig/cron v3 ``SpecSchedule.Next``, line for line (seconds field fixed at 0)."""
+    """robfig/cron v3 ``SpecSchedule.Next``, loop for loop (its seconds field is fixed at 0)."""
+    loops = (
+        (lambda t: t.month in spec.months, lambda t: _wall(t.year, t.month, 1, 0, 0, zone),
+         lambda t: _wall(t.year, t.month + 1, t.day, t.hour, t.minute, zone), lambda t: t.month == 1),
+        (spec.day_matches, lambda t: _wall(t.year, t.month, t.day, 0, 0, zone),
+         lambda t: _next_day(t, zone), lambda t: t.day == 1),
+        (lambda t: t.hour in spec.hours, lambda t: _wall(t.year, t.month, t.day, t.hour, 0, zone),
+         lambda t: _add(t, timedelta(hours=1)), lambda t: t.hour == 0),
+        (lambda t: t.minute in spec.minutes, lambda t: _add(t, -timedelta(seconds=t.second)),
+         lambda t: _add(t, timedelta(minutes=1)), lambda t: t.minute == 0),
+        # robfig steps seconds one by one and wraps when they roll over to 0; jump there.
+        (lambda t: t.second == 0, lambda t: t, lambda t: _add(t, timedelta(seconds=60 - t.second)),
+         lambda t: True),
+    )
     t = after.astimezone(zone)
-    t = _add(t, timedelta(seconds=1, microseconds=-t.microsecond))
+    t = _add(t, timedelta(seconds=1, microseconds=-t.microsecond))  # the upcoming whole second
     added = False
     year_limit = t.year + _YEAR_LIMIT
-    while True:  # the "WRAP" label
-        if t.year > year_limit:
-            return None
-        wrapped = False
-        while t.month not in spec.months:
-            if not added:
-                added = True
-                t = _wall(t.year, t.month, 1, 0, 0, zone)
-            t = _wall(t.year, t.month + 1, t.day, t.hour, t.minute, zone)
-            if t.month == 1:
-                wrapped = True
+    while t.year <= year_limit:  # each pass is robfig's "WRAP:" label
+        for matches, truncate, step, wraps in loops:
+            t, added, wrapped = _scan(t, added, matches, truncate, step, wraps)
+            if wrapped:
                 break
-        if wrapped:
-            continue
-        while not spec.day_matches(t):
-            if not added:
-                added = True
-                t = _wall(t.year, t.month, t.day, 0, 0, zone)
-            t = _wall(t.year, t.month, t.day + 1, t.hour, t.minute, zone)
-            # Midnight may not exist (DST at 00:00): robfig nudges back to the day's first hour.
-            if t.hour != 0:
-                t = _add(t, timedelta(hours=24 - t.hour) if t.hour > 12 else timedelta(hours=-t.hour))
-            if t.day == 1:
-                wrapped = True
-                break
-        if wrapped:
-            continue
-        while t.hour not in spec.hours:
-            if not added:
-                added = True
-                t = _wall(t.year, t.month, t.day, t.hour, 0, zone)
-            t = _add(t, timedelta(hours=1))
-            if t.hour == 0:
-                wrapped = True
-                break
-        if wrapped:
-            continue
-        while t.minute not in spec.minutes:
-            if not added:
-                added = True
-                t = _add(t, -timedelta(seconds=t.second, microseconds=t.microsecond))
-            t = _add(t, timedelta(minutes=1))
-            if t.minute == 0:
-                wrapped = True
-                break
-        if wrapped:
-            continue
-        if t.second != 0:
-            if not added:
-                added = True
-            t = _add(t, timedelta(seconds=60 - t.second))
-            continue  # robfig wraps after the seconds roll over
-        return t
+        else:
+            return t
+    return None
 
 
 # --- the public time functions -------------------------------------------------------------------

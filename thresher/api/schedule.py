@@ -614,11 +614,22 @@ class SpecInvalid:
         return "; ".join(self.messages)
 
 
+# Pattern mismatches in words instead of the regular expression.
+_PATTERN_WORDS = {
+    QUANTITY_PATTERN: "must be a Kubernetes quantity such as 500m, 2 or 1Gi",
+    DNS_SUBDOMAIN_PATTERN: "must be a lowercase DNS name (a-z, 0-9, '-' and '.')",
+    _TZ_PATTERN: "must be an IANA time zone name such as Europe/Berlin",
+}
+
+
 def _human(err: ValidationError) -> tuple[str, ...]:
     out = []
     for item in err.errors():
         where = ".".join(str(p) for p in item["loc"])
         msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "string_pattern_mismatch":
+            words = _PATTERN_WORDS.get(item.get("ctx", {}).get("pattern", ""))
+            msg = f"{item['input']!r} {words}" if words else msg
         out.append(f"{where}: {msg}" if where else msg)
     return tuple(out)
 

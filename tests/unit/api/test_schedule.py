@@ -138,6 +138,11 @@ def test_messages_carry_camel_case_paths_from_the_root():
     assert message.startswith("spec.startingDeadlineSeconds:"), message
 
 
+def test_pattern_mismatches_are_explained_in_words():
+    assert "spec.resources.cpu: 'lots' must be a Kubernetes quantity" in problems(obj(resources={"cpu": "lots"}))
+    assert "must be a lowercase DNS name" in problems(obj(serviceAccountName="Bad_Name"))
+
+
 def test_long_names_are_refused():
     """A 53-character name makes a CronJob Kubernetes refuses; catch it before."""
     body = copy.deepcopy(MINIMAL)

@@ -174,7 +174,8 @@ def make_samples(folder: Path, count: int = 4, size: tuple[int, int] = (768, 102
         truths.append({"key": f"rgb/field_{i:03d}.jpg", "cover": truth.vegetation_fraction,
                        "stressed": truth.stressed_fraction, "gps": gps})
     for j in range(multispectral):
-        labels, truth = field_labels(h // 2, w // 2, 0.5, 0.25 + 0.1 * j, seed + 100 + j)
+        half = lambda x: max(BLOCK, x // 2 // BLOCK * BLOCK)  # noqa: E731 - band files are smaller
+        labels, truth = field_labels(half(h), half(w), 0.5, 0.25 + 0.1 * j, seed + 100 + j)
         write_micasense(folder / "micasense", j + 1, labels, (base_lat, base_lon - j * 1e-4, 80.0), seed + j)
         truths.append({"key": f"micasense/IMG_{j + 1:04d}", "cover": truth.vegetation_fraction,
                        "stressed": truth.stressed_fraction})

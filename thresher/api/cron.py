@@ -125,9 +125,9 @@ def _split(expr: str) -> list[str]:
         raise CronError("schedule is empty")
     if "TZ=" in expr:
         raise CronError("schedule must not contain CRON_TZ= or TZ=; set spec.timeZone instead")
-    text = expr.strip()
-    if text.startswith("@"):
-        macro = MACROS.get(text.lower())
+    text = expr
+    if text.startswith("@"):  # robfig matches descriptors exactly: no case folding, no spaces
+        macro = MACROS.get(text)
         if macro is None:
             raise CronError(f"unknown macro {text!r}; use one of {', '.join(MACROS)}")
         text = macro
@@ -239,7 +239,7 @@ def resolve_hashed(expr: str, seed: str) -> str:
     ``seed`` is the schedule's ``namespace/name``. Expressions without ``H`` (and
     macros) come back unchanged, so the result can always go into a CronJob.
     """
-    if isinstance(expr, str) and expr.strip().startswith("@"):
+    if isinstance(expr, str) and expr.startswith("@"):
         return expr
     fields = _split(expr)
     out = []

@@ -81,10 +81,10 @@ def _cron_field(value: str, hashed: str | None = None) -> str:
 
 
 SCHEDULE_REGEX = (
-    r"^\s*(?:@(?:yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+    r"^(?:@(?:yearly|annually|monthly|weekly|daily|midnight|hourly)|\s*"
     + r"\s+".join([_cron_field(_MIN, _MIN), _cron_field(_HOUR, _HOUR), _cron_field(_DOM),
                    _cron_field(_MON), _cron_field(_DOW)])
-    + r")\s*$"
+    + r"\s*)$"
 )
 
 

@@ -57,6 +57,8 @@ def test_valid_schedules(expr):
     ("TZ=Europe/Berlin 0 0 * * *", "timeZone"),
     ("@every 5m", "unknown macro"),
     ("@reboot", "unknown macro"),
+    ("@DAILY", "unknown macro"),  # robfig matches descriptors case-sensitively
+    ("@daily ", "unknown macro"),
     ("0 0 30 2 *", "never fires"),
     ("0 0 31 4,6,9,11 *", "never fires"),
     ("* * H * *", "only supported in the minute and hour"),

@@ -85,11 +85,13 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     def forget_deleted(event, body, **_):
         if event.get("type") == "DELETED":
             meta = body["metadata"]
-            metrics.forget_schedule(namespace=meta["namespace"], schedule=meta["name"])
+            reconciler.forget(meta["namespace"], meta["name"])
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry)
     def job_changed(event, body, **_):
-        if event.get("type") in (None, "ADDED", "MODIFIED"):
+        if event.get("type") == "DELETED":
+            reconciler.job_deleted(dict(body))
+        else:
             with measured("job"):
                 reconciler.record_job(dict(body))
 

@@ -35,6 +35,9 @@ class Reconciler:
     metrics: OperatorMetrics
     images: builders.JobImages = field(default_factory=builders.JobImages)
     clock: Clock = utcnow
+    # Start times of running Jobs per (namespace, schedule), kept from Job events, so the
+    # "run too long" metric needs no extra API call per refresh.
+    active_starts: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
 
     # --- schedule -> CronJob ----------------------------------------------------------
 
@@ -138,7 +141,8 @@ class Reconciler:
             stale_after_seconds=(interval + spec.stale_grace()).total_seconds() if interval else None,
             min_quality=spec.alerting.min_quality_rate, min_items=spec.alerting.min_items,
             active_runs=len(active),
-            oldest_active_start=None,
+            oldest_active_start=min(self.active_starts.get((meta["namespace"], meta["name"]), {}).values(),
+                                    default=None),
             expected_duration_seconds=float(spec.timeout_seconds) if spec.timeout_seconds else None,
             cron=effective, time_zone=spec.time_zone or "UTC",
         )
@@ -169,11 +173,12 @@ class Reconciler:
         """Record a finished Job's run on its schedule, exactly once. Returns the record if new."""
         meta = job["metadata"]
         annotations = meta.get("annotations") or {}
-        if annotations.get(runs.RECORDED_ANNOTATION) or runs.finished_condition(job) is None:
-            return None
         namespace = meta["namespace"]
         schedule_name = (meta.get("labels") or {}).get(builders.SCHEDULE_LABEL)
         if not schedule_name:
+            return None
+        self._track_active(namespace, schedule_name, job)
+        if annotations.get(runs.RECORDED_ANNOTATION) or runs.finished_condition(job) is None:
             return None
         record = runs.run_record(job, self.kube.job_pods(namespace, meta["name"]))
         added: list[dict] = []
@@ -189,6 +194,23 @@ class Reconciler:
         # Marked after the status write: a crash in between is harmless (merge_runs dedupes).
         self.kube.annotate_job(namespace, meta["name"], {runs.RECORDED_ANNOTATION: "true"})
         return record if added else None
+
+    def _track_active(self, namespace: str, schedule: str, job: dict) -> None:
+        running = self.active_starts.setdefault((namespace, schedule), {})
+        start = runs.parse_time((job.get("status") or {}).get("startTime"))
+        if runs.finished_condition(job) is None and start is not None:
+            running[job["metadata"]["name"]] = start.timestamp()
+        else:
+            running.pop(job["metadata"]["name"], None)
+
+    def job_deleted(self, job: dict) -> None:
+        meta = job["metadata"]
+        schedule = (meta.get("labels") or {}).get(builders.SCHEDULE_LABEL)
+        self.active_starts.get((meta["namespace"], schedule), {}).pop(meta["name"], None)
+
+    def forget(self, namespace: str, schedule: str) -> None:
+        self.active_starts.pop((namespace, schedule), None)
+        self.metrics.forget_schedule(namespace=namespace, schedule=schedule)
 
     def _after_new_run(self, schedule: dict, record: dict) -> None:
         meta = schedule["metadata"]

@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,7 +30,7 @@ from thresher.jobs.tmdb.quality import (
 )
 from thresher.jobs.tmdb.report import build_report, render_html
 from thresher.jobs.tmdb.storage import (
-    CATALOG, MOVIES, Catalog, data_dir_lock, remove_stale_tmp, snapshot_name, write_snapshot,
+    CATALOG, Catalog, data_dir_lock, remove_stale_tmp, snapshot_name, write_snapshot,
 )
 
 log = logging.getLogger("thresher.tmdb")
@@ -411,9 +411,3 @@ def _sources_manifest(job: TmdbJob) -> list[dict[str, Any]]:
     return [{"label": label, "endpoint": src.endpoint, "pages": src.pages, "params": src.params}
             for label, src in zip(planning.source_labels(sources), sources)]
 
-
-def movies_of(snapshot: Path) -> Iterable[dict]:
-    """The valid movies of a committed snapshot."""
-    from thresher.jobs.tmdb.storage import read_jsonl
-
-    return read_jsonl(Path(snapshot) / MOVIES)

@@ -29,7 +29,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from thresher.jobs.harness import UpstreamError, atomic_write_text
+# The harness's directory fsync: the same durability step its atomic writes use.
+from thresher.jobs.harness import UpstreamError, _fsync_dir
 
 SNAPSHOTS_DIR = "snapshots"
 TMP_PREFIX = ".tmp-"
@@ -39,14 +40,6 @@ REJECTS = "rejects.jsonl"
 CATALOG = "catalog.sqlite"
 LOCK = ".tmdb.lock"
 MANIFEST_VERSION = 1
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_jsonl(path: Path, records: Iterable[dict]) -> dict:
@@ -309,6 +302,3 @@ class Catalog:
                 done.append(snapshot.name)
         return done
 
-
-def write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -26,9 +26,11 @@ def ratio(num: Any, den: Any, xp: Any) -> Any:
     """num / den with NaN where den == 0 (dividing by a patched 1 avoids inf and warnings)."""
     zero = den == 0
     if getattr(xp, "__name__", "") == "numpy":
-        # Fast path: one division that skips zero denominators, NaN pre-filled.
-        out = xp.full_like(num, NAN)
-        xp.divide(num, den, out=out, where=~zero)
+        # Fast path: divide in place into ``num`` (every caller passes a fresh temporary), then
+        # overwrite x/0 (inf) and 0/0 (NaN already) with NaN: fewer passes and no new 48 MB buffers.
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            out = xp.divide(num, den, out=num if num.dtype == xp.result_type(num, den) else None)
+        out[zero] = NAN
         return out
     safe = xp.where(zero, xp.ones_like(den), den)
     return xp.where(zero, xp.full_like(num, NAN), num / safe)
@@ -40,8 +42,8 @@ def vari(b: Mapping[str, Any], xp: Any) -> Any:
 
 
 def gli(b: Mapping[str, Any], xp: Any) -> Any:
-    r, g, bl = b["R"], b["G"], b["B"]
-    return ratio(2 * g - r - bl, 2 * g + r + bl, xp)
+    g2, rb = 2 * b["G"], b["R"] + b["B"]
+    return ratio(g2 - rb, g2 + rb, xp)
 
 
 def exg(b: Mapping[str, Any], xp: Any) -> Any:
@@ -49,8 +51,8 @@ def exg(b: Mapping[str, Any], xp: Any) -> Any:
 
     Algebraically (2G - R - B)/(R + G + B): one division instead of three; black pixels -> NaN.
     """
-    r, g, bl = b["R"], b["G"], b["B"]
-    return ratio(2 * g - r - bl, r + g + bl, xp)
+    g, rb = b["G"], b["R"] + b["B"]
+    return ratio(2 * g - rb, g + rb, xp)
 
 
 def tgi(b: Mapping[str, Any], xp: Any, red_coef: float = TGI_RED_COEF, blue_coef: float = TGI_BLUE_COEF) -> Any:

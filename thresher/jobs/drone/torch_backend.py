@@ -162,8 +162,8 @@ class TorchBackend:
         hist: list[int] = []
         if with_histogram:
             lo, hi = HIST_RANGE
-            scaled = (v.clamp(lo, hi) - lo) * float(np.float32(HIST_BINS / (hi - lo)))
-            idx = scaled.to(torch.int64).clamp(max=HIST_BINS - 1)
+            scaled = ((v - lo) * float(np.float32(HIST_BINS / (hi - lo)))).clamp(0, HIST_BINS - 1)
+            idx = scaled.to(torch.int64)
             hist = [int(c) for c in torch.bincount(idx, minlength=HIST_BINS).cpu().tolist()]
         return IndexStats(
             mean=float(v.sum(dtype=torch.float64).item()) / n, median=median, p10=p10, p90=p90,
@@ -178,9 +178,14 @@ class TorchBackend:
         kh, kw = min(k, h), min(k, w)
         x = index[: hb * kh, : wb * kw]
         finite = torch.isfinite(x)
-        total = torch.where(finite, x, torch.zeros_like(x)).double().reshape(hb, kh, wb, kw).sum(dim=(1, 3))
-        count = finite.reshape(hb, kh, wb, kw).sum(dim=(1, 3))
-        out = (total / count.clamp(min=1)).float()
+        zeroed = torch.where(finite, x, torch.zeros_like(x))
+        total = torch.zeros((hb, wb), dtype=torch.float32, device=x.device)
+        count = torch.zeros((hb, wb), dtype=torch.int32, device=x.device)
+        for i in range(kh):  # same slices in the same order as compute.block_mean: identical sums
+            for j in range(kw):
+                total += zeroed[i::kh, j::kw]
+                count += finite[i::kh, j::kw]
+        out = total / count.clamp(min=1)
         return out.masked_fill(count == 0, math.nan)
 
 

@@ -89,7 +89,7 @@ SCHEDULE_REGEX = (
 
 
 def _rule(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict:
-    """One ``x-kubernetes-validations`` entry."""
+    """One ``x-kubernetes-validations`` entry; ``field_path`` is JSONPath-like, e.g. ``.subPath``."""
     out = {"rule": rule, "message": message}
     if field_path:
         out["fieldPath"] = field_path
@@ -158,9 +158,9 @@ class Toleration(_Spec):
         _rule("has(self.key) || self.operator == 'Exists'",
               "a toleration without key must use operator Exists"),
         _rule("self.operator != 'Exists' || !has(self.value) || self.value == ''",
-              "a toleration with operator Exists must not set value", "value"),
+              "a toleration with operator Exists must not set value", ".value"),
         _rule("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
-              "tolerationSeconds needs effect NoExecute", "tolerationSeconds"),
+              "tolerationSeconds needs effect NoExecute", ".tolerationSeconds"),
     ))
 
     key: str | None = Field(default=None, max_length=316, description="Taint key; unset with operator "
@@ -189,7 +189,7 @@ class Storage(_Spec):
 
     model_config = ConfigDict(json_schema_extra=_rules(
         _rule("!has(self.subPath) || !self.subPath.matches('(^|/)[.][.](/|$)')",
-              "storage.subPath must not contain '..'", "subPath"),
+              "storage.subPath must not contain '..'", ".subPath"),
     ))
 
     claim_name: str = Field(alias="claimName", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN,
@@ -303,7 +303,7 @@ class JobBlock(_Spec):
         json_schema_extra=_rules(_rule(
             "!has(self.primaryIndex) || self.primaryIndex == 'auto' || !has(self.indices) "
             "|| size(self.indices) == 0 || self.primaryIndex in self.indices",
-            "drone primaryIndex must be one of indices", "primaryIndex")))
+            "drone primaryIndex must be one of indices", ".primaryIndex")))
     container: ContainerJob | None = Field(default=None, description="Run any container image.")
 
     @model_validator(mode="after")
@@ -326,7 +326,7 @@ class CollectionScheduleSpec(_Spec):
     model_config = ConfigDict(json_schema_extra=_rules(
         _rule("!has(self.job.drone) || !has(self.job.drone.backend) || self.job.drone.backend != 'cuda' "
               "|| (has(self.resources) && has(self.resources.gpus) && self.resources.gpus >= 1)",
-              "job.drone.backend cuda needs resources.gpus >= 1", "resources"),
+              "job.drone.backend cuda needs resources.gpus >= 1", ".resources"),
     ))
 
     schedule: str = Field(

@@ -104,6 +104,10 @@ def test_lists_and_cel(schema):
     for _path, node in walk(schema):
         for rule in node.get("x-kubernetes-validations", []):
             assert rule["message"] and rule["rule"]
+            # The API server wants a path relative to the node, starting with a dot.
+            assert rule.get("fieldPath", ".")[0] == ".", rule
+            if "fieldPath" in rule:
+                assert rule["fieldPath"][1:] in node["properties"], rule
 
 
 def test_names_and_columns():

@@ -65,7 +65,7 @@ MACROS: dict[str, str] = {
 
 # robfig/cron gives up after five years; so do we (and "never fires" means that).
 _YEAR_LIMIT = 5
-# Bound on fire times walked by the functions that iterate (missed_runs, previous_run).
+# Bound on the fire times missed_runs walks, whatever limit it is given.
 _MAX_STEPS = 100_000
 
 _MONTH_NAMES = {n: i for i, n in enumerate(

@@ -40,3 +40,11 @@ def run_tool(args: list[str], *, cwd: Path = REPO, timeout: float = 120,
              input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a tool, capturing output; the caller asserts on returncode with the output in the message."""
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, input=input, check=False)
+
+
+def require_helm() -> str:
+    """helm at the pinned minor: PATH, $THRESHER_BIN_DIR or the build cache (thresher.devcluster.binaries)."""
+    from thresher.devcluster import binaries
+
+    found = binaries.locate(binaries.COMPONENTS["helm"], log=lambda _msg: None)
+    return str(found) if found else require_tool("helm")

@@ -178,15 +178,11 @@ def _tiff_array(data: bytes, name: str) -> tuple[np.ndarray, str | None]:
 
 
 def _gps_from_tiff_bytes(data: bytes) -> dict[str, float] | None:
-    import warnings
-
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Corrupt EXIF data" of a broken file is reported by the decoder
-            with Image.open(io.BytesIO(data)) as image:
-                return read_gps(image)
+        with Image.open(io.BytesIO(data)) as image:
+            return read_gps(image)
     except Exception:  # noqa: BLE001 - metadata is optional
         return None
 

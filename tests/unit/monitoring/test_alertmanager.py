@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import urllib.request
+
 import pytest
 import yaml
 
+from tests.helpers.prometheus import free_port, poll
 from tests.helpers.tools import REPO, require_tool, run_tool
 
 CONFIG = REPO / "manifests" / "monitoring" / "alertmanager.yaml"
@@ -57,14 +62,70 @@ def test_critical_receiver_emails_slacks_and_pages():
     assert set(receivers["null"]) == {"name"}
 
 
-def test_grouping_and_inhibition():
-    """amtool cannot evaluate inhibition, so check its shape: operator down mutes warnings and info."""
-    config = yaml.safe_load(CONFIG.read_text())
-    assert config["route"]["group_by"] == ["namespace", "schedule"]
-    operator_down = [r for r in config["inhibit_rules"]
-                     if r["source_matchers"] == ['alertname="ThresherOperatorDown"']]
-    assert operator_down and operator_down[0]["target_matchers"] == ['severity=~"warning|info"']
-    assert "equal" not in operator_down[0], "operator alerts carry no schedule labels to be equal on"
+def test_grouping_by_schedule():
+    assert yaml.safe_load(CONFIG.read_text())["route"]["group_by"] == ["namespace", "schedule"]
+
+
+def alert(name: str, severity: str, **labels: str) -> dict:
+    return {"labels": {"alertname": name, "severity": severity, **labels},
+            "annotations": {"summary": name}, "startsAt": "2020-01-01T00:00:00Z"}
+
+
+def test_inhibition_in_a_real_alertmanager(tmp_path):
+    """amtool cannot evaluate inhibit_rules; a real Alertmanager can (the API applies them per query).
+
+    Operator down mutes warnings and info but not other criticals; ConsecutiveFailures
+    mutes RunFailed of the same schedule only.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "alertmanager.log", "wb") as log:
+        proc = subprocess.Popen(
+            [require_tool("prometheus-alertmanager"), f"--config.file={CONFIG}",
+             f"--storage.path={tmp_path}", f"--web.listen-address=127.0.0.1:{port}",
+             "--cluster.listen-address=", "--log.level=warn"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        poll(lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=2).status == 200, timeout=30,
+             describe="alertmanager ready")
+        seen: dict = {}
+
+        def post(*alerts: dict) -> None:
+            request = urllib.request.Request(f"{url}/api/v2/alerts", data=json.dumps(alerts).encode(),
+                                             headers={"Content-Type": "application/json"}, method="POST")
+            urllib.request.urlopen(request, timeout=5).close()
+
+        def expect(expected: dict) -> None:
+            def applied() -> bool:
+                # The inhibitor learns source alerts asynchronously: poll until it has.
+                with urllib.request.urlopen(f"{url}/api/v2/alerts", timeout=5) as resp:
+                    seen.clear()
+                    seen.update({(a["labels"]["alertname"], a["labels"].get("schedule")):
+                                 bool(a["status"]["inhibitedBy"]) for a in json.load(resp)})
+                return seen == expected
+
+            try:
+                poll(applied, timeout=10, describe="inhibition")
+            except TimeoutError:
+                assert seen == expected
+
+        # Operator up: ConsecutiveFailures mutes RunFailed of its own schedule only.
+        post(alert("ThresherConsecutiveFailures", "critical", namespace="farm", schedule="d"),
+             alert("ThresherRunFailed", "warning", namespace="farm", schedule="d"),
+             alert("ThresherRunFailed", "warning", namespace="data", schedule="a"),
+             alert("ThresherScheduleSuspended", "info", namespace="data", schedule="b"),
+             alert("ThresherScheduleStale", "critical", namespace="data", schedule="c"))
+        state = {("ThresherConsecutiveFailures", "d"): False, ("ThresherRunFailed", "d"): True,
+                 ("ThresherRunFailed", "a"): False, ("ThresherScheduleSuspended", "b"): False,
+                 ("ThresherScheduleStale", "c"): False}
+        expect(state)
+        # Operator down: every warning and info is a symptom; criticals still page.
+        post(alert("ThresherOperatorDown", "critical"))
+        expect({**state, ("ThresherOperatorDown", None): False, ("ThresherRunFailed", "a"): True,
+                ("ThresherScheduleSuspended", "b"): True})
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_no_secret_inline():

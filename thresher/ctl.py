@@ -7,6 +7,7 @@ same can be done with kubectl; nothing talks to the operator directly.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timezone
 
 import typer
@@ -129,7 +130,8 @@ def status(namespace: str = NamespaceOpt,
             f"{r['meanDurationSeconds']:.1f}s" if r["meanDurationSeconds"] is not None else "-",
             str(r["consecutiveFailures"]),
             str(result.get("items", "-")), state)
-    console = Console()
+    # Piped output (grep, tests) gets full rows instead of 80-column wrapping.
+    console = Console(width=None if sys.stdout.isatty() else 240)
     console.print(table)
     for r in rows:
         if not r["ready"] and r["readyMessage"]:

@@ -16,6 +16,7 @@ go.mod so the list never goes stale.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -82,8 +83,18 @@ def cache_root() -> Path:
     return Path(os.environ.get("THRESHER_CACHE_DIR") or Path.home() / ".cache" / "thresher")
 
 
+BUILD_TAGS = "selinux,notest"
+
+
+def recipe_id(component: Component) -> str:
+    """Short hash of how a binary is built, so a changed recipe never reuses a stale cache."""
+    recipe = f"{component.version} {BUILD_TAGS} {_ldflags(component.group, component.version)}"
+    return hashlib.sha256(recipe.encode()).hexdigest()[:8]
+
+
 def cached_path(component: Component) -> Path:
-    return cache_root() / "bin" / f"{component.group}-{component.version}" / component.name
+    return (cache_root() / "bin" / f"{component.group}-{component.version}-{recipe_id(component)}"
+            / component.name)
 
 
 def _reported_minor(path: Path, component: Component) -> str:
@@ -188,7 +199,12 @@ def _ldflags(group: str, version: str) -> str:
     elif group == "kwok":
         flags.append(f"-X sigs.k8s.io/kwok/pkg/consts.Version={version}")
     elif group == "helm":
-        flags.append(f"-X helm.sh/helm/v3/internal/version.version={version}")
+        # Helm reports the Kubernetes version it was built against to charts' kubeVersion
+        # checks (helm template); without these it claims 1.20.
+        major, minor = versions.KUBERNETES.lstrip("v").split(".")[:2]
+        flags += [f"-X helm.sh/helm/v3/internal/version.version={version}",
+                  f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor={major}",
+                  f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={minor}"]
     return " ".join(flags)
 
 
@@ -227,7 +243,7 @@ def build_group(group: str, components: list[Component], log: Callable[[str], No
     tmp_out.mkdir(exist_ok=True)
     for component in components:
         _run(f"compile {component.name}",
-             ["go", "build", "-trimpath", "-tags", "selinux,notest", "-ldflags", _ldflags(group, version),
+             ["go", "build", "-trimpath", "-tags", BUILD_TAGS, "-ldflags", _ldflags(group, version),
               "-o", str(tmp_out / component.name), component.package], workdir, log)
         # Move into place only when complete, so an interrupted build is never cached.
         os.replace(tmp_out / component.name, cached_path(component))

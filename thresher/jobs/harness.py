@@ -71,6 +71,9 @@ def redact(text: str) -> str:
     return text
 
 
+_PLAIN = (str, int, float, bool, list, dict, tuple, type(None))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and any ``extra=`` fields."""
 
@@ -85,7 +88,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, value in vars(record).items():
-            if key not in self._RESERVED and not key.startswith("_"):
+            # Plain values only: frameworks (kopf) attach whole settings objects to records.
+            if key not in self._RESERVED and not key.startswith("_") and isinstance(value, _PLAIN):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

@@ -18,6 +18,7 @@ from thresher.operator.reconciler import Reconciler
 
 MANAGED = {builders.MANAGED_BY: "thresher"}
 RESYNC_SECONDS = 60.0
+KOPF_PREFIX = "kopf.thresher.dev"
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
@@ -35,10 +36,12 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_):
-        # kopf's bookkeeping goes into annotations, so status holds only Thresher's schema.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="thresher.dev")
+        # kopf's bookkeeping goes into annotations, so status holds only Thresher's schema. Its
+        # own prefix: kopf ignores annotations under it when diffing, and the user-facing
+        # thresher.dev/run-now annotation must stay visible to the run-now handler.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="thresher.dev", key="last-handled-configuration")
+            prefix=KOPF_PREFIX, key="last-handled-configuration")
         # Thresher posts its own Events; kopf's per-handler chatter only when something is wrong.
         settings.posting.level = logging.WARNING
         # Watches end on the server side and are re-established regularly, so a stream that

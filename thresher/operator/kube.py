@@ -8,6 +8,8 @@ handlers) and the pure functions never meet client model classes.
 from __future__ import annotations
 
 import json
+import logging
+import uuid
 from datetime import datetime, timezone
 
 from kubernetes import client
@@ -15,6 +17,7 @@ from kubernetes.client.rest import ApiException
 
 GROUP, VERSION, PLURAL, KIND = "thresher.dev", "v1alpha1", "collectionschedules", "CollectionSchedule"
 FIELD_MANAGER = "thresher"
+log = logging.getLogger("thresher.operator")
 
 
 def _json(response) -> dict:
@@ -114,13 +117,18 @@ class Kube:
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         body = {
             "apiVersion": "events.k8s.io/v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
             "eventTime": now, "type": type_, "reason": reason, "action": reason, "note": note[:1024],
             "reportingController": "thresher.dev/operator", "reportingInstance": "thresher-operator",
             "regarding": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"],
                           "namespace": meta["namespace"], "uid": meta.get("uid")},
         }
-        self.events.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+        try:
+            self.events.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+        except ApiException as err:
+            # Events are best effort (as client-go's recorder): never lose a run over one.
+            log.warning("could not post event", extra={"reason": reason, "status": err.status,
+                                                       "schedule": f"{meta['namespace']}/{meta['name']}"})
 
 
 def is_conflict(err: Exception) -> bool:

@@ -164,7 +164,7 @@ class Reconciler:
         job = builders.manual_job(cronjob, token)
         created = self.kube.create_job(job)
         log.info("manual run", extra={"schedule": _key(body), "job": job["metadata"]["name"],
-                                      "created": created})
+                                      "job_created": created})
         return job["metadata"]["name"]
 
     # --- finished Job -> run record -> status ----------------------------------------

@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[operator,jobs,dev]'
+	@# PyPI's Linux torch is the CUDA build (about 2.8 GB to download, 5 GB installed); it
+	@# imports and runs on a CPU-only machine, which is how the tests prove the torch path
+	@# gives the NumPy path's numbers (docs/drone.md). Users who never need it skip `.[gpu]`.
+	$(BIN)/pip install --quiet -e '.[gpu]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
@@ -37,7 +41,7 @@ demo-down: venv
 	$(BIN)/thresher demo --down
 
 test: venv binaries tools
-	$(BIN)/pytest $(PYTEST_ARGS)
+	THRESHER_REQUIRE_TORCH=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

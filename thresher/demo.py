@@ -58,7 +58,7 @@ def start_operator(cluster, metrics_port: int) -> None:
             return
     log = open(cluster.log_dir / "operator.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "thresher.cli", "operator", "run", "--all-namespaces",
+        [sys.executable, "-m", "thresher.cli", "operator", "run", "--namespace", NAMESPACE,
          "--metrics-port", str(metrics_port), "--liveness-port", str(free_port())],
         env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True, cwd=cluster.state_dir)

@@ -16,10 +16,18 @@ from tests.helpers.wait import eventually
 from thresher.devcluster.cluster import free_port
 
 
+# Test namespaces are all named t-* (tests/conftest.py): watching only them keeps a demo
+# operator on the same cluster (namespace thresher-demo) from racing the one under test.
+TEST_NAMESPACES = ("t-*",)
+
+
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, namespaces: tuple[str, ...] = TEST_NAMESPACES,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
+        self.namespaces = namespaces
+        self.extra_args = extra_args
         self.metrics_port = free_port()
         self.liveness_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -32,8 +40,10 @@ class OperatorProcess:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "thresher.cli", "operator", "run", "--all-namespaces",
-                 "--metrics-port", str(self.metrics_port), "--liveness-port", str(self.liveness_port)],
+                [sys.executable, "-m", "thresher.cli", "operator", "run",
+                 *(arg for ns in self.namespaces for arg in ("--namespace", ns)),
+                 "--metrics-port", str(self.metrics_port), "--liveness-port", str(self.liveness_port),
+                 *self.extra_args],
                 env=env, stdout=log, stderr=subprocess.STDOUT)
         eventually(self.healthy, timeout=60, message="operator liveness endpoint")
 

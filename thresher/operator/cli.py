@@ -10,7 +10,7 @@ app = typer.Typer(help="Run the Thresher operator.", no_args_is_help=True)
 @app.command()
 def run(
     namespace: list[str] = typer.Option([], "--namespace", "-n",
-                                        help="Watch only these namespaces (repeatable)."),
+                                        help="Watch only these namespaces (repeatable; globs like t-* allowed)."),
     all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A",
                                         help="Watch the whole cluster (the default without --namespace)."),
     metrics_port: int = typer.Option(9090, help="Port of the Prometheus /metrics endpoint (0: off)."),

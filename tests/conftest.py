@@ -18,6 +18,10 @@ import pytest
 from tests.helpers.wait import eventually
 
 REPO = Path(__file__).resolve().parent.parent
+# Every namespace of this test session starts with t-<tag>-, and the session's operator watches
+# only those: two sessions (or a demo) on one cluster never handle each other's objects.
+SESSION_TAG = uuid.uuid4().hex[:4]
+NAMESPACE_PREFIX = f"t-{SESSION_TAG}-"
 CRD_DIR = REPO / "manifests" / "crds"
 
 
@@ -49,7 +53,7 @@ def crd(cluster):
 def namespace(cluster, request):
     """A fresh namespace per test; custom resources go first so finalizers never block it."""
     stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"t-{stem}-{uuid.uuid4().hex[:5]}"
+    name = f"{NAMESPACE_PREFIX}{stem}-{uuid.uuid4().hex[:5]}"
     cluster.kubectl("create", "namespace", name)
     eventually(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False)
                .returncode == 0, timeout=30, message=f"default ServiceAccount in {name}")

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import NAMESPACE_PREFIX
 from tests.helpers.wait import eventually
 from thresher.devcluster.cluster import free_port
 
 
-# Test namespaces are all named t-* (tests/conftest.py): watching only them keeps a demo
-# operator on the same cluster (namespace thresher-demo) from racing the one under test.
-TEST_NAMESPACES = ("t-*",)
+# Watching only this session's namespaces (tests/conftest.py) keeps a demo operator or another
+# test session on the same cluster from racing the operator under test.
+TEST_NAMESPACES = (f"{NAMESPACE_PREFIX}*",)
 
 
 class OperatorProcess:

@@ -247,3 +247,19 @@ def sample(text: str, name: str, labels: dict) -> float | None:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return s.value
     return None
+
+
+def test_stale_after_missed_success_and_recovers_by_itself(cluster, namespace, operator):
+    """Dead-man's switch: an every-minute schedule whose runs fail has no success after its
+    first due time, so with zero grace it turns Stale=True; the next success clears it."""
+    apply(cluster, namespace, schedule("deadman", cron="* * * * *", alerting={"staleAfterSeconds": 0},
+                                       concurrencyPolicy="Forbid"))
+    simulate(cluster, namespace, "deadman", exit_code=1)
+    stale = eventually(lambda: condition(status_of(cluster, namespace, "deadman"), "Stale").get("status") == "True"
+                       and condition(status_of(cluster, namespace, "deadman"), "Stale"),
+                       timeout=110, message="Stale=True after a due run without success")
+    assert stale["reason"] == "NoRecentSuccess"
+    simulate(cluster, namespace, "deadman", message={"jobType": "container", "succeeded": True})
+    run_now(cluster, namespace, "deadman")
+    eventually(lambda: condition(status_of(cluster, namespace, "deadman"), "Stale").get("status") == "False",
+               timeout=60, message="Stale cleared by a success")

@@ -62,3 +62,21 @@ def test_kill_during_completion_burst_records_each_run_exactly_once(cluster, nam
 def _job_done(job: dict) -> bool:
     return any(c["type"] in ("Complete", "Failed") and c["status"] == "True"
                for c in job.get("status", {}).get("conditions") or [])
+
+
+def test_sigterm_stops_the_operator_gracefully(operator):
+    """SIGTERM (what Kubernetes sends on pod deletion) ends the operator cleanly: exit code 0,
+    liveness endpoint gone; it starts again afterwards."""
+    assert operator.stop() == 0, operator.log_tail()
+    assert not _live(operator.liveness_port)
+    operator.start()
+
+
+def _live(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+            return True
+    except OSError:
+        return False

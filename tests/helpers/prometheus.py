@@ -103,6 +103,10 @@ class Prometheus:
             return [{"metric": {}, "value": data["result"]}]
         return data["result"]
 
+    def alerts(self) -> list[dict]:
+        """Active alerts (pending and firing) as /api/v1/alerts reports them."""
+        return self._get("/api/v1/alerts")["alerts"]
+
     def targets_health(self) -> list[dict]:
         return self._get("/api/v1/targets")["activeTargets"]
 

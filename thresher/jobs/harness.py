@@ -54,6 +54,45 @@ class UpstreamError(JobError):
     exit_code = ExitCode.UPSTREAM
 
 
+# --- job spec -------------------------------------------------------------------
+
+def read_spec(text: str | None) -> dict:
+    """A job's ``--spec``: inline JSON, or ``@path`` to a JSON or YAML file; {} when absent.
+    Anything unreadable or not an object is a ConfigError naming where it came from."""
+    if text is None or not text.strip():
+        return {}
+    source = "--spec"
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise ConfigError(f"cannot read spec file {path}: {err.strerror}") from None
+        source = f"spec file {path}"
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{source} is not valid YAML: {err}") from None
+            return _spec_object(data, source)
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{source} is not valid JSON: {err.msg} at line {err.lineno} "
+                          f"column {err.colno}") from None
+    return _spec_object(data, source)
+
+
+def _spec_object(data: object, source: str) -> dict:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
 # --- logging ----------------------------------------------------------------
 
 _SECRETS: set[str] = set()

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import typer
 
 from thresher.api.runresult import RunResult
-from thresher.jobs.harness import ConfigError, ExitCode, JobError, configure_logging, write_result
+from thresher.jobs.harness import ConfigError, ExitCode, JobError, configure_logging, read_spec, write_result
 
 app = typer.Typer(help="Process drone images into crop-health indices.", no_args_is_help=True)
 log = logging.getLogger("thresher.drone")
@@ -45,23 +45,8 @@ def load_spec(text: str) -> Any:
 
     from thresher.api.drone import DroneJob
 
-    source = "--spec"
-    if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise ConfigError(f"cannot read spec file {path}: {err.strerror}") from None
-        source = str(path)
-    try:
-        if source.endswith((".yaml", ".yml")):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text) if text.strip() else {}
-    except Exception as err:  # noqa: BLE001 - JSON or YAML syntax
-        raise ConfigError(f"{source}: not valid JSON/YAML: {err}") from None
+    source = f"spec file {text[1:]}" if text.startswith("@") else "--spec"
+    data = read_spec(text)
     try:
         return DroneJob.model_validate(data or {})
     except ValidationError as err:

@@ -6,7 +6,6 @@ precedence rules are unit-tested without touching ``os.environ``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from thresher.api.tmdb import TmdbJob
-from thresher.jobs.harness import ConfigError
+from thresher.jobs.harness import ConfigError, read_spec
 from thresher.jobs.tmdb.client import DEFAULT_BASE_URL, Credentials
 
 API_KEY_ENV = "TMDB_API_KEY"
@@ -29,35 +28,7 @@ HAND_RUN_SECRET = {"name": "tmdb-api-key"}
 
 def load_spec(text: str | None) -> dict[str, Any]:
     """The spec as a dict: inline JSON, or ``@path`` to a JSON or YAML file; {} when absent."""
-    if text is None or not text.strip():
-        return {}
-    if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            raw = path.read_text()
-        except OSError as err:
-            raise ConfigError(f"cannot read spec file {path}: {err.strerror}") from None
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            try:
-                data = yaml.safe_load(raw)
-            except yaml.YAMLError as err:
-                raise ConfigError(f"spec file {path} is not valid YAML: {err}") from None
-        else:
-            data = _json(raw, f"spec file {path}")
-    else:
-        data = _json(text, "--spec")
-    if not isinstance(data, dict):
-        raise ConfigError(f"the spec must be a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _json(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{what} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    return read_spec(text)
 
 
 def parse_source(text: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ tools:
 	  echo "installing prometheus and prometheus-alertmanager (promtool, amtool) from Debian"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }
 
-demo: venv binaries
+demo: venv binaries tools
 	$(BIN)/thresher demo
 
 demo-down: venv

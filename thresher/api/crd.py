@@ -215,7 +215,8 @@ PRINTER_COLUMNS = [
     {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
     {"name": "Last Result", "type": "string", "jsonPath": ".status.lastResult"},
     {"name": "Last Success", "type": "date", "jsonPath": ".status.lastSuccessfulTime"},
-    {"name": "Next Run", "type": "date", "jsonPath": ".status.nextScheduleTime"},
+    # A string, not a date: kubectl renders date columns as an age, and a future time as <invalid>.
+    {"name": "Next Run", "type": "string", "jsonPath": ".status.nextScheduleTime"},
     {"name": "Failures", "type": "integer", "jsonPath": ".status.consecutiveFailures"},
     {"name": "Ready", "type": "string", "priority": 1, "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
     {"name": "Effective", "type": "string", "priority": 1, "jsonPath": ".status.effectiveSchedule"},

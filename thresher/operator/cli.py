@@ -22,6 +22,11 @@ def run(
     kubeconfig: str = typer.Option(None, envvar="KUBECONFIG",
                                    help="Kubeconfig; unset inside a cluster: the pod's ServiceAccount."),
     log_format: str = typer.Option("json", help="json or plain."),
+    watch_timeout: float = typer.Option(
+        300, envvar="THRESHER_WATCH_TIMEOUT", min=1,
+        help="Seconds after which the API server ends each watch stream and it is reopened."),
+    workers: int = typer.Option(16, envvar="THRESHER_WORKERS", min=1,
+                                help="Threads that run handlers (they wait on the API, not the CPU)."),
 ):
     """Reconcile CollectionSchedules into CronJobs and record every run. Stops on SIGTERM."""
     import asyncio
@@ -43,14 +48,15 @@ def run(
     else:
         config.load_incluster_config()
     api = client.ApiClient()
-    api.configuration.connection_pool_maxsize = 32  # handler threads share one pool
+    api.configuration.connection_pool_maxsize = max(32, workers)  # handler threads share one pool
 
     metrics = OperatorMetrics()
     if metrics_port:
         metrics.serve(metrics_port)
     registry = kopf.OperatorRegistry()
     register(registry, Reconciler(kube=Kube(api), metrics=metrics,
-                                  images=JobImages(cpu=job_image, gpu=job_gpu_image)))
+                                  images=JobImages(cpu=job_image, gpu=job_gpu_image)),
+             watch_timeout=watch_timeout, max_workers=workers)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs):

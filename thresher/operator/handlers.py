@@ -21,7 +21,13 @@ RESYNC_SECONDS = 60.0
 KOPF_PREFIX = "kopf.thresher.dev"
 
 
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
+# API outages: kopf retries its own requests (watches included) with these pauses before it
+# gives up and the process exits; about 5 minutes, so a restarting API server is ridden out.
+ERROR_BACKOFFS = (1, 1, 2, 3, 5, 8, 13, 21, 30, 30, 30, 30, 30, 30, 30, 30)
+
+
+def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
+             watch_timeout: float = 300, max_workers: int = 16) -> None:
     metrics = reconciler.metrics
 
     @contextmanager
@@ -46,16 +52,19 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         settings.posting.level = logging.WARNING
         # Watches end on the server side and are re-established regularly, so a stream that
         # silently stalls cannot leave the operator deaf for long (nolar/kopf#1276).
-        settings.watching.server_timeout = 300
-        settings.watching.client_timeout = 330
+        settings.watching.server_timeout = int(watch_timeout)  # the API wants whole seconds
+        settings.watching.client_timeout = watch_timeout + 30
         settings.watching.connect_timeout = 30
         settings.networking.request_timeout = 60
+        settings.networking.error_backoffs = ERROR_BACKOFFS
         # Sync handlers run in this pool; API calls are I/O, so more threads than cores is right.
-        settings.execution.max_workers = 16
+        settings.execution.max_workers = max_workers
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, timeout=120)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, timeout=120)
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry, timeout=120)
+    # backoff: a failed attempt is an API error (outage, conflict storm), worth retrying soon;
+    # the per-schedule timer converges whatever still fails after the timeout.
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, timeout=120, backoff=5)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, timeout=120, backoff=5)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry, timeout=120, backoff=5)
     def reconcile_schedule(body, **_):
         with measured("schedule"):
             reconciler.reconcile(dict(body))
@@ -82,6 +91,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     def resync(body, **_):
         """Level-based refresh: next run time, staleness, a deleted CronJob restored."""
         with measured("resync"):
+            meta = body["metadata"]
+            reconciler.record_deferred(meta["namespace"], meta["name"])
             reconciler.refresh(dict(body))
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
@@ -96,18 +107,24 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
             reconciler.job_deleted(dict(body))
         else:
             with measured("job"):
-                reconciler.record_job(dict(body))
+                reconciler.record_job_or_defer(dict(body))
 
     @kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED, registry=registry)
     def cronjob_changed(event, body, **_):
         """A CronJob edited or deleted by hand is put back as its schedule wants it."""
         meta = body["metadata"]
         owner = meta.get("labels", {}).get(builders.SCHEDULE_LABEL)
-        if not owner or meta.get("deletionTimestamp") and event.get("type") != "DELETED":
+        deleted = event.get("type") == "DELETED"
+        reconciler.observe_cronjob(dict(body), deleted=deleted)
+        if not owner or meta.get("deletionTimestamp") and not deleted:
+            return
+        # Status updates and our own applies echo back here: only a changed generation or
+        # label (or a deletion) is worth reading the schedule for.
+        if not reconciler.cronjob_event_needs_check(event.get("type"), dict(body)):
             return
         schedule = reconciler.kube.get_schedule(meta["namespace"], owner)
         if schedule is None or schedule["metadata"].get("deletionTimestamp"):
             return
         with measured("cronjob"):
-            if event.get("type") == "DELETED" or reconciler.cronjob_drifted(schedule, dict(body)):
+            if deleted or reconciler.cronjob_drifted(schedule, dict(body)):
                 reconciler.reconcile(schedule)

@@ -38,6 +38,16 @@ class Reconciler:
     # Start times of running Jobs per (namespace, schedule), kept from Job events, so the
     # "run too long" metric needs no extra API call per refresh.
     active_starts: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    # The CronJobs as the watch last showed them (name, uid, status only): refreshes read
+    # these instead of GETting each CronJob every 60 s per schedule.
+    cronjobs: dict[tuple[str, str], dict] = field(default_factory=dict)
+    # Per CronJob, the generation and labels this process applied or found matching its
+    # schedule: a CronJob event with the same ones needs no GET of the schedule to compare.
+    in_sync: dict[tuple[str, str], InSync] = field(default_factory=dict)
+    # Schedules with a finished Job whose recording failed (API unreachable): a Job event is
+    # not delivered again, so the schedule's timer lists its Jobs and records them.
+    unrecorded: set[tuple[str, str]] = field(default_factory=set)
+    fire_times: FireTimes = field(default_factory=lambda: FireTimes())
 
     # --- schedule -> CronJob ----------------------------------------------------------
 
@@ -46,11 +56,33 @@ class Reconciler:
         the object (Ready=False) and left alone until the spec changes: retrying cannot help."""
         parsed = parse_schedule(body)
         if isinstance(parsed, SpecInvalid):
-            log.warning("invalid spec", extra={"schedule": _key(body), "problems": parsed.messages})
-            self._write_status(body, lambda s: self._invalid_status(body, s, parsed))
+            log.warning("invalid spec", extra={"schedule": _name(body), "problems": parsed.messages})
+            self._write_status(body, lambda cur: self._invalid_status(body, cur.get("status") or {}, parsed),
+                               current=body)
             return
-        applied = self.kube.apply_cronjob(builders.build_cronjob(body, parsed, self.images))
+        applied = self._apply(builders.build_cronjob(body, parsed, self.images))
         self.refresh(body, parsed, applied)
+
+    def _apply(self, desired: dict) -> dict:
+        applied = self.kube.apply_cronjob(desired)
+        self.observe_cronjob(applied)
+        self.in_sync[_key(applied)] = in_sync_marker(applied, desired["metadata"]["labels"])
+        return applied
+
+    def observe_cronjob(self, cronjob: dict, deleted: bool = False) -> None:
+        """Keep what refreshes need of a CronJob from its watch events and API responses."""
+        key = _key(cronjob)
+        if deleted:
+            self.cronjobs.pop(key, None)
+            self.in_sync.pop(key, None)
+        else:
+            self.cronjobs[key] = slim_cronjob(cronjob)
+
+    def cronjob_event_needs_check(self, event_type: str | None, cronjob: dict) -> bool:
+        return cronjob_needs_check(event_type, cronjob, self.in_sync.get(_key(cronjob)))
+
+    def mark_in_sync(self, cronjob: dict, schedule_labels: dict) -> None:
+        self.in_sync[_key(cronjob)] = in_sync_marker(cronjob, schedule_labels)
 
     def cronjob_drifted(self, schedule: dict, cronjob: dict) -> bool:
         """True when someone changed a field of the CronJob that the schedule decides."""
@@ -58,27 +90,41 @@ class Reconciler:
         if isinstance(parsed, SpecInvalid):
             return False
         desired = builders.build_cronjob(schedule, parsed, self.images)
-        return (builders.drifted(desired["spec"], cronjob.get("spec"))
-                or builders.drifted(desired["metadata"]["labels"], cronjob["metadata"].get("labels")))
+        drifted = (builders.drifted(desired["spec"], cronjob.get("spec"))
+                   or builders.drifted(desired["metadata"]["labels"], cronjob["metadata"].get("labels")))
+        if not drifted:  # e.g. another manager's field: no need to read the schedule again
+            self.mark_in_sync(cronjob, desired["metadata"]["labels"])
+        return drifted
 
     def refresh(self, body: dict, parsed: CollectionSchedule | None = None,
                 cronjob: dict | None = None) -> None:
-        """Level-based status refresh: next run, staleness, conditions and metrics."""
+        """Level-based status refresh: next run, staleness, conditions and metrics.
+        ``body`` is used as the current object for a first compare-and-swap attempt (kopf hands
+        handlers the latest body it watched); a conflict re-reads it."""
         parsed = parsed or parse_schedule(body)
         if isinstance(parsed, SpecInvalid):
             return
+        cronjob = cronjob or self._cronjob_for(body, parsed)
+        self._write_status(body, lambda cur: self._schedule_fields(body, parsed, cronjob, cur.get("status") or {}),
+                           current=body)
+
+    def _cronjob_for(self, body: dict, parsed: CollectionSchedule) -> dict:
+        """The schedule's CronJob as last watched; read when unknown, re-applied when gone."""
         meta = body["metadata"]
+        cronjob = self.cronjobs.get(_key(body))
         if cronjob is None:
             cronjob = self.kube.get_cronjob(meta["namespace"], meta["name"])
+            if cronjob is not None:
+                self.observe_cronjob(cronjob)
         if cronjob is None:  # deleted by hand: put it back
-            cronjob = self.kube.apply_cronjob(builders.build_cronjob(body, parsed, self.images))
-        self._write_status(body, lambda s: self._schedule_fields(body, parsed, cronjob, s))
+            cronjob = self._apply(builders.build_cronjob(body, parsed, self.images))
+        return cronjob
 
     def _schedule_fields(self, body: dict, parsed: CollectionSchedule, cronjob: dict, current: dict) -> dict:
         now = self.clock()
         meta, spec = body["metadata"], parsed.spec
         effective = spec.effective_schedule(meta["namespace"], meta["name"])
-        next_run = None if spec.suspend else cron.next_run(effective, spec.time_zone, now)
+        next_run = None if spec.suspend else self.fire_times.next_run(effective, spec.time_zone, now)
         cj_status = cronjob.get("status") or {}
         generation = meta.get("generation")
 
@@ -125,7 +171,7 @@ class Reconciler:
     def _export_state(self, body, parsed, fields, current, cj_status, stale, now) -> None:
         meta, spec = body["metadata"], parsed.spec
         effective = fields["effectiveSchedule"]
-        interval = cron.expected_interval(effective, spec.time_zone, now)
+        interval = self.fire_times.expected_interval(effective, spec.time_zone, now)
         active = cj_status.get("active") or []
         last_run = runs.parse_time(fields.get("lastScheduleTime") or current.get("lastScheduleTime"))
         self.metrics.set_schedule_state(
@@ -163,7 +209,7 @@ class Reconciler:
             return None
         job = builders.manual_job(cronjob, token)
         created = self.kube.create_job(job)
-        log.info("manual run", extra={"schedule": _key(body), "job": job["metadata"]["name"],
+        log.info("manual run", extra={"schedule": _name(body), "job": job["metadata"]["name"],
                                       "job_created": created})
         return job["metadata"]["name"]
 
@@ -184,8 +230,15 @@ class Reconciler:
         added: list[dict] = []
 
         def fold(current: dict) -> dict:
-            fields, new = st.merge_runs(current, [record])
+            status = current.get("status") or {}
+            fields, new = st.merge_runs(status, [record])
             added[:] = new
+            parsed = parse_schedule(current)
+            if not new or isinstance(parsed, SpecInvalid):
+                return fields
+            # Conditions and next run in the same write as the run: one PATCH per run, not two.
+            fields.update(self._schedule_fields(current, parsed, self._cronjob_for(current, parsed),
+                                                {**status, **fields}))
             return fields
 
         schedule = self._write_status({"metadata": {"namespace": namespace, "name": schedule_name}}, fold)
@@ -194,6 +247,25 @@ class Reconciler:
         # Marked after the status write: a crash in between is harmless (merge_runs dedupes).
         self.kube.annotate_job(namespace, meta["name"], {runs.RECORDED_ANNOTATION: "true"})
         return record if added else None
+
+    def record_job_or_defer(self, job: dict) -> dict | None:
+        """``record_job`` from a Job event; on failure the schedule's timer tries again."""
+        try:
+            return self.record_job(job)
+        except Exception:
+            meta = job["metadata"]
+            schedule = (meta.get("labels") or {}).get(builders.SCHEDULE_LABEL)
+            if schedule:
+                self.unrecorded.add((meta["namespace"], schedule))
+            raise
+
+    def record_deferred(self, namespace: str, schedule: str) -> None:
+        """Record the finished Jobs of a schedule whose earlier recording failed (idempotent)."""
+        if (namespace, schedule) not in self.unrecorded:
+            return
+        for job in self.kube.list_jobs(namespace, f"{builders.SCHEDULE_LABEL}={schedule}"):
+            self.record_job(job)
+        self.unrecorded.discard((namespace, schedule))
 
     def _track_active(self, namespace: str, schedule: str, job: dict) -> None:
         running = self.active_starts.setdefault((namespace, schedule), {})
@@ -210,6 +282,8 @@ class Reconciler:
 
     def forget(self, namespace: str, schedule: str) -> None:
         self.active_starts.pop((namespace, schedule), None)
+        self.cronjobs.pop((namespace, schedule), None)
+        self.in_sync.pop((namespace, schedule), None)
         self.metrics.forget_schedule(namespace=namespace, schedule=schedule)
 
     def _after_new_run(self, schedule: dict, record: dict) -> None:
@@ -237,6 +311,8 @@ class Reconciler:
                                  f"suspended after {failures} consecutive failed runs "
                                  f"(stopAfterConsecutiveFailures={limit}); resume with "
                                  f"`thresher resume {meta['name']}`")
+        # Metrics state after the run (the status was written with the run): no API call
+        # unless something changed meanwhile.
         self.refresh(schedule, parsed)
 
     # --- missed runs ----------------------------------------------------------------
@@ -258,16 +334,23 @@ class Reconciler:
 
     # --- status writes ----------------------------------------------------------------
 
-    def _write_status(self, body: dict, compute: Callable[[dict], dict]) -> dict | None:
+    def _write_status(self, body: dict, compute: Callable[[dict], dict],
+                      current: dict | None = None) -> dict | None:
         """Read-compute-write with optimistic concurrency; skip writes that change nothing.
-        Returns the schedule as written (or as read when nothing changed); None if it is gone."""
+        ``compute`` gets the current object and returns the status fields it wants. ``current``,
+        when given (the body kopf handed over), saves the read on the first attempt; a stale one
+        costs a conflict and a re-read. Returns the schedule as written (or as read when nothing
+        changed); None if it is gone."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
+        if current is not None and not current["metadata"].get("resourceVersion"):
+            current = None
         for _ in range(STATUS_WRITE_ATTEMPTS):
-            current = self.kube.get_schedule(namespace, name)
             if current is None:
-                return None
-            fields = st.changed_fields(current.get("status") or {}, compute(current.get("status") or {}))
+                current = self.kube.get_schedule(namespace, name)
+                if current is None:
+                    return None
+            fields = st.changed_fields(current.get("status") or {}, compute(current))
             if not fields:
                 return current
             try:
@@ -276,11 +359,98 @@ class Reconciler:
             except Exception as err:  # noqa: BLE001 - only conflicts are retried
                 if not is_conflict(err):
                     raise
+                current = None
         raise RuntimeError(f"status of {namespace}/{name}: {STATUS_WRITE_ATTEMPTS} conflicting writes")
 
 
-def _key(body: dict) -> str:
-    return f"{body['metadata'].get('namespace')}/{body['metadata'].get('name')}"
+def _key(body: dict) -> tuple[str, str]:
+    return body["metadata"].get("namespace"), body["metadata"].get("name")
+
+
+def _name(body: dict) -> str:
+    return "/".join(map(str, _key(body)))
+
+
+class FireTimes:
+    """``cron.next_run`` and ``cron.expected_interval`` at ``now``, remembered per expression.
+
+    Both are the same for every ``now`` from the moment they were computed up to (excluding)
+    the next fire time: no fire time lies in between. So a refresh every 60 s recomputes them
+    once per fire instead of each time (the interval's backward search is most of a refresh's
+    CPU). Exact, not an approximation; thread-safe because entries are replaced whole."""
+
+    MAX_ENTRIES = 100_000  # distinct (expression, zone) pairs; cleared beyond, never wrong
+
+    def __init__(self) -> None:
+        self._window: dict[tuple[str, str | None], tuple[datetime, datetime, timedelta | None]] = {}
+
+    def _lookup(self, expr: str, tz: str | None, now: datetime) -> tuple[datetime | None, timedelta | None]:
+        hit = self._window.get((expr, tz))
+        if hit is not None and hit[0] <= now < hit[1]:
+            return hit[1], hit[2]
+        upcoming = cron.next_run(expr, tz, now)
+        interval = expected_interval(expr, tz, now, upcoming) if upcoming is not None else None
+        if upcoming is not None:
+            if len(self._window) >= self.MAX_ENTRIES:
+                self._window.clear()
+            self._window[(expr, tz)] = (now, upcoming, interval)
+        return upcoming, interval
+
+    def next_run(self, expr: str, tz: str | None, now: datetime) -> datetime | None:
+        return self._lookup(expr, tz, now)[0]
+
+    def expected_interval(self, expr: str, tz: str | None, now: datetime) -> timedelta | None:
+        return self._lookup(expr, tz, now)[1]
+
+
+def expected_interval(expr: str, tz: str | None, now: datetime, upcoming: datetime) -> timedelta | None:
+    """``cron.expected_interval(expr, tz, now)`` given its next fire time, usually in 3-4 cron
+    steps instead of a backward bisection: for a schedule as regular as its next gap, the last
+    fire time lies within that gap before ``now``. Irregular cases take the general search."""
+    following = cron.next_run(expr, tz, upcoming)
+    window = max(timedelta(minutes=1), following - upcoming) if following else timedelta(minutes=1)
+    for _ in range(3):
+        fires = cron.missed_runs(expr, tz, now - window, now, limit=8)
+        if 0 < len(fires) < 8:
+            return upcoming - fires[-1]
+        if fires:  # many fire times in the window: not worth stepping through
+            break
+        window *= 2
+    return cron.expected_interval(expr, tz, now)
+
+
+@dataclass(frozen=True)
+class InSync:
+    generation: int | None
+    labels: tuple[tuple[str, str], ...]
+
+
+def in_sync_marker(cronjob: dict, schedule_labels: dict) -> InSync:
+    return InSync(cronjob["metadata"].get("generation"), tuple(sorted(schedule_labels.items())))
+
+
+def slim_cronjob(cronjob: dict) -> dict:
+    """The part of a CronJob a refresh reads (name, uid, status), so thousands stay small."""
+    meta = cronjob["metadata"]
+    return {"metadata": {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid")},
+            "status": dict(cronjob.get("status") or {})}
+
+
+def cronjob_needs_check(event_type: str | None, cronjob: dict, known: InSync | None) -> bool:
+    """Whether a CronJob event may mean drift, worth reading the schedule to compare.
+
+    The spec changes only with ``metadata.generation``, and labels are compared directly, so
+    an event with the generation and labels this process applied (or already verified) is the
+    CronJob controller updating status or our own apply echoing back. A CronJob this process
+    has not applied yet is left to its schedule's create/resume handler, which applies the
+    desired state anyway."""
+    if event_type == "DELETED":
+        return True
+    if known is None:
+        return False
+    labels = cronjob["metadata"].get("labels") or {}
+    return (cronjob["metadata"].get("generation") != known.generation
+            or any(labels.get(k) != v for k, v in known.labels))
 
 
 def _ts(value: datetime | None) -> float | None:

@@ -13,20 +13,23 @@ StateDir = typer.Option(None, "--state-dir", envvar="THRESHER_STATE_DIR",
                         help="Where the cluster keeps PKI, data, logs and kubeconfig.")
 
 
-def _cluster(state_dir):
+def _cluster(state_dir, node: bool | None = None):
     from thresher.devcluster.cluster import DevCluster
 
-    return DevCluster(state_dir)
+    return DevCluster(state_dir, node=node)
 
 
 @app.command()
-def up(state_dir: str = StateDir, timeout: float = typer.Option(120, help="Seconds to wait for readiness.")):
+def up(state_dir: str = StateDir, timeout: float = typer.Option(120, help="Seconds to wait for readiness."),
+       node: bool = typer.Option(False, "--node", envvar="THRESHER_DEV_NODE",
+                                 help="Also run a real node (kubelet + containerd + CNI) named "
+                                      "thresher-local; needs root. See docs/devcluster.md.")):
     """Start the control plane (building binaries once if needed) and wait until nodes are Ready."""
     from thresher.devcluster.binaries import BuildError
     from thresher.devcluster.cluster import ClusterError
 
     try:
-        _cluster(state_dir).up(log=lambda m: typer.echo(m, err=True), timeout=timeout)
+        _cluster(state_dir, node=node or None).up(log=lambda m: typer.echo(m, err=True), timeout=timeout)
     except (BuildError, ClusterError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)

@@ -31,6 +31,7 @@ from thresher.devcluster import binaries, pki
 Log = Callable[[str], None]
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+NODE_COMPONENTS = ("containerd", "kubelet")  # the opt-in real node, see node.py
 PORT_NAMES = ("etcd_client", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")
 SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.244.0.0/16"
@@ -99,8 +100,10 @@ def _is_zombie(pid: int) -> bool:
 class DevCluster:
     """One local control plane rooted at ``state_dir``."""
 
-    def __init__(self, state_dir: Path | None = None) -> None:
+    def __init__(self, state_dir: Path | None = None, node: bool | None = None) -> None:
         self.state_dir = Path(state_dir or default_state_dir())
+        # The opt-in real node (kubelet + containerd): asked for, or already part of this cluster.
+        self.want_node = node if node is not None else os.environ.get("THRESHER_DEV_NODE") == "1"
         self.pki_dir = self.state_dir / "pki"
         self.log_dir = self.state_dir / "logs"
         self.pid_dir = self.state_dir / "pids"
@@ -156,9 +159,18 @@ class DevCluster:
         """True when ``pid`` is alive and is one of this cluster's processes."""
         return not _is_zombie(pid) and str(self.state_dir) in _cmdline(pid)
 
+    def node(self):
+        from thresher.devcluster.node import Node
+
+        return Node(self.state_dir, self.server_url)
+
+    def node_enabled(self) -> bool:
+        return self.want_node or (self.state_dir / "node" / "enabled").exists()
+
     def components(self) -> dict[str, ComponentState]:
         states = {}
-        for name in COMPONENTS:
+        names = COMPONENTS + (NODE_COMPONENTS if self.node_enabled() else ())
+        for name in names:
             pid = self._recorded_pid(name)
             running = pid is not None and self._owns(pid)
             states[name] = ComponentState(name, pid, running, _rss_bytes(pid) if running else 0)
@@ -231,6 +243,9 @@ class DevCluster:
                 # No kubelets answer on node addresses; the "kubernetes" Service needs no endpoints here.
                 "--endpoint-reconciler-type=none",
                 f"--cert-dir={self.state_dir / 'apiserver-certs'}",
+                # For logs/exec on the real node (--node): the kubelet trusts the dev CA.
+                f"--kubelet-client-certificate={k / 'admin.crt'}", f"--kubelet-client-key={k / 'admin.key'}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
             ]
         if name == "kube-controller-manager":
             kubeconfig = self._component_kubeconfig("kube-controller-manager")
@@ -361,10 +376,22 @@ class DevCluster:
         self._wait("kube-controller-manager", self._default_service_account, timeout,
                    "creating the default ServiceAccount")
         self._wait("kwok", self._nodes_ready, timeout, "reporting every node Ready")
+        if self.node_enabled():
+            from thresher.devcluster.node import NodeError
+
+            try:
+                self.node().up(self.kubectl, log, timeout=timeout)
+            except NodeError as err:
+                raise ClusterError(f"real node: {err}") from err
         log(f"cluster ready in {time.monotonic() - start:.1f}s; {self.env_line()}")
 
     def down(self, log: Log = print, timeout: float = 20) -> None:
         """Stop this cluster's processes (TERM, then KILL) and remove its state."""
+        if (self.state_dir / "node").exists():
+            # Containers, mounts, netns, bridge and cgroups first, while the paths are known.
+            from thresher.devcluster.node import Node
+
+            Node(self.state_dir).down(log)
         for name in reversed(COMPONENTS):
             pid = self._recorded_pid(name)
             if pid is None or not self._owns(pid):

@@ -16,4 +16,5 @@ KUBERNETES_COMMANDS = (
     "kube-controller-manager",
     "kube-scheduler",
     "kubectl",
+    "kubelet",  # the opt-in real node (thresher/devcluster/node.py)
 )

@@ -70,6 +70,9 @@ class OperatorMetrics:
         # Current info labels and job_type per schedule, to drop the old series when they change.
         self._info_labels: dict[_SeriesKey, tuple[str, ...]] = {}
         self._job_type: dict[_SeriesKey, str] = {}
+        # Values of the per-schedule timestamp gauges as last set, so moving one forward is a
+        # dict lookup: registry.get_sample_value collects every series (O(schedules) a call).
+        self._timestamps: dict[tuple[Any, _SeriesKey], float] = {}
         r = self.registry
 
         self._names: dict[Any, str] = {}
@@ -174,6 +177,7 @@ class OperatorMetrics:
             "When a handler last finished, ok or not (liveness of the control loop).",
             registry=r,
         )
+        self._timestamp_gauges = frozenset({self.last_run, self.last_success, self.last_failure})
         self.operator_info = gauge("thresher_operator_info", "The running operator; always 1.", ("version",))
         self.operator_info.labels(version or _package_version()).set(1)
 
@@ -184,6 +188,7 @@ class OperatorMetrics:
         return metric.labels(*labels)
 
     def _drop(self, metric: Any, key: _SeriesKey, *labels: str) -> None:
+        self._timestamps.pop((metric, key), None)
         series = self._series.get(key)
         if series is not None and (metric, labels) in series:
             series.discard((metric, labels))
@@ -194,6 +199,8 @@ class OperatorMetrics:
             self._drop(metric, key, *labels)
         else:
             self._child(metric, key, *labels).set(value)
+            if metric in self._timestamp_gauges:
+                self._timestamps[(metric, key)] = value
 
     def _init_runs(self, key: _SeriesKey, job_type: str) -> None:
         # Outcome counters start at 0 so the first failure is an increase
@@ -249,9 +256,10 @@ class OperatorMetrics:
         self._advance(self.last_failure if outcome in FAILED_OUTCOMES else self.last_success, key, finished_at)
 
     def _advance(self, metric: Gauge, key: _SeriesKey, ts: float) -> None:
-        current = self.registry.get_sample_value(self._names[metric], dict(zip(_SCHEDULE, key)))
+        current = self._timestamps.get((metric, key))
         if current is None or ts > current:  # a late-recorded older run must not move time backwards
             self._child(metric, key, *key).set(ts)
+            self._timestamps[(metric, key)] = ts
 
     def set_schedule_state(
         self,
@@ -308,6 +316,7 @@ class OperatorMetrics:
         key = (namespace, schedule)
         for metric, labels in self._series.pop(key, set()):
             metric.remove(*labels)
+            self._timestamps.pop((metric, key), None)
         self._info_labels.pop(key, None)
         self._job_type.pop(key, None)
 

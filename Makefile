@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: all venv binaries tools demo demo-down test test-unit test-integration bench crd lint clean
+.PHONY: all venv binaries tools images node-tools test-realnode demo demo-down test test-unit test-integration bench crd lint clean
 
 all: test
 
@@ -27,6 +27,25 @@ venv: $(STAMP)
 # from PATH, THRESHER_BIN_DIR or ~/.cache/thresher, else built once from the Go module proxy.
 binaries: venv
 	$(BIN)/python -m thresher.devcluster.binaries etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm
+
+# The opt-in real node (`thresher dev up --node`, docs/devcluster.md "Real node"): Debian's
+# containerd, runc, CNI plugins, buildah and debootstrap. Needs root.
+node-tools:
+	@command -v containerd >/dev/null && command -v runc >/dev/null && command -v buildah >/dev/null \
+	  && command -v debootstrap >/dev/null && test -x /usr/lib/cni/bridge || { \
+	  echo "installing containerd runc containernetworking-plugins buildah debootstrap iptables from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    containerd runc containernetworking-plugins buildah debootstrap iptables >/dev/null; }
+
+# Thresher's operator and jobs images, built with buildah on a local debootstrap base (no
+# registry, no Docker), cached as OCI archives in ~/.cache/thresher/images and imported into the
+# real node's containerd (k8s.io namespace) when one runs in THRESHER_STATE_DIR (or the default).
+images: venv node-tools
+	$(BIN)/python -m thresher.devcluster.images --import "$${THRESHER_STATE_DIR:-$$HOME/.local/state/thresher/dev}" pause jobs operator
+
+# Thresher's jobs as real containers on the real node (its own cluster in a temp state dir).
+test-realnode: venv binaries node-tools
+	THRESHER_DEV_NODE=1 $(BIN)/pytest tests/realnode $(PYTEST_ARGS)
 
 # Upstream judges of the monitoring pieces: promtool and amtool (Debian's packages).
 tools:

@@ -54,6 +54,10 @@ CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
 CGROUP_V1_REQUIRED = ("cpu", "cpuacct", "cpuset", "memory", "pids")
 # The kubelet sets these when ProtectKernelDefaults is off (it cannot be told not to);
 # `down` puts back what the host had.
+# Chains the kubelet creates itself (canaries, and KUBE-FIREWALL, which drops non-local traffic
+# to 127.0.0.0/8); `down` removes the ones that were not there before the node started.
+KUBELET_CHAINS = {"filter": ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY"), "nat": ("KUBE-KUBELET-CANARY",),
+                  "mangle": ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")}
 KERNEL_TUNABLES = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
                    "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")
 
@@ -115,6 +119,22 @@ def has_capability(bit: int) -> bool:
         if line.startswith("CapBnd:"):
             return bool(int(line.split()[1], 16) >> bit & 1)
     return False
+
+
+def _other_kubelets(state_dir: Path) -> list[int]:
+    """Pids of kubelets on this host that are not this node's."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and Path(argv[0].decode(errors="replace")).name == "kubelet" and \
+                str(state_dir).encode() not in b" ".join(argv):
+            pids.append(int(entry.name))
+    return pids
 
 
 def cgroup_version() -> int:
@@ -361,6 +381,34 @@ class Node:
         for mountpoint in set(_cgroup_v1_hierarchies().values()):
             Path(mountpoint, self.cgroup_parent.lstrip("/")).mkdir(exist_ok=True)
 
+    def _iptables_chains(self) -> dict[str, list[str]]:
+        """{"iptables filter": [chains...], ...} of the kubelet's chains that exist now."""
+        found: dict[str, list[str]] = {}
+        for tool in ("iptables", "ip6tables"):
+            if shutil.which(tool) is None:
+                continue
+            for table, chains in KUBELET_CHAINS.items():
+                lines = _sh([tool, "-w", "-t", table, "-S"], check=False).stdout.splitlines()
+                found[f"{tool} {table}"] = [c for c in chains if f"-N {c}" in lines]
+        return found
+
+    def _remove_kubelet_iptables(self) -> None:
+        saved = self.dir / "iptables-before.json"
+        if not saved.exists() or _other_kubelets(self.state_dir):
+            return  # another kubelet on this host may own them
+        before = json.loads(saved.read_text())
+        for key, chains in self._iptables_chains().items():
+            tool, table = key.split()
+            for chain in chains:
+                if chain in before.get(key, []):
+                    continue
+                if chain == "KUBE-FIREWALL":
+                    for hook in ("INPUT", "OUTPUT"):
+                        while _sh([tool, "-w", "-t", table, "-D", hook, "-j", chain], check=False).returncode == 0:
+                            pass
+                _sh([tool, "-w", "-t", table, "-F", chain], check=False)
+                _sh([tool, "-w", "-t", table, "-X", chain], check=False)
+
     def _save_tunables(self) -> None:
         saved = self.dir / "kernel-tunables.json"
         if saved.exists():
@@ -402,6 +450,8 @@ class Node:
         if not self.running("kubelet"):
             self._make_cgroups()
             self._save_tunables()
+            if not (self.dir / "iptables-before.json").exists():
+                (self.dir / "iptables-before.json").write_text(json.dumps(self._iptables_chains()))
             self._start("kubelet", self._kubelet_args(paths, kubelet), log)
         self._wait("kubelet", lambda: self._node_ready(kubectl), timeout, f"registering node {NODE_NAME} Ready")
         kubectl("apply", "-f", "-", input=self.storage_manifest())
@@ -591,4 +641,12 @@ class Node:
             _sh(["ip", "link", "delete", self.bridge], check=False)
             log(f"deleted bridge {self.bridge}")
         self._remove_cgroups()
-        self._restore_tunables()
+        self._remove_kubelet_iptables()
+        if not _other_kubelets(self.state_dir):
+            self._restore_tunables()
+        # containerd 1.6 keeps shim sockets in the host-wide /run/containerd/s: tidy if empty.
+        for path in ("/run/containerd/s", "/run/containerd"):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass

@@ -1,0 +1,110 @@
+"""The opt-in real node (`thresher dev up --node`): a cluster of its own in a temporary state
+directory, with the kubelet, containerd and CNI, Thresher's jobs image built locally and the
+operator running as a local process. Runs only with THRESHER_DEV_NODE=1 (it needs root and
+takes minutes the first time); otherwise every test here is deselected."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.wait import eventually
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+NAMESPACE_PREFIX = "rn-"
+FAKE_TMDB_KEY = "fake-api-key"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("THRESHER_DEV_NODE") == "1":
+        return
+    mine = [i for i in items if Path(str(i.fspath)).resolve().is_relative_to(HERE)]
+    if mine:
+        config.hook.pytest_deselected(items=mine)
+        items[:] = [i for i in items if i not in mine]
+
+
+@pytest.fixture(scope="session")
+def timings() -> dict[str, float]:
+    """Measured durations, printed at the end of the session (docs/devcluster.md quotes them)."""
+    measured: dict[str, float] = {}
+    yield measured
+    print("\n[realnode timings] " + json.dumps({k: round(v, 1) for k, v in measured.items()}))
+
+
+@pytest.fixture(scope="session")
+def node_cluster(tmp_path_factory, timings):
+    from thresher.devcluster import images
+    from thresher.devcluster.cluster import DevCluster
+
+    log = lambda m: print(f"[realnode] {m}")  # noqa: E731
+    start = time.monotonic()
+    images.build(["pause", "jobs"], log)  # cached: only a changed source rebuilds
+    timings["images_s"] = time.monotonic() - start
+    state = tmp_path_factory.mktemp("realnode") / "state"
+    cluster = DevCluster(state, node=True)
+    cluster.iptables_before = cluster.node()._iptables_chains()  # for the leftovers check
+    start = time.monotonic()
+    cluster.up(log=log, timeout=180)
+    timings["cluster_with_node_up_s"] = time.monotonic() - start
+    yield cluster
+    if cluster.state_dir.exists() and os.environ.get("THRESHER_KEEP_CLUSTER") != "1":
+        cluster.down(log=log)
+
+
+@pytest.fixture(scope="session")
+def node(node_cluster):
+    return node_cluster.node()
+
+
+@pytest.fixture(scope="session")
+def crd(node_cluster):
+    for path in sorted((REPO / "manifests" / "crds").glob("*.yaml")):
+        node_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    node_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                         "crd/collectionschedules.thresher.dev")
+
+
+@pytest.fixture(scope="session")
+def operator(node_cluster, crd, tmp_path_factory):
+    from tests.integration.conftest import OperatorProcess
+    from thresher.devcluster import images
+
+    op = OperatorProcess(node_cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
+                         namespaces=(f"{NAMESPACE_PREFIX}*",),
+                         extra_args=("--job-image", images.JOBS_IMAGE, "--log-format", "plain"))
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_tmdb(node):
+    """The project's fake TMDB server on all host addresses; pods reach it over the bridge."""
+    proc = subprocess.Popen([sys.executable, "-m", "thresher.cli", "job", "tmdb", "fake-server", "--port", "0",
+                             "--host", "0.0.0.0", "--movies", "600", "--api-key", FAKE_TMDB_KEY],
+                            stdout=subprocess.PIPE, text=True)
+    info = json.loads(proc.stdout.readline())
+    yield {"baseUrl": f"http://{node.host_ip}:{info['port']}/3", "port": info["port"]}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def restricted_namespace(node_cluster, request):
+    name = f"{NAMESPACE_PREFIX}{request.node.name.replace('_', '-')[5:30].strip('-')}-{os.getpid() % 10000}"
+    node_cluster.kubectl("create", "namespace", name)
+    node_cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted",
+                         "pod-security.kubernetes.io/enforce-version=latest")
+    eventually(lambda: node_cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False)
+               .returncode == 0, timeout=30, message=f"default ServiceAccount in {name}")
+    yield name
+    node_cluster.kubectl("delete", "collectionschedules", "--all", "-n", name, "--wait=false", check=False)
+    node_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -30,6 +30,7 @@ import socket
 import string
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -78,6 +79,14 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
 
 
 def _template(name: str, **values: str) -> str:
@@ -453,7 +462,9 @@ class Node:
             if not (self.dir / "iptables-before.json").exists():
                 (self.dir / "iptables-before.json").write_text(json.dumps(self._iptables_chains()))
             self._start("kubelet", self._kubelet_args(paths, kubelet), log)
-        self._wait("kubelet", lambda: self._node_ready(kubectl), timeout, f"registering node {NODE_NAME} Ready")
+        healthz = f"http://127.0.0.1:{json.loads((self.dir / 'ports.json').read_text())['healthz']}/healthz"
+        self._wait("kubelet", lambda: _http_ok(healthz) and self._node_ready(kubectl), timeout,
+                   f"healthy and node {NODE_NAME} Ready")
         kubectl("apply", "-f", "-", input=self.storage_manifest())
         took = time.monotonic() - start
         log(f"node {NODE_NAME} Ready in {took:.1f}s (pods reach the host at {self.host_ip})")

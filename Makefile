@@ -23,10 +23,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and helm:
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm, kubelet:
 # from PATH, THRESHER_BIN_DIR or ~/.cache/thresher, else built once from the Go module proxy.
 binaries: venv
-	$(BIN)/python -m thresher.devcluster.binaries etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm
+	$(BIN)/python -m thresher.devcluster.binaries etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm kubelet
 
 # The opt-in real node (`thresher dev up --node`, docs/devcluster.md "Real node"): Debian's
 # containerd, runc, CNI plugins, buildah and debootstrap. Needs root.
@@ -59,8 +59,9 @@ demo: venv binaries tools
 demo-down: venv
 	$(BIN)/thresher demo --down
 
-test: venv binaries tools
-	THRESHER_REQUIRE_TORCH=1 $(BIN)/pytest $(PYTEST_ARGS)
+# Everything, the real-node tests included (root; containerd, runc, CNI, buildah from Debian).
+test: venv binaries tools node-tools
+	THRESHER_REQUIRE_TORCH=1 THRESHER_DEV_NODE=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

@@ -151,6 +151,40 @@ def start_prometheus(cluster, metrics_port: int) -> str | None:
     return f"http://127.0.0.1:{port}"
 
 
+def claim_with_volume(claim: str) -> str:
+    """A PersistentVolumeClaim and the static hostPath volume bound to it (kwok pods mount
+    nothing, but the scheduler and the PV controller need the claim bound)."""
+    return f"""---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: thresher-demo-{claim}
+spec:
+  capacity:
+    storage: 10Gi
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: thresher-local
+  claimRef:
+    namespace: {NAMESPACE}
+    name: {claim}
+  hostPath:
+    path: /tmp/thresher-demo-{claim}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {claim}
+  namespace: {NAMESPACE}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: thresher-local
+  resources:
+    requests:
+      storage: 10Gi
+"""
+
+
 DEMO_OBJECTS = f"""
 apiVersion: v1
 kind: Namespace
@@ -164,62 +198,6 @@ metadata:
   namespace: {NAMESPACE}
 stringData:
   api-key: offline-demo-key
----
-apiVersion: v1
-kind: PersistentVolume
-metadata:
-  name: thresher-demo-data
-spec:
-  capacity:
-    storage: 10Gi
-  accessModes: [ReadWriteOnce]
-  persistentVolumeReclaimPolicy: Retain
-  storageClassName: thresher-local
-  claimRef:
-    namespace: {NAMESPACE}
-    name: thresher-data
-  hostPath:
-    path: /tmp/thresher-demo-data
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: thresher-data
-  namespace: {NAMESPACE}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: thresher-local
-  resources:
-    requests:
-      storage: 10Gi
----
-apiVersion: v1
-kind: PersistentVolume
-metadata:
-  name: thresher-demo-drone-images
-spec:
-  capacity:
-    storage: 10Gi
-  accessModes: [ReadWriteOnce]
-  persistentVolumeReclaimPolicy: Retain
-  storageClassName: thresher-local
-  claimRef:
-    namespace: {NAMESPACE}
-    name: drone-images
-  hostPath:
-    path: /tmp/thresher-demo-drone-images
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: drone-images
-  namespace: {NAMESPACE}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: thresher-local
-  resources:
-    requests:
-      storage: 10Gi
 ---
 # drone-gpu.yaml runs at this priority, as a platform team would define it.
 apiVersion: scheduling.k8s.io/v1
@@ -258,7 +236,9 @@ def run_demo(down: bool = False) -> None:
     start_operator(cluster, metrics_port, service_account_kubeconfig(cluster, cluster.state_dir / "operator.kubeconfig"))
     prometheus_url = start_prometheus(cluster, metrics_port)
     _say(f"4/6 namespace {NAMESPACE}, the TMDB key Secret, PersistentVolumeClaims, a PriorityClass, the examples")
-    cluster.kubectl("apply", "-f", "-", input=DEMO_OBJECTS)
+    # The claims the examples mount: thresher-data (TMDB) and drone-images (drone).
+    cluster.kubectl("apply", "-f", "-",
+                    input=DEMO_OBJECTS + claim_with_volume("thresher-data") + claim_with_volume("drone-images"))
     # drone-gpu.yaml asks for GPU nodes in zone-a.
     cluster.kubectl("label", "--overwrite", "node", GPU_NODE, "topology.kubernetes.io/zone=zone-a")
     for name in EXAMPLES:

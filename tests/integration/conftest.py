@@ -37,16 +37,30 @@ class OperatorProcess:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
-    def start(self) -> None:
+    def start(self, attempts: int = 3) -> None:
+        """Start and wait for liveness. A free port picked earlier can be taken by the time the
+        operator binds it (other processes, other operators of the same test): then new ports."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "thresher.cli", "operator", "run",
-                 *(arg for ns in self.namespaces for arg in ("--namespace", ns)),
-                 "--metrics-port", str(self.metrics_port), "--liveness-port", str(self.liveness_port),
-                 *self.extra_args],
-                env=env, stdout=log, stderr=subprocess.STDOUT)
-        eventually(self.healthy, timeout=60, message="operator liveness endpoint")
+        for attempt in range(attempts):
+            log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "thresher.cli", "operator", "run",
+                     *(arg for ns in self.namespaces for arg in ("--namespace", ns)),
+                     "--metrics-port", str(self.metrics_port), "--liveness-port", str(self.liveness_port),
+                     *self.extra_args],
+                    env=env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                eventually(self.healthy, timeout=60, message="operator liveness endpoint")
+                return
+            except AssertionError:
+                with open(self.log_path, "rb") as log:
+                    log.seek(log_start)
+                    port_taken = b"Address already in use" in log.read()
+                if not port_taken or attempt == attempts - 1:
+                    raise
+                self.stop()
+                self.metrics_port, self.liveness_port = free_port(), free_port()
 
     def healthy(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:

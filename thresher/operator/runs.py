@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from thresher.api.runresult import parse_message
+from thresher.api.schedule import RunSummary
 
 SCHEDULED_TIMESTAMP = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 MANUAL_ANNOTATION = "thresher.dev/manual-run"
@@ -16,6 +17,8 @@ RECORDED_ANNOTATION = "thresher.dev/recorded"
 
 SUCCEEDED, FAILED, TIMED_OUT = "Succeeded", "Failed", "TimedOut"
 MAX_WARNINGS_KEPT = 5
+# Bounds of the status schema (thresher/api/schedule.py RunRecord).
+MAX_REASON, MAX_MESSAGE, MAX_PROBLEM = 256, 1024, 512
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -87,15 +90,15 @@ def run_record(job: dict, pods: list[dict]) -> dict | None:
     terminated = last_terminated(pods)
     parsed = parse_message(terminated.get("message") if terminated else None)
     if parsed.result is not None:
-        r = parsed.result
-        summary = {"items": r.items, "valid": r.valid, "quality": r.quality, "failed": r.failed,
-                   "output": r.output, "warnings": r.warnings[:MAX_WARNINGS_KEPT], "error": r.error}
-        record["result"] = {k: v for k, v in summary.items() if v not in (None, [])}
+        # Trimmed to the status schema's bounds: a job may report longer text than status holds.
+        summary = RunSummary.from_result(parsed.result).model_dump(by_alias=True, exclude_none=True)
+        summary["warnings"] = summary.get("warnings", [])[:MAX_WARNINGS_KEPT]
+        record["result"] = {k: v for k, v in summary.items() if v != []}
     else:
-        record["resultProblem"] = parsed.problem
+        record["resultProblem"] = parsed.problem[:MAX_PROBLEM]
 
     if outcome != SUCCEEDED:
-        record["reason"] = condition.get("reason") or outcome
+        record["reason"] = (condition.get("reason") or outcome)[:MAX_REASON]
         record["message"] = failure_message(condition, terminated, parsed.result)
     return record
 
@@ -110,4 +113,4 @@ def failure_message(condition: dict, terminated: dict | None, result) -> str:
     elif terminated is not None and terminated.get("message") and result is None:
         # Not a run result: a generic container's log tail (FallbackToLogsOnError).
         parts.append(terminated["message"].strip().splitlines()[-1][:300] if terminated["message"].strip() else "")
-    return "; ".join(p for p in parts if p)[:1000]
+    return "; ".join(p for p in parts if p)[:MAX_MESSAGE]

@@ -134,3 +134,18 @@ def test_changed_fields_skips_writes_that_change_nothing():
     assert st.changed_fields({"a": 1, "b": [1]}, {"a": 1, "b": [1]}) == {}
     assert st.changed_fields({"a": 1}, {"a": 2, "c": None}) == {"a": 2}
     assert st.changed_fields({"c": "2026-11-22T10:00:00Z"}, {"c": None}) == {"c": None}
+
+
+def test_result_text_is_trimmed_to_the_status_schema():
+    """Found on the real node: a TMDB run's 600-character warning made the API server reject
+    the whole status write (warnings items are at most 512 characters), so the run was never
+    recorded. Every string taken from a job's result must fit the schema."""
+    from thresher.api.schedule import RunRecord
+
+    message = json.dumps({"jobType": "tmdb", "succeeded": False, "warnings": ["w" * 600, "x"],
+                          "error": "e" * 5000, "output": "/" + "o" * 2000})
+    record = runs.run_record(job(cond="Failed", reason="BackoffLimitExceeded"), [pod(message, 3)])
+    assert len(record["result"]["warnings"][0]) == 512
+    assert len(record["result"]["error"]) <= 2048 and len(record["result"]["output"]) <= 1024
+    assert len(record["message"]) <= 1024
+    RunRecord.model_validate(record)  # the status schema's own model accepts it

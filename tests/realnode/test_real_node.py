@@ -196,6 +196,72 @@ def test_drone_schedule_runs_as_a_real_container(node_cluster, node, operator, r
     assert outputs and all(p.stat().st_uid == 10001 for p in outputs)
 
 
+def test_failing_upstream_fails_the_run_and_failures_rise(node_cluster, operator, fake_tmdb,
+                                                         restricted_namespace):
+    """A TMDB schedule whose upstream refuses connections: the real container exits with the
+    upstream code, the Job fails, and consecutiveFailures counts each run."""
+    ns = restricted_namespace
+    node_cluster.kubectl("create", "secret", "generic", "tmdb-api", "-n", ns, f"--from-literal=api-key={FAKE_TMDB_KEY}")
+    closed = fake_tmdb["baseUrl"].replace(f":{fake_tmdb['port']}/", f":{_closed_port()}/")
+    schedule = _schedule("tmdb-down", ns, {"tmdb": {
+        "collection": "daily", "apiBaseUrl": closed, "maxRetries": 0,
+        "apiKeySecretRef": {"name": "tmdb-api", "key": "api-key"}}})
+    node_cluster.kubectl("apply", "-f", "-", input=json.dumps(schedule))
+    eventually(lambda: node_cluster.kubectl("get", "cronjob", "tmdb-down", "-n", ns, check=False).returncode == 0,
+               timeout=60, message="CronJob created by the operator")
+    for expected in (1, 2):
+        node_cluster.kubectl("annotate", "--overwrite", "collectionschedule", "tmdb-down", "-n", ns,
+                             f"thresher.dev/run-now={uuid.uuid4().hex}")
+        status = eventually(
+            lambda: (s := _json(node_cluster, "get", "collectionschedule", "tmdb-down", "-n", ns).get("status") or {})
+            and s.get("consecutiveFailures") == expected and s,
+            timeout=180, interval=1, message=f"{expected} consecutive failure(s)")
+    run = status["recentRuns"][-1]
+    assert run["outcome"] == "Failed" and "exit code 3" in run["message"], run
+    assert status["lastFailureTime"]
+
+
+def test_run_past_its_deadline_is_recorded_as_timed_out(node_cluster, operator, restricted_namespace):
+    """activeDeadlineSeconds (spec.timeoutSeconds) kills a real run that hangs on its upstream;
+    the run is recorded as TimedOut, not as an ordinary failure."""
+    import socket
+
+    ns = restricted_namespace
+    node_cluster.kubectl("create", "secret", "generic", "tmdb-api", "-n", ns, f"--from-literal=api-key={FAKE_TMDB_KEY}")
+    # Accepts connections (through the backlog) and never answers: the job waits on its upstream.
+    silent = socket.socket()
+    silent.bind(("0.0.0.0", 0))
+    silent.listen(64)
+    try:
+        host_ip = node_cluster.node().host_ip
+        schedule = _schedule("tmdb-hang", ns, {"tmdb": {
+            "collection": "daily", "apiBaseUrl": f"http://{host_ip}:{silent.getsockname()[1]}/3",
+            "requestTimeoutSeconds": 120, "maxRetries": 0,
+            "apiKeySecretRef": {"name": "tmdb-api", "key": "api-key"}}}, timeoutSeconds=8)
+        node_cluster.kubectl("apply", "-f", "-", input=json.dumps(schedule))
+        eventually(lambda: node_cluster.kubectl("get", "cronjob", "tmdb-hang", "-n", ns, check=False).returncode == 0,
+                   timeout=60, message="CronJob created by the operator")
+        node_cluster.kubectl("annotate", "collectionschedule", "tmdb-hang", "-n", ns,
+                             f"thresher.dev/run-now={uuid.uuid4().hex}")
+        # (the Job controller deletes a timed-out run's pod, so this waits on status alone)
+        status = eventually(
+            lambda: (s := _json(node_cluster, "get", "collectionschedule", "tmdb-hang", "-n", ns).get("status") or {})
+            and s.get("recentRuns") and s, timeout=180, interval=1, message="the timed-out run recorded")
+    finally:
+        silent.close()
+    run = status["recentRuns"][-1]
+    assert run["outcome"] == "TimedOut" and run["reason"] == "DeadlineExceeded", run
+    assert status["lastResult"] == "TimedOut"
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))
+        return sock.getsockname()[1]  # closed again when the block ends: connections are refused
+
+
 def test_down_leaves_nothing_behind(node_cluster, node, operator, timings):
     operator.stop()  # it would only log errors about a vanished apiserver
     start = time.monotonic()

@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from thresher.devcluster import binaries, pki
+from thresher.devcluster.pids import read_pid, write_pid
 
 Log = Callable[[str], None]
 
@@ -146,14 +147,8 @@ class DevCluster:
 
     # --- process bookkeeping --------------------------------------------------------
 
-    def _pid_file(self, name: str) -> Path:
-        return self.pid_dir / f"{name}.pid"
-
     def _recorded_pid(self, name: str) -> int | None:
-        try:
-            return int(self._pid_file(name).read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return read_pid(self.pid_dir, name)
 
     def _owns(self, pid: int) -> bool:
         """True when ``pid`` is alive and is one of this cluster's processes."""
@@ -185,7 +180,7 @@ class DevCluster:
                 start_new_session=True,  # outlives `thresher dev up`; stopped by `down`
                 cwd=self.state_dir,
             )
-        self._pid_file(name).write_text(f"{proc.pid}\n")
+        write_pid(self.pid_dir, name, proc.pid)
         log(f"started {name} (pid {proc.pid})")
 
     def log_tail(self, name: str, lines: int = 30) -> str:

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from thresher.devcluster import binaries, images, pki
+from thresher.devcluster.pids import read_pid, write_pid
 
 Log = Callable[[str], None]
 
@@ -175,14 +176,8 @@ class Node:
     def enabled(self) -> bool:
         return (self.dir / "enabled").exists()
 
-    def _pid_file(self, name: str) -> Path:
-        return self.pid_dir / f"{name}.pid"
-
     def _recorded_pid(self, name: str) -> int | None:
-        try:
-            return int(self._pid_file(name).read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return read_pid(self.pid_dir, name)
 
     def _owns(self, pid: int) -> bool:
         try:
@@ -339,7 +334,7 @@ class Node:
         with open(self.log_dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, cwd=self.state_dir)
-        self._pid_file(name).write_text(f"{proc.pid}\n")
+        write_pid(self.pid_dir, name, proc.pid)
         self._procs[name] = proc
         log(f"started {name} (pid {proc.pid})")
 

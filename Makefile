@@ -53,7 +53,10 @@ tools:
 	  echo "installing prometheus and prometheus-alertmanager (promtool, amtool) from Debian"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }
 
-demo: venv binaries tools
+# As root the demo runs its jobs as real containers on a local kubelet node (node-tools; the
+# images are built on first use, about 4 minutes, cached after); otherwise on kwok's simulated
+# nodes, and it says so. `thresher demo --no-node` forces the simulated mode.
+demo: venv binaries tools $(if $(filter 0,$(shell id -u)),node-tools)
 	$(BIN)/thresher demo
 
 demo-down: venv

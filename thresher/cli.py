@@ -7,6 +7,7 @@ job image does not load the operator, and ``thresher --help`` is instant.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -28,11 +29,17 @@ for command in (ctl.run, ctl.suspend, ctl.resume, ctl.status):
     app.command()(command)
 
 @app.command()
-def demo(down: bool = typer.Option(False, "--down", help="Stop the demo and remove its state.")):
+def demo(
+    down: bool = typer.Option(False, "--down", help="Stop the demo and remove its state."),
+    node: Optional[bool] = typer.Option(
+        None, "--node/--no-node",
+        help="Run the jobs as real containers on a local kubelet node (needs root, containerd, runc, CNI, "
+             "buildah). Default: when this machine can; otherwise every pod is simulated by kwok."),
+):
     """Local control plane + operator + example schedules, each run once (what `make demo` runs)."""
     from thresher.demo import run_demo
 
-    run_demo(down=down)
+    run_demo(down=down, node=node)
 
 
 crd_app = typer.Typer(help="The CollectionSchedule CRD, generated from the pydantic models.", no_args_is_help=True)

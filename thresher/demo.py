@@ -5,10 +5,14 @@ operator, authenticated as the chart's ServiceAccount -> Prometheus with Threshe
 scraping it -> the example schedules -> a manual run of each -> recorded runs in ``kubectl get
 collectionschedules``, ``thresher status``, the metrics and the alerts API.
 
-On this cluster pods run on kwok's simulated nodes: no container starts, so no TMDB data is
-collected and no image is processed. The demo says so, records the runs Kubernetes reports,
-and then runs the TMDB job for real as a local process against the offline fake TMDB server so
-the collector's own counts are real.
+Where the machine can run it (root, containerd, runc, CNI plugins, buildah; `make demo` installs
+them), the demo adds the real node ``thresher-local`` and Thresher's jobs image, built locally:
+the TMDB schedules collect from the project's fake TMDB server on the host (offline demo data),
+a drone schedule processes generated sample fields on a local volume and the heartbeat runs its
+shell command, all as real containers; their run results, outputs and metrics are shown. Only
+the GPU example stays on kwok's simulated GPU node. Without the real node (``--no-node``, or a
+machine that cannot run it), every pod is simulated by kwok: the demo says so and runs the TMDB
+job for real as a local process instead, so the collector's own counts are still real.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,11 +31,17 @@ from pathlib import Path
 import typer
 import yaml
 
+from thresher.devcluster.pids import write_pid
+
 NAMESPACE = "thresher-demo"
 SYSTEM_NAMESPACE = "thresher-system"
 RELEASE = "thresher"
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = ("tmdb-daily.yaml", "tmdb-weekly.yaml", "drone-gpu.yaml", "container-every-minute.yaml")
+EXAMPLES = ("tmdb-daily.yaml", "tmdb-weekly.yaml", "drone-fields.yaml", "drone-gpu.yaml",
+            "container-every-minute.yaml")
+REAL_NODE = "thresher-local"
+JOBS_UID = 10001  # the jobs image's user (Dockerfile); files on local volumes must be its
+OFFLINE_KEY = "offline-demo-key"
 SIMULATED_BANNER = (
     "NOTE: pods on this local cluster run on kwok's SIMULATED nodes. No container starts: the runs\n"
     "      below are real Kubernetes Jobs whose pods kwok marks finished. They collect no data,\n"
@@ -50,7 +61,7 @@ def _operator_pid_file(cluster) -> Path:
     return cluster.state_dir / "pids" / "operator.pid"
 
 
-def start_operator(cluster, metrics_port: int, kubeconfig: Path) -> None:
+def start_operator(cluster, metrics_port: int, kubeconfig: Path, job_image: str | None = None) -> None:
     """The operator as a background process beside the dev cluster (stopped by `make demo-down`)."""
     from thresher.devcluster.cluster import free_port
 
@@ -63,7 +74,8 @@ def start_operator(cluster, metrics_port: int, kubeconfig: Path) -> None:
     log = open(cluster.log_dir / "operator.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "thresher.cli", "operator", "run", "--namespace", NAMESPACE,
-         "--metrics-port", str(metrics_port), "--liveness-port", str(free_port())],
+         "--metrics-port", str(metrics_port), "--liveness-port", str(free_port()),
+         *(["--job-image", job_image] if job_image else [])],
         env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True, cwd=cluster.state_dir)
     pid_file.write_text(f"{proc.pid}\n")
@@ -73,6 +85,7 @@ def start_operator(cluster, metrics_port: int, kubeconfig: Path) -> None:
 def stop_operator(cluster) -> None:
     _stop_pid_file(_operator_pid_file(cluster))
     _stop_pid_file(cluster.state_dir / "pids" / "prometheus.pid")
+    _stop_pid_file(cluster.state_dir / "pids" / "fake-tmdb.pid")
 
 
 def _stop_pid_file(pid_file: Path) -> None:
@@ -185,7 +198,9 @@ spec:
 """
 
 
-DEMO_OBJECTS = f"""
+def demo_objects(tmdb_key: str) -> str:
+    """The namespace and what the examples expect to exist in it."""
+    return f"""
 apiVersion: v1
 kind: Namespace
 metadata:
@@ -197,7 +212,16 @@ metadata:
   name: tmdb-api
   namespace: {NAMESPACE}
 stringData:
-  api-key: offline-demo-key
+  api-key: {json.dumps(tmdb_key)}
+---
+# container-every-minute.yaml passes this Secret to its container as TOKEN.
+apiVersion: v1
+kind: Secret
+metadata:
+  name: heartbeat-token
+  namespace: {NAMESPACE}
+stringData:
+  token: demo-token
 ---
 # drone-gpu.yaml runs at this priority, as a platform team would define it.
 apiVersion: scheduling.k8s.io/v1
@@ -215,57 +239,279 @@ def _schedules(cluster) -> list[dict]:
     return json.loads(out)["items"]
 
 
-def run_demo(down: bool = False) -> None:
-    from thresher.devcluster.cluster import GPU_NODE, DevCluster, free_port
+# --- which mode ----------------------------------------------------------------------------
 
-    cluster = DevCluster()
+def real_node_problem() -> str | None:
+    """Why this machine cannot run the real node (the first failing check), or None."""
+    from thresher.devcluster.node import Node, NodeError
+
+    try:
+        Node(Path(tempfile.gettempdir()) / "thresher-preflight").preflight()
+    except NodeError as err:
+        return str(err)
+    missing = [tool for tool in ("buildah", "debootstrap", "go") if shutil.which(tool) is None]
+    if missing:
+        return f"image tools not installed: {', '.join(missing)} (make node-tools)"
+    return None
+
+
+def choose_mode(requested: bool | None, problem: str | None) -> bool:
+    """Real node unless it was refused with --no-node, or (when not asked for) it cannot run
+    here. Asking for it explicitly on a machine that cannot is an error, not a quiet fallback."""
+    if requested is False:
+        return False
+    if problem is None:
+        return True
+    if requested:
+        raise typer.BadParameter(f"--node: {problem}")
+    return False
+
+
+# --- the examples on the real node ----------------------------------------------------------
+
+def for_real_node(body: dict, jobs_image: str, tmdb_base_url: str | None) -> dict | None:
+    """The example as the demo runs it on the real node, or None when it stays on kwok (GPU).
+
+    Pods are pinned to the real node (the kwok nodes would only simulate them); TMDB schedules
+    point at the offline fake server unless a real key is used; the heartbeat's busybox cannot
+    be pulled without a registry, so the same shell command runs in the local jobs image."""
+    spec = body["spec"]
+    if spec.get("resources", {}).get("gpus"):
+        return None
+    body = json.loads(json.dumps(body))
+    spec = body["spec"]
+    spec["nodeSelector"] = {**spec.get("nodeSelector", {}), "kubernetes.io/hostname": REAL_NODE}
+    job = spec["job"]
+    if "tmdb" in job and tmdb_base_url:
+        job["tmdb"]["apiBaseUrl"] = tmdb_base_url
+    if "container" in job:
+        job["container"]["image"] = jobs_image
+    return body
+
+
+def local_claim(claim: str, volume: str) -> dict:
+    """A claim bound by name to one of the real node's static local PersistentVolumes."""
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": NAMESPACE},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "thresher-local",
+                     "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}}
+
+
+def _bind_local_claims(cluster, claims: list[str]) -> dict[str, Path]:
+    """Each claim bound to a free local PV (the same one again on a re-run); its host folder,
+    owned by the jobs' uid so the containers can write there."""
+    pvs = json.loads(cluster.kubectl("get", "pv", "-o", "json").stdout)["items"]
+    local = [v for v in pvs if v["spec"].get("storageClassName") == "thresher-local" and "local" in v["spec"]]
+    folders = {}
+    for claim in claims:
+        mine = next((v for v in local if (v["spec"].get("claimRef") or {}).get("name") == claim
+                     and v["spec"]["claimRef"].get("namespace") == NAMESPACE), None)
+        mine = mine or next(v for v in local if v["status"].get("phase") == "Available"
+                            and not v["spec"].get("claimRef"))
+        local.remove(mine)
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(local_claim(claim, mine["metadata"]["name"])))
+        folders[claim] = Path(mine["spec"]["local"]["path"])
+    return folders
+
+
+def _own_for_jobs(folder: Path) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, JOBS_UID, JOBS_UID)
+
+
+def start_fake_tmdb(cluster, api_key: str) -> str:
+    """The fake TMDB server on every host address (pods reach the host over the bridge);
+    stopped by `make demo-down`. Returns its port."""
+    out = cluster.log_dir / "fake-tmdb.out"
+    out.unlink(missing_ok=True)
+    log = open(cluster.log_dir / "fake-tmdb.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "thresher.cli", "job", "tmdb", "fake-server", "--host", "0.0.0.0", "--port", "0",
+         "--movies", "2000", "--api-key", api_key],
+        stdout=open(out, "wb"), stderr=log, start_new_session=True, cwd=cluster.state_dir)
+    write_pid(cluster.pid_dir, "fake-tmdb", proc.pid)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        first = out.read_text().splitlines()[:1] if out.exists() else []
+        if first:
+            return str(json.loads(first[0])["port"])
+        if proc.poll() is not None:
+            raise RuntimeError(f"the fake TMDB server exited: see {cluster.log_dir / 'fake-tmdb.log'}")
+        time.sleep(0.2)
+    raise RuntimeError("the fake TMDB server did not start within 30 s")
+
+
+# --- the demo --------------------------------------------------------------------------------
+
+def run_demo(down: bool = False, node: bool | None = None) -> None:
+    from thresher.devcluster.cluster import DevCluster
+
     if down:
+        cluster = DevCluster()
         stop_operator(cluster)
         cluster.down(log=_say)
         return
+    real = choose_mode(node, real_node_problem() if node is not False else None)
+    if not real and node is None:
+        _say(f"the real node cannot run here ({real_node_problem()}): pods will be simulated by kwok")
+    if real:
+        _demo_on_real_node(DevCluster(node=True))
+    else:
+        _demo_on_kwok(DevCluster(node=False))
 
-    _say("1/6 local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok nodes)")
-    cluster.up(log=_say)
-    _say(f"2/6 helm install {RELEASE} charts/thresher -n {SYSTEM_NAMESPACE} (CRD, RBAC, Deployment, Service)")
+
+def _install_and_start(cluster, step: str, job_image: str | None = None) -> tuple[int, str | None]:
+    """helm install, the operator on the chart's ServiceAccount, Prometheus: metrics port and URL."""
+    from thresher.devcluster.cluster import free_port
+
+    _say(f"{step} helm install {RELEASE} charts/thresher -n {SYSTEM_NAMESPACE} (CRD, RBAC, Deployment, "
+         "Service); the operator as a local process with the chart's ServiceAccount token; Prometheus "
+         "with Thresher's alert rules")
     install_chart(cluster)
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/collectionschedules.thresher.dev")
-    _say("3/6 the operator, as a local process with the chart's ServiceAccount token (the chart's\n"
-         "    Deployment pod is simulated by kwok), and Prometheus with Thresher's alert rules")
     stop_operator(cluster)  # a re-run replaces both with fresh credentials
     metrics_port = free_port()
-    start_operator(cluster, metrics_port, service_account_kubeconfig(cluster, cluster.state_dir / "operator.kubeconfig"))
-    prometheus_url = start_prometheus(cluster, metrics_port)
-    _say(f"4/6 namespace {NAMESPACE}, the TMDB key Secret, PersistentVolumeClaims, a PriorityClass, the examples")
-    # The claims the examples mount: thresher-data (TMDB) and drone-images (drone).
-    cluster.kubectl("apply", "-f", "-",
-                    input=DEMO_OBJECTS + claim_with_volume("thresher-data") + claim_with_volume("drone-images"))
-    # drone-gpu.yaml asks for GPU nodes in zone-a.
-    cluster.kubectl("label", "--overwrite", "node", GPU_NODE, "topology.kubernetes.io/zone=zone-a")
-    for name in EXAMPLES:
-        cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(_repo_examples() / name))
+    kubeconfig = service_account_kubeconfig(cluster, cluster.state_dir / "operator.kubeconfig")
+    start_operator(cluster, metrics_port, kubeconfig, job_image)
+    return metrics_port, start_prometheus(cluster, metrics_port)
 
-    _say("5/6 run now: one manual run of each schedule")
-    _say(SIMULATED_BANNER)
+
+def _apply_examples(cluster, bodies: list[dict]) -> None:
+    cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump_all(bodies))
+
+
+def _run_each_now(cluster, timeout: float) -> None:
+    """Run-now on every schedule once its CronJob exists; wait until each has a recorded run."""
+    expected = len(_schedules(cluster))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len({s["metadata"]["name"] for s in _schedules(cluster)
-                                                if (s.get("status") or {}).get("cronJobRef")}) < len(EXAMPLES):
+                                                if (s.get("status") or {}).get("cronJobRef")}) < expected:
         time.sleep(1)
     for body in _schedules(cluster):
         cluster.kubectl("annotate", "--overwrite", "collectionschedule", body["metadata"]["name"], "-n",
                         NAMESPACE, f"thresher.dev/run-now={uuid.uuid4().hex}")
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all((s.get("status") or {}).get("recentRuns") for s in _schedules(cluster)):
-            break
-        time.sleep(1)
+            return
+        time.sleep(2)
+    waiting = [s["metadata"]["name"] for s in _schedules(cluster) if not (s.get("status") or {}).get("recentRuns")]
+    _say(f"still running after {timeout:.0f}s: {', '.join(waiting)} (see `kubectl get pods -n {NAMESPACE}`)")
 
+
+def _show_schedules(cluster) -> None:
     typer.echo(cluster.kubectl("get", "collectionschedules", "-n", NAMESPACE).stdout)
     subprocess.run([sys.executable, "-m", "thresher.cli", "status", "-n", NAMESPACE],
                    env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, check=False)
 
+
+def _demo_on_real_node(cluster) -> None:
+    from thresher.devcluster import images
+    from thresher.devcluster.cluster import GPU_NODE
+
+    _say("1/7 images: the sandbox (pause) and Thresher's jobs image, built with buildah on a local "
+         "Debian base, no registry (cached: minutes the first time, seconds after)")
+    images.build(["pause", "jobs"], _say)
+    _say("2/7 local control plane (etcd, kube-apiserver, controller-manager, scheduler), kwok nodes, "
+         f"and the real node {REAL_NODE} (kubelet + containerd + runc + CNI bridge)")
+    cluster.up(log=_say, timeout=180)
+    metrics_port, prometheus_url = _install_and_start(cluster, "3/7", images.JOBS_IMAGE)
+
+    live_key = os.environ.get("TMDB_API_KEY")
+    host_ip = cluster.node().host_ip
+    if live_key:
+        _say("4/7 TMDB_API_KEY is set: the TMDB schedules call the real TMDB API")
+        tmdb_base_url = None
+    else:
+        port = start_fake_tmdb(cluster, OFFLINE_KEY)
+        tmdb_base_url = f"http://{host_ip}:{port}/3"
+        _say(f"4/7 the project's fake TMDB server at {tmdb_base_url}: OFFLINE DEMO DATA, not TMDB's "
+             "(set TMDB_API_KEY to a real key to collect from TMDB)")
+    _say(f"5/7 namespace {NAMESPACE}, Secrets, a PriorityClass, claims on local volumes, sample drone "
+         "fields, the examples")
+    cluster.kubectl("apply", "-f", "-", input=demo_objects(live_key or OFFLINE_KEY) + claim_with_volume("drone-images"))
+    folders = _bind_local_claims(cluster, ["thresher-data", "field-images"])
+    subprocess.run([sys.executable, "-m", "thresher.cli", "job", "drone", "sample", "--data-dir",
+                    str(folders["field-images"]), "--input", "incoming", "--count", "4", "--multispectral", "1",
+                    "--width", "640", "--height", "480"], check=True, capture_output=True)
+    examples = [yaml.safe_load((_repo_examples() / name).read_text()) for name in EXAMPLES]
+    for body in examples:  # subPaths made by the kubelet belong to root: make them the jobs' first
+        sub = body["spec"].get("storage", {}).get("subPath")
+        claim = body["spec"].get("storage", {}).get("claimName")
+        if sub and claim in folders:
+            (folders[claim] / sub).mkdir(parents=True, exist_ok=True)
+    for folder in folders.values():
+        _own_for_jobs(folder)
+    cluster.kubectl("label", "--overwrite", "node", GPU_NODE, "topology.kubernetes.io/zone=zone-a")
+    real = [b for b in (for_real_node(b, images.JOBS_IMAGE, tmdb_base_url) for b in examples) if b]
+    simulated = [b for b in examples if for_real_node(b, images.JOBS_IMAGE, tmdb_base_url) is None]
+    _apply_examples(cluster, real + simulated)
+    _say(f"    REAL containers on {REAL_NODE}: {', '.join(b['metadata']['name'] for b in real)}\n"
+         f"    SIMULATED by kwok (no GPU here): {', '.join(b['metadata']['name'] for b in simulated)}")
+
+    _say("6/7 run now: one manual run of each schedule")
+    _run_each_now(cluster, timeout=300)
+    _show_schedules(cluster)
+
+    _say("7/7 what the real runs produced")
+    for body in _schedules(cluster):
+        name = body["metadata"]["name"]
+        last = ((body.get("status") or {}).get("recentRuns") or [{}])[-1]
+        where = "simulated by kwok" if name in {b["metadata"]["name"] for b in simulated} else f"real, on {REAL_NODE}"
+        typer.echo(f"  {name:<14} {last.get('outcome', 'no run'):<10} ({where}) result: "
+                   f"{json.dumps(last.get('result')) if last.get('result') else '-'}")
+    for claim, folder in folders.items():
+        typer.echo(f"\n  claim {claim} (host folder {folder}):")
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".truth" not in p.name)[:14]:
+            typer.echo(f"    {path.relative_to(folder)}  ({path.stat().st_size} bytes)")
+        reports = sorted(folder.rglob("*.html"))
+        if reports:
+            typer.echo(f"  reports: {' '.join(str(r) for r in reports[:4])}")
+    typer.echo(_metrics_excerpt(metrics_port))
+    _next_steps(cluster, metrics_port, prometheus_url)
+
+
+def _metrics_excerpt(metrics_port: int) -> str:
+    """The operator's run counters and last-run gauges for the demo namespace."""
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    except OSError as err:
+        return f"\n  metrics endpoint not reachable: {err}"
+    wanted = ("thresher_schedule_runs_total{", "thresher_schedule_last_run_items{",
+              "thresher_schedule_last_run_quality_ratio{")
+    lines = [line for line in text.splitlines()
+             if line.startswith(wanted) and f'namespace="{NAMESPACE}"' in line and not line.endswith(" 0.0")]
+    return f"\n  http://127.0.0.1:{metrics_port}/metrics (non-zero run series):\n    " + "\n    ".join(lines)
+
+
+def _demo_on_kwok(cluster) -> None:
+    from thresher.devcluster.cluster import GPU_NODE
+
+    _say("1/6 local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok nodes)")
+    cluster.up(log=_say)
+    metrics_port, prometheus_url = _install_and_start(cluster, "2/6")
+    _say(f"3/6 namespace {NAMESPACE}, the TMDB key Secret, PersistentVolumeClaims, a PriorityClass")
+    # The claims the examples mount: thresher-data (TMDB), drone-images and field-images (drone).
+    cluster.kubectl("apply", "-f", "-", input=demo_objects(OFFLINE_KEY) + claim_with_volume("thresher-data")
+                    + claim_with_volume("drone-images") + claim_with_volume("field-images"))
+    # drone-gpu.yaml asks for GPU nodes in zone-a.
+    cluster.kubectl("label", "--overwrite", "node", GPU_NODE, "topology.kubernetes.io/zone=zone-a")
+    _say("4/6 the examples")
+    _apply_examples(cluster, [yaml.safe_load((_repo_examples() / name).read_text()) for name in EXAMPLES])
+
+    _say("5/6 run now: one manual run of each schedule")
+    _say(SIMULATED_BANNER)
+    _run_each_now(cluster, timeout=90)
+    _show_schedules(cluster)
+
     _say("6/6 the TMDB job itself, run for real as a local process against the offline fake TMDB server")
     _real_tmdb_run(cluster.state_dir / "tmdb-offline-demo")
+    _next_steps(cluster, metrics_port, prometheus_url)
 
+
+def _next_steps(cluster, metrics_port: int, prometheus_url: str | None) -> None:
     alerts = (f"  {prometheus_url}/alerts                 # Thresher's alert rules, evaluated\n"
               f"  curl -s {prometheus_url}/api/v1/alerts\n" if prometheus_url else "")
     typer.echo(

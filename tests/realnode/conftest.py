@@ -1,7 +1,7 @@
 """The opt-in real node (`thresher dev up --node`): a cluster of its own in a temporary state
 directory, with the kubelet, containerd and CNI, Thresher's jobs image built locally and the
 operator running as a local process. Runs only with THRESHER_DEV_NODE=1 (it needs root and
-takes minutes the first time); otherwise every test here is deselected."""
+takes minutes the first time); otherwise every test here is deselected (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -20,15 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 NAMESPACE_PREFIX = "rn-"
 FAKE_TMDB_KEY = "fake-api-key"
-
-
-def pytest_collection_modifyitems(config, items):
-    if os.environ.get("THRESHER_DEV_NODE") == "1":
-        return
-    mine = [i for i in items if Path(str(i.fspath)).resolve().is_relative_to(HERE)]
-    if mine:
-        config.hook.pytest_deselected(items=mine)
-        items[:] = [i for i in items if i not in mine]
 
 
 @pytest.fixture(scope="session")

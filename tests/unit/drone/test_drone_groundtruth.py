@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from thresher.api.drone import DroneJob
 from thresher.jobs.drone import sample as sm
 from thresher.jobs.drone.pipeline import Paths, run_process
 

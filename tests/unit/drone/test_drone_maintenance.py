@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from thresher.jobs.drone import maintenance as mt
 from thresher.jobs.drone import sample as sm

@@ -10,12 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from thresher.jobs.drone import sample as sm
 from thresher.jobs.drone.discovery import FileInfo, group, scan
-from thresher.jobs.drone.pipeline import Paths, run_process
+from thresher.jobs.drone.pipeline import run_process
 from thresher.jobs.drone.state import StateDB, StateLock
 from thresher.jobs.harness import UpstreamError
 

@@ -1,0 +1,94 @@
+"""The demo's decisions: which mode it runs in, and how each example runs on the real node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+
+from thresher.api.schedule import CollectionSchedule, parse_schedule
+from thresher.demo import EXAMPLES, NAMESPACE, REAL_NODE, choose_mode, demo_objects, for_real_node, local_claim
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "manifests" / "examples"
+IMAGE = "docker.io/library/thresher-jobs:0.1.0"
+FAKE = "http://10.88.0.1:41234/3"
+
+
+def _example(name: str) -> dict:
+    body = yaml.safe_load((EXAMPLES_DIR / name).read_text())
+    body["metadata"]["namespace"] = NAMESPACE
+    return body
+
+
+def test_real_node_is_the_default_where_it_can_run():
+    assert choose_mode(None, None) is True
+    assert choose_mode(True, None) is True
+
+
+def test_kwok_when_refused_or_when_the_machine_cannot():
+    assert choose_mode(False, None) is False
+    assert choose_mode(False, "preflight 'root': ...") is False
+    assert choose_mode(None, "preflight 'root': ...") is False
+
+
+def test_asking_for_the_node_where_it_cannot_run_is_an_error_naming_the_check():
+    with pytest.raises(typer.BadParameter, match="preflight 'swap'"):
+        choose_mode(True, "preflight 'swap': swap is on")
+
+
+def test_every_demo_example_exists_and_is_valid():
+    for name in EXAMPLES:
+        assert isinstance(parse_schedule(_example(name)), CollectionSchedule), name
+
+
+def test_tmdb_examples_run_on_the_real_node_against_the_fake_server():
+    for name in ("tmdb-daily.yaml", "tmdb-weekly.yaml"):
+        original = _example(name)
+        body = for_real_node(original, IMAGE, FAKE)
+        assert body["spec"]["nodeSelector"]["kubernetes.io/hostname"] == REAL_NODE
+        assert body["spec"]["job"]["tmdb"]["apiBaseUrl"] == FAKE
+        assert "apiBaseUrl" not in original["spec"]["job"]["tmdb"]  # the example itself is untouched
+        assert isinstance(parse_schedule(body), CollectionSchedule)
+
+
+def test_with_a_real_key_tmdb_keeps_the_real_api():
+    body = for_real_node(_example("tmdb-daily.yaml"), IMAGE, None)
+    assert "apiBaseUrl" not in body["spec"]["job"]["tmdb"]
+
+
+def test_heartbeat_runs_its_command_in_the_local_jobs_image():
+    original = _example("container-every-minute.yaml")
+    body = for_real_node(original, IMAGE, FAKE)
+    container = body["spec"]["job"]["container"]
+    assert container["image"] == IMAGE and original["spec"]["job"]["container"]["image"] == "busybox:1.36"
+    assert container["command"] == original["spec"]["job"]["container"]["command"]
+    assert isinstance(parse_schedule(body), CollectionSchedule)
+
+
+def test_gpu_example_stays_on_kwok_and_cpu_drone_goes_to_the_real_node():
+    assert for_real_node(_example("drone-gpu.yaml"), IMAGE, FAKE) is None
+    body = for_real_node(_example("drone-fields.yaml"), IMAGE, FAKE)
+    assert body["spec"]["nodeSelector"] == {"kubernetes.io/hostname": REAL_NODE}
+    assert body["spec"]["job"]["drone"]["backend"] == "cpu"
+
+
+def test_local_claim_binds_by_volume_name():
+    claim = local_claim("field-images", "thresher-local-pv3")
+    assert claim["metadata"] == {"name": "field-images", "namespace": NAMESPACE}
+    assert claim["spec"]["volumeName"] == "thresher-local-pv3"
+    assert claim["spec"]["storageClassName"] == "thresher-local"
+
+
+def test_demo_objects_quote_the_key_and_hold_every_secret_the_examples_use():
+    docs = list(yaml.safe_load_all(demo_objects('a"b: c')))
+    secrets = {d["metadata"]["name"]: d["stringData"] for d in docs if d["kind"] == "Secret"}
+    assert secrets["tmdb-api"]["api-key"] == 'a"b: c'
+    for name in EXAMPLES:
+        spec = _example(name)["spec"]
+        refs = [e["valueFrom"]["secretKeyRef"] for e in spec["job"].get("container", {}).get("env", [])
+                if "valueFrom" in e]
+        refs += [spec["job"]["tmdb"]["apiKeySecretRef"]] if "tmdb" in spec["job"] else []
+        for ref in refs:
+            assert ref.get("key", "api-key") in secrets[ref["name"]], (name, ref)

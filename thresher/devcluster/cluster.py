@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from thresher.devcluster import binaries, pki
-from thresher.devcluster.pids import read_pid, write_pid
+from thresher.devcluster.pids import owned, read_pid, write_pid
 
 Log = Callable[[str], None]
 
@@ -74,13 +74,6 @@ class ComponentState:
     rss_bytes: int
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def _rss_bytes(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -89,13 +82,6 @@ def _rss_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
-    except (OSError, IndexError):
-        return True
 
 
 class DevCluster:
@@ -152,7 +138,7 @@ class DevCluster:
 
     def _owns(self, pid: int) -> bool:
         """True when ``pid`` is alive and is one of this cluster's processes."""
-        return not _is_zombie(pid) and str(self.state_dir) in _cmdline(pid)
+        return owned(pid, str(self.state_dir))
 
     def node(self):
         from thresher.devcluster.node import Node

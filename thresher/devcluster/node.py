@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from thresher.devcluster import binaries, images, pki
-from thresher.devcluster.pids import read_pid, write_pid
+from thresher.devcluster.pids import owned, read_pid, write_pid
 
 Log = Callable[[str], None]
 
@@ -180,12 +180,12 @@ class Node:
         return read_pid(self.pid_dir, name)
 
     def _owns(self, pid: int) -> bool:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            return False
-        return not stat.split(") ", 1)[1].startswith("Z") and str(self.state_dir) in cmdline
+        return owned(pid, str(self.state_dir))
+
+    def _scan_owns(self, entry: Path) -> bool:
+        """For a walk over /proc: one quick look (no re-reads) at each other process."""
+        return entry.name.isdigit() and int(entry.name) != os.getpid() and \
+            owned(int(entry.name), str(self.state_dir), attempts=1)
 
     def running(self, name: str) -> bool:
         pid = self._recorded_pid(name)
@@ -604,7 +604,7 @@ class Node:
         """What of this node still exists on the host (all empty after ``down``)."""
         procs = []
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) != os.getpid() and self._owns(int(entry.name)):
+            if self._scan_owns(entry):
                 procs.append(f"{entry.name} {Path(entry, 'cmdline').read_bytes()[:120]!r}")
         links = _sh(["ip", "-o", "link", "show"], check=False).stdout
         interfaces = [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()
@@ -631,7 +631,7 @@ class Node:
         self._stop("containerd", log)
         # Shims outlive containerd by design; any left (killed containerd) go now.
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) != os.getpid() and self._owns(int(entry.name)):
+            if self._scan_owns(entry):
                 try:
                     os.kill(int(entry.name), signal.SIGKILL)
                 except ProcessLookupError:

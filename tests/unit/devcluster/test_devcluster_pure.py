@@ -79,3 +79,30 @@ def test_gpu_node_advertises_gpus_and_is_tainted():
     cpu = node_manifest("kwok-cpu-1")
     assert "nvidia.com/gpu" not in cpu["status"]["capacity"] and not cpu["spec"].get("taints")
     assert nodes_manifest().count("kind: Node") == len(NODE_NAMES)
+
+
+def test_owned_follows_the_process_from_start_to_exit(tmp_path):
+    """A just-started child counts as ours at once (even while its cmdline still reads empty
+    inside execve: that raced `dev up` into "exited while waiting" on a loaded machine), a
+    stranger never does, and neither does a zombie or a reaped pid."""
+    import subprocess
+    import sys
+    import time
+
+    from thresher.devcluster.pids import owned
+
+    marker = str(tmp_path / "state")
+    for _ in range(30):
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)", marker],
+                                start_new_session=True)
+        try:
+            assert owned(proc.pid, marker)
+            assert not owned(proc.pid, str(tmp_path / "other"))
+        finally:
+            proc.kill()
+        deadline = time.monotonic() + 5  # SIGKILL lands asynchronously; then a zombie until reaped
+        while owned(proc.pid, marker, attempts=1) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not owned(proc.pid, marker)
+        proc.wait()
+        assert not owned(proc.pid, marker)

@@ -222,6 +222,10 @@ def build_target(target: str, log: Log = print) -> Path:
     for old in images_dir().glob(f"thresher-{target}-*.oci.tar"):
         old.unlink()
     _push_archive(TARGETS[target], archive, log)
+    # Each source change leaves the previous build's images untagged (a few hundred MB of
+    # layers each); drop them. The base, pause and current images stay tagged, so the next
+    # build loses only the layer cache of its first few cheap steps.
+    subprocess.run(_buildah("rmi", "--prune"), capture_output=True)
     log(f"{TARGETS[target]} built in {time.monotonic() - start:.0f}s ({archive.stat().st_size / 2**20:.0f} MiB)")
     return archive
 

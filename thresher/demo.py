@@ -306,8 +306,11 @@ def _bind_local_claims(cluster, claims: list[str]) -> dict[str, Path]:
     for claim in claims:
         mine = next((v for v in local if (v["spec"].get("claimRef") or {}).get("name") == claim
                      and v["spec"]["claimRef"].get("namespace") == NAMESPACE), None)
-        mine = mine or next(v for v in local if v["status"].get("phase") == "Available"
-                            and not v["spec"].get("claimRef"))
+        mine = mine or next((v for v in local if v["status"].get("phase") == "Available"
+                             and not v["spec"].get("claimRef")), None)
+        if mine is None:
+            raise RuntimeError(f"no Available local PersistentVolume left for claim {claim} "
+                               "(`kubectl get pv`; `make demo-down` starts over)")
         local.remove(mine)
         cluster.kubectl("apply", "-f", "-", input=json.dumps(local_claim(claim, mine["metadata"]["name"])))
         folders[claim] = Path(mine["spec"]["local"]["path"])
@@ -351,9 +354,10 @@ def run_demo(down: bool = False, node: bool | None = None) -> None:
         stop_operator(cluster)
         cluster.down(log=_say)
         return
-    real = choose_mode(node, real_node_problem() if node is not False else None)
+    problem = real_node_problem() if node is not False else None
+    real = choose_mode(node, problem)
     if not real and node is None:
-        _say(f"the real node cannot run here ({real_node_problem()}): pods will be simulated by kwok")
+        _say(f"the real node cannot run here ({problem}): pods will be simulated by kwok")
     if real:
         _demo_on_real_node(DevCluster(node=True))
     else:

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Collection = Literal["daily", "weekly", "hourly", "monthly", "changes", "custom"]
+Collection = Literal["daily", "weekly", "hourly", "monthly", "changes", "sweep", "custom"]
 Endpoint = Literal["popular", "top_rated", "now_playing", "upcoming", "trending_day", "trending_week", "discover"]
 
 # TMDB refuses page > 500 (HTTP 400, status_code 22) and more than 20 appended responses (code 27).
@@ -22,6 +22,10 @@ MAX_PAGE = 500
 MAX_APPEND = 20
 # /movie/changes accepts windows of at most 14 days (HTTP 422, status_code 20 beyond).
 MAX_CHANGES_WINDOW_DAYS = 14
+# TMDB's daily ID exports (movie_ids_MM_DD_YYYY.json.gz), published around 07:00-08:00 UTC.
+DEFAULT_EXPORT_BASE_URL = "https://files.tmdb.org/p/exports"
+# One /movie/{id} request a movie: 10000 is about 6 minutes at the default 30 requests/s.
+DEFAULT_MAX_DETAIL_REQUESTS = 10000
 # Cross-field rule, as CEL for the CRD generator.
 CUSTOM_NEEDS_SOURCES_CEL = "self.collection != 'custom' || (has(self.sources) && size(self.sources) > 0)"
 
@@ -70,7 +74,7 @@ class TmdbSource(BaseModel):
 
 
 class TmdbJob(BaseModel):
-    """A TMDB movie-data collection: a preset (daily, weekly, hourly, monthly, changes) or custom sources."""
+    """A TMDB movie-data collection: a preset (daily, weekly, hourly, monthly, changes, sweep) or custom sources."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
@@ -80,7 +84,8 @@ class TmdbJob(BaseModel):
         "discover for Action, Comedy, Drama, Horror, Romance p1-15 each + top rated (vote average >= 7.5) "
         "p1-20 + trending week, with a report. hourly: trending day, within operatingHours only. "
         "monthly: popular p1-50 with a report. changes: movies changed in the last changesWindowDays "
-        "(/movie/changes), with details. custom: the lists in sources.",
+        "(/movie/changes), with details. sweep: every movie id of TMDB's daily ID export (streamed), "
+        "with details for the ids the catalog has no record of yet. custom: the lists in sources.",
     )
     sources: list[TmdbSource] = Field(
         default_factory=list, max_length=50,
@@ -108,6 +113,29 @@ class TmdbJob(BaseModel):
         default=1, alias="changesWindowDays", ge=1, le=MAX_CHANGES_WINDOW_DAYS,
         description="For collection changes: how many days back from now to ask /movie/changes for "
         "(TMDB allows at most 14).",
+    )
+    max_detail_requests: int = Field(
+        default=DEFAULT_MAX_DETAIL_REQUESTS, alias="maxDetailRequests", ge=0, le=1_000_000,
+        description="At most this many /movie/{id} requests a run (changes, sweep, enrich). The rest are "
+        "skipped and counted in a warning; the run still succeeds. 0: no detail requests.",
+    )
+    export_base_url: str | None = Field(
+        default=None, alias="exportBaseUrl", pattern=r"^https?://[^\s]+$",
+        description="Override of where the daily ID exports are downloaded from (a mirror or a fake "
+        f"server), for collection sweep; default {DEFAULT_EXPORT_BASE_URL}.",
+    )
+    min_popularity: float = Field(
+        default=0.0, alias="minPopularity", ge=0,
+        description="For collection sweep: keep only export ids whose popularity is at least this "
+        "(0 keeps all; about 1.2 million ids).",
+    )
+    include_adult: bool = Field(
+        default=False, alias="includeAdult",
+        description="Keep adult entries of the ID export (sweep) and of /movie/changes (changes).",
+    )
+    include_video: bool = Field(
+        default=False, alias="includeVideo",
+        description="For collection sweep: keep export entries flagged video (not feature films).",
     )
     operating_hours: str | None = Field(
         default=None, alias="operatingHours", pattern=_HOURS_PATTERN,

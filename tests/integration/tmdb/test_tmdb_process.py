@@ -168,3 +168,37 @@ def test_fake_server_command_serves_a_collect_command(tmp_path):
     assert server.returncode == 0
     stats = json.loads(err.strip().splitlines()[-1])["stats"]
     assert stats["faults"].get("500") == 2 and stats["byStatus"]["401"] == 1
+
+
+def test_sweep_command_against_the_fake_server_command(tmp_path):
+    """The export URL travels from the fake-server command's first line to collect's --export-base-url;
+    a corrupt export ends the process with UPSTREAM (3) and commits nothing; the next run succeeds."""
+    server = _thresher(["job", "tmdb", "fake-server", "--port", "0", "--movies", "500", "--api-key", KEY,
+                        "--export-bad-line-rate", "0.02", "--fault", "404@movie_ids_06_01_2025*all",
+                        "--fault", "gzip-corrupt@p/exports*1"], _env(tmp_path))
+    try:
+        first_line = json.loads(server.stdout.readline())
+        data_dir = tmp_path / "d"
+        args = ["job", "tmdb", "collect", "--collection", "sweep", "--api-base-url", first_line["baseUrl"],
+                "--export-base-url", first_line["exportBaseUrl"], "--data-dir", str(data_dir),
+                "--max-detail-requests", "25", "--now", "2025-06-01T06:00:00+00:00"]
+
+        def collect() -> tuple[int, object]:
+            done = subprocess.run([sys.executable, "-m", "thresher.cli", *args], cwd=REPO, env=_env(tmp_path),
+                                  capture_output=True, text=True, timeout=120)
+            return done.returncode, parse_message((tmp_path / "result.json").read_text()).result
+
+        code, result = collect()
+        assert code == 3 and result.exit_code == 3 and result.error.startswith("ExportCorrupt:")
+        assert list_snapshots(data_dir) == []
+        code, result = collect()
+        assert code == 0 and result.succeeded and result.items - result.valid > 0  # bad lines are rejects
+        assert "movie_ids_06_01_2025.json.gz is not published yet; used movie_ids_05_31_2025.json.gz" \
+            in result.warnings
+        assert any("maxDetailRequests (25) reached" in w for w in result.warnings)
+        assert _assert_catalog_consistent(data_dir) == {Path(result.output).name}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=30)
+    stats = json.loads(err.strip().splitlines()[-1])["stats"]
+    assert stats["byRoute"]["movie/{id}"] == 25 and stats["faults"]["gzip-corrupt"] == 1

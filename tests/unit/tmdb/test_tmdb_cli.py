@@ -94,6 +94,17 @@ def test_base_url_and_credential_precedence():
     assert str(cfg.resolve_data_dir(None, {})) == "thresher-data"
 
 
+def test_export_base_url_precedence_flag_spec_env_default():
+    spec = job(exportBaseUrl="http://spec/p/exports")
+    env = {"TMDB_EXPORT_BASE_URL": "http://env/p/exports"}
+    assert cfg.resolve_export_base_url("http://flag/p/exports/", spec, env) == "http://flag/p/exports"
+    assert cfg.resolve_export_base_url(None, spec, env) == "http://spec/p/exports"
+    assert cfg.resolve_export_base_url(None, job(), env) == "http://env/p/exports"
+    assert cfg.resolve_export_base_url(None, job(), {}) == "https://files.tmdb.org/p/exports"
+    with pytest.raises(ConfigError, match="export base URL"):
+        cfg.resolve_export_base_url(None, job(), {"TMDB_EXPORT_BASE_URL": "files.tmdb.org"})
+
+
 def test_spec_rendered_by_the_operator_is_accepted_verbatim():
     rendered = json.dumps(job(collection="weekly", enrich=True, appendToResponse=["credits"]).model_dump(
         mode="json", by_alias=True, exclude_none=True))

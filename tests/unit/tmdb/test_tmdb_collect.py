@@ -10,7 +10,7 @@ import pytest
 from thresher.jobs.harness import ConfigError, ExitCode
 from thresher.jobs.tmdb.client import Credentials
 from thresher.jobs.tmdb.collect import SKIPPED_OUTSIDE_HOURS, decide_exit, run_collection
-from thresher.jobs.tmdb.fakeserver import FAULT_KINDS, FaultRule
+from thresher.jobs.tmdb.fakeserver import FAULT_KINDS, PERMANENT_FAULT_KINDS, FaultRule
 from thresher.jobs.tmdb.quality import Thresholds
 from thresher.jobs.tmdb.storage import Catalog, is_complete, list_snapshots, read_jsonl
 
@@ -57,7 +57,7 @@ def test_rerunning_changes_nothing_in_the_catalog(make_client, server, tmp_path)
         assert len(catalog.applied_runs()) == 2
 
 
-@pytest.mark.parametrize("kind", [k for k in FAULT_KINDS if k != "timeout"])
+@pytest.mark.parametrize("kind", [k for k in FAULT_KINDS if k != "timeout" and k not in PERMANENT_FAULT_KINDS])
 def test_each_fault_alone_at_30_percent_still_completes(make_client, server, tmp_path, kind):
     server.config.retry_after = "0"
     server.fake.set_faults({kind: 0.3})

@@ -41,7 +41,8 @@ def test_camel_case_aliases_and_defaults():
     spec = job()
     dumped = spec.model_dump(by_alias=True)
     for alias in ("apiKeySecretRef", "appendToResponse", "changesWindowDays", "operatingHours", "apiBaseUrl",
-                  "requestsPerSecond", "requestTimeoutSeconds", "maxRetries", "timeZone"):
+                  "requestsPerSecond", "requestTimeoutSeconds", "maxRetries", "timeZone", "maxDetailRequests",
+                  "exportBaseUrl", "minPopularity", "includeAdult", "includeVideo"):
         assert alias in dumped
     assert spec.collection == "daily" and spec.language == "en-US" and spec.workers == 8
     assert spec.requests_per_second == 30 and spec.api_key_secret_ref.key == "api-key"
@@ -62,7 +63,8 @@ def test_secret_ref_is_required_and_unknown_fields_are_rejected():
     {"operatingHours": "8-22"}, {"operatingHours": "08-24"}, {"collection": "yearly"},
     {"sources": [{"endpoint": "popular", "pages": 501}], "collection": "custom"},
     {"sources": [{"endpoint": "search"}], "collection": "custom"}, {"language": "english"},
-    {"apiBaseUrl": "ftp://x"},
+    {"apiBaseUrl": "ftp://x"}, {"exportBaseUrl": "files.tmdb.org/p/exports"}, {"maxDetailRequests": -1},
+    {"maxDetailRequests": 1_000_001}, {"minPopularity": -0.5}, {"collection": "full"},
 ])
 def test_out_of_range_values_are_rejected(fields):
     with pytest.raises(ValidationError):

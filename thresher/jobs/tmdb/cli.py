@@ -20,9 +20,12 @@ def collect(
     min_quality_rate: Optional[float] = typer.Option(None, "--min-quality-rate", min=0.0, max=1.0, help="Fail (exit 4) when the share of valid movies is below this."),
     min_items: Optional[int] = typer.Option(None, "--min-items", min=0, help="Fail (exit 4) when fewer movies were collected."),
     result_path: Optional[str] = typer.Option(None, "--result-path", help="Where to write the run result. Default: $THRESHER_RESULT_PATH, else /dev/termination-log when writable."),
-    collection: Optional[str] = typer.Option(None, "--collection", help="Override: daily, weekly, hourly, monthly, changes or custom."),
+    collection: Optional[str] = typer.Option(None, "--collection", help="Override: daily, weekly, hourly, monthly, changes, sweep or custom."),
     source: Optional[list[str]] = typer.Option(None, "--source", help="Override (repeatable, implies custom): endpoint[:pages[:k=v&k=v]]."),
     api_base_url: Optional[str] = typer.Option(None, "--api-base-url", help="Override the API base URL (else spec.apiBaseUrl, $TMDB_API_BASE_URL, TMDB's)."),
+    export_base_url: Optional[str] = typer.Option(None, "--export-base-url", help="Override where daily ID exports come from (else spec.exportBaseUrl, $TMDB_EXPORT_BASE_URL, TMDB's)."),
+    max_detail_requests: Optional[int] = typer.Option(None, "--max-detail-requests", help="Override: at most this many /movie/{id} requests a run."),
+    min_popularity: Optional[float] = typer.Option(None, "--min-popularity", help="Override (sweep): keep export ids with popularity >= this."),
     language: Optional[str] = typer.Option(None, "--language", help="Override the language, e.g. en-US."),
     region: Optional[str] = typer.Option(None, "--region", help="Override the region, e.g. US."),
     enrich: Optional[bool] = typer.Option(None, "--enrich/--no-enrich", help="Override: fetch /movie/{id} details."),
@@ -57,17 +60,19 @@ def collect(
             "enrich": enrich, "appendToResponse": append or None, "changesWindowDays": changes_window_days,
             "operatingHours": operating_hours, "timeZone": time_zone, "requestsPerSecond": requests_per_second,
             "workers": workers, "requestTimeoutSeconds": request_timeout, "maxRetries": max_retries,
+            "maxDetailRequests": max_detail_requests, "minPopularity": min_popularity,
             "sources": [cfg.parse_source(s) for s in source] if source else None,
         }
         job = cfg.build_job(spec, overrides)
         credentials = cfg.credentials_from_env(os.environ)
         base_url = cfg.resolve_base_url(api_base_url, job, os.environ)
+        export_url = cfg.resolve_export_base_url(export_base_url, job, os.environ)
         directory = cfg.resolve_data_dir(data_dir, os.environ)
         try:
             at = datetime.fromisoformat(now).astimezone(timezone.utc) if now else None
         except ValueError:
             raise ConfigError(f"--now {now!r} is not an ISO date-time") from None
-        result, code = _run(job, credentials, base_url, directory, min_quality_rate, min_items, at)
+        result, code = _run(job, credentials, base_url, export_url, directory, min_quality_rate, min_items, at)
     except JobError as err:
         result = RunResult(job_type="tmdb", succeeded=False, error=str(err), exit_code=int(err.exit_code))
         code = err.exit_code
@@ -83,7 +88,7 @@ def collect(
     raise typer.Exit(int(code))
 
 
-def _run(job, credentials, base_url, data_dir, min_quality_rate, min_items, now):
+def _run(job, credentials, base_url, export_base_url, data_dir, min_quality_rate, min_items, now):
     from thresher.jobs.tmdb.client import TmdbClient
     from thresher.jobs.tmdb.collect import run_collection
     from thresher.jobs.tmdb.quality import Thresholds
@@ -94,7 +99,8 @@ def _run(job, credentials, base_url, data_dir, min_quality_rate, min_items, now)
     limiter = RateLimiter(job.requests_per_second, burst=2)
     with TmdbClient(credentials, base_url, limiter=limiter, policy=RetryPolicy(max_retries=job.max_retries),
                     timeout=job.request_timeout_seconds, pool_size=job.workers, language=job.language) as client:
-        outcome = run_collection(job, client, data_dir, Thresholds(min_quality_rate, min_items), now=now)
+        outcome = run_collection(job, client, data_dir, Thresholds(min_quality_rate, min_items), now=now,
+                                 export_base_url=export_base_url)
     return outcome.result, outcome.exit_code
 
 
@@ -113,6 +119,8 @@ def fake_server(
     bearer_token: str = typer.Option("fake-read-token", "--bearer-token", help="The v4 token the server accepts."),
     bad_data_rate: float = typer.Option(0.0, "--bad-data-rate", min=0.0, max=1.0, help="Share of movies with invalid fields."),
     timeout_sleep: float = typer.Option(3.0, "--timeout-sleep", help="How long a timeout fault stalls (seconds)."),
+    export_bad_line_rate: float = typer.Option(0.0, "--export-bad-line-rate", min=0.0, max=1.0, help="Share of broken lines in the daily ID export."),
+    export_extra_ids: int = typer.Option(0, "--export-extra-ids", min=0, help="Ids beyond the catalog in the daily ID export (a big export cheaply)."),
 ) -> None:
     """Run the fake TMDB API until interrupted; prints its base URL as JSON on the first line."""
     import json
@@ -134,7 +142,8 @@ def fake_server(
                             latency_ms=latency_ms, fault_rates=rates, fault_schedule=schedule,
                             rate_limit=rate_limit, retry_after=retry_after,
                             rate_limit_retry_after=rate_limit_retry_after, timeout_sleep_s=timeout_sleep,
-                            bad_data_rate=bad_data_rate)
+                            bad_data_rate=bad_data_rate, export_bad_line_rate=export_bad_line_rate,
+                            export_extra_ids=export_extra_ids)
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -144,7 +153,8 @@ def fake_server(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    print(json.dumps({"baseUrl": server.base_url, "apiKey": api_key, "port": server.port}), flush=True)
+    print(json.dumps({"baseUrl": server.base_url, "exportBaseUrl": server.export_base_url, "apiKey": api_key,
+                      "port": server.port}), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

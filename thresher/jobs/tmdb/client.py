@@ -19,9 +19,10 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from thresher.jobs.harness import redact, register_secret
 from thresher.jobs.tmdb.ratelimit import RateLimiter
@@ -31,6 +32,8 @@ log = logging.getLogger("thresher.tmdb.client")
 
 DEFAULT_BASE_URL = "https://api.themoviedb.org/3"
 USER_AGENT = "thresher-tmdb/0.1 (+https://github.com/thresher)"
+
+T = TypeVar("T")
 
 
 class TmdbError(Exception):
@@ -192,34 +195,54 @@ class TmdbClient:
         if self.credentials.api_key:
             query["api_key"] = self.credentials.api_key
         url = f"{self.base_url}/{path.lstrip('/')}"
+        return self._with_retries(f"GET /{path.lstrip('/')}", lambda: self._attempt(url, query, expect))
+
+    @contextmanager
+    def stream(self, url: str) -> Iterator:
+        """GET an absolute URL that is not part of the API (the daily ID export) and yield the
+        response unread, for ``iter_content``; closed on exit.
+
+        The same limiter, retries and typed errors as ``get`` apply to getting the response; a
+        failure while reading its body is the caller's to handle. No credential is sent: the
+        export host is public, and the key must not travel to another host.
+        """
+        response = self._with_retries(f"GET {url}", lambda: self._attempt_stream(url))
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def _with_retries(self, what: str, attempt_once: Callable[[], T]) -> T:
         attempt = 0
         while True:
             try:
-                return self._attempt(url, query, expect)
+                return attempt_once()
             except _Retryable as failure:
                 self.stats.note("failures", failure.kind)
                 if attempt >= self.policy.max_retries:
                     raise RetriesExhausted(
-                        f"GET /{path.lstrip('/')}: {failure.kind} after {attempt + 1} attempts: {failure}",
+                        f"{what}: {failure.kind} after {attempt + 1} attempts: {failure}",
                         status=failure.status,
                     ) from None
                 with self._rng_lock:
                     delay = retry_delay(attempt, self.policy, self._rng, failure.retry_after)
-                log.debug("retrying", extra={"path": path, "kind": failure.kind, "attempt": attempt + 1,
+                log.debug("retrying", extra={"what": what, "kind": failure.kind, "attempt": attempt + 1,
                                              "delaySeconds": round(delay, 3)})
                 self.stats.count("retries")
                 attempt += 1
                 if delay > 0:
                     self._sleep(delay)
 
-    def _attempt(self, url: str, query: dict, expect: tuple[str, ...]) -> dict:
+    def _send(self, url: str, **kwargs):
+        """One rate-limited GET; transport failures become retryable ones."""
         import requests
 
         self.limiter.acquire()
         self.stats.count("requests")
         try:
-            response = self.session.get(url, params=query, timeout=self.timeout)
-            body = response.content  # reads the whole body: a truncated one raises here
+            response = self.session.get(url, timeout=self.timeout, **kwargs)
+            if not kwargs.get("stream"):
+                _ = response.content  # reads the whole body: a truncated one raises here
         except requests.Timeout as err:
             raise _Retryable("timeout", redact(str(err))) from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
@@ -227,9 +250,27 @@ class TmdbClient:
             # A body cut short surfaces as ChunkedEncodingError (urllib3 IncompleteRead/ProtocolError).
             kind = "truncated" if isinstance(err, requests.exceptions.ChunkedEncodingError) else "connection"
             raise _Retryable(kind, redact(str(err))) from None
-        status = response.status_code
-        self.stats.note("by_status", status)
-        if status == 200:
+        self.stats.note("by_status", response.status_code)
+        return response
+
+    def _attempt_stream(self, url: str):
+        # Authorization None drops the session's bearer header for this request.
+        response = self._send(url, stream=True, headers={"Authorization": None, "Accept": "*/*"})
+        if response.status_code == 200:
+            self.limiter.on_success()
+            return response
+        try:
+            body = response.content
+        except Exception:  # noqa: BLE001 - an error body cut short still leaves the status to act on
+            body = b""
+        finally:
+            response.close()
+        self._raise_for_status(response, body, url)
+
+    def _attempt(self, url: str, query: dict, expect: tuple[str, ...]) -> dict:
+        response = self._send(url, params=query)
+        body = response.content
+        if response.status_code == 200:
             try:
                 data = json.loads(body)
             except (ValueError, UnicodeDecodeError) as err:
@@ -238,6 +279,11 @@ class TmdbClient:
                 raise _Retryable("malformed", f"JSON without {', '.join(expect) or 'an object'}")
             self.limiter.on_success()
             return data
+        self._raise_for_status(response, body, url)
+
+    def _raise_for_status(self, response, body: bytes, url: str) -> NoReturn:
+        """Turn a non-200 answer into a retryable failure or a typed error."""
+        status = response.status_code
         code, message = _tmdb_status(body)
         where = f"GET {response.request.path_url.split('?')[0] if response.request else url}"
         detail = f"{where}: HTTP {status}" + (f" (TMDB {code}: {message})" if code is not None else "")

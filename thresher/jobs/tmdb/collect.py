@@ -10,27 +10,36 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from thresher.api.runresult import RunResult
-from thresher.api.tmdb import TmdbJob
+from thresher.api.tmdb import DEFAULT_EXPORT_BASE_URL, TmdbJob
 from thresher.jobs.harness import ConfigError, ExitCode
 from thresher.jobs.tmdb import plan as planning
 from thresher.jobs.tmdb.client import AuthError, NotFound, TmdbClient, TmdbError
+from thresher.jobs.tmdb.export import (
+    DetailPicker, ExportUnavailable, cap_ids, check_line, export_dates, export_name, export_url,
+    gunzip_lines, response_chunks, sweep_filter,
+)
 from thresher.jobs.tmdb.quality import (
-    Observation, Thresholds, assess, dedupe, genre_ids_of, split_valid, threshold_findings,
+    Observation, QualityReport, Thresholds, assess, dedupe, genre_ids_of, split_valid, threshold_findings,
 )
 from thresher.jobs.tmdb.report import build_report, render_html
 from thresher.jobs.tmdb.storage import (
-    CATALOG, Catalog, data_dir_lock, remove_stale_tmp, snapshot_name, write_snapshot,
+    CATALOG, EXPORT_IDS, REJECTS, SNAPSHOTS_DIR, TMP_PREFIX, Catalog, data_dir_lock, read_jsonl, read_manifest,
+    remove_stale_tmp, snapshot_name, write_snapshot,
 )
 
 log = logging.getLogger("thresher.tmdb")
@@ -117,11 +126,35 @@ class DetailPhase:
     fetched: dict[int, dict] = field(default_factory=dict)
     not_found: list[int] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    skipped: int = 0  # left out by maxDetailRequests
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
         return {"requested": self.requested, "fetched": len(self.fetched), "notFound": sorted(self.not_found),
                 "failed": [{"movie": k, "error": v} for k, v in sorted(self.failed.items())],
+                "skipped": self.skipped, "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class ExportPhase:
+    """What a sweep read from the daily ID export."""
+
+    tried: list[str] = field(default_factory=list)  # file names, newest first
+    used: str | None = None
+    day: str | None = None  # ISO date of the export used
+    lines: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    problems: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)  # adult, video, popularity
+    known: int = 0  # accepted ids the catalog already has details for
+    new: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"tried": self.tried, "file": self.used, "date": self.day, "lines": self.lines,
+                "accepted": self.accepted, "rejected": self.rejected, "problems": dict(self.problems.most_common(20)),
+                "skipped": dict(sorted(self.skipped.items())), "known": self.known, "new": self.new,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -155,9 +188,13 @@ def fetch_pages(client: TmdbClient, tasks: list[planning.PageTask], workers: int
     return phase
 
 
-def fetch_details(client: TmdbClient, ids: list[int], append: list[str], workers: int) -> DetailPhase:
-    """GET /movie/{id} (with append_to_response) for each id; 404s are movies TMDB no longer has."""
-    phase = DetailPhase(requested=len(ids))
+def fetch_details(client: TmdbClient, ids: list[int], append: list[str], workers: int,
+                  skipped: int = 0) -> DetailPhase:
+    """GET /movie/{id} (with append_to_response) for each id; 404s are movies TMDB no longer has.
+
+    ``skipped`` is how many more ids the caller left out for ``maxDetailRequests``, for the record.
+    """
+    phase = DetailPhase(requested=len(ids), skipped=skipped)
     started = time.monotonic()
     params = {"append_to_response": ",".join(append)} if append else {}
 
@@ -217,6 +254,75 @@ def fetch_changes(client: TmdbClient, job: TmdbJob, now_utc: datetime, workers: 
     return phase
 
 
+def fetch_export(client: TmdbClient, base_url: str, job: TmdbJob, now_utc: datetime, catalog: Catalog,
+                 spool: Path) -> tuple[ExportPhase, DetailPicker]:
+    """Stream the newest published daily ID export into ``spool`` (ids.jsonl, rejects.jsonl).
+
+    Today's file may not be out yet (published ~07:00-08:00 UTC): a 404 moves
+    on to the day before, a few days at most (``ExportUnavailable`` then). A
+    corrupt or truncated file raises ``ExportCorrupt``. Returns the counts and
+    the picker holding the new ids to fetch details for.
+    """
+    phase = ExportPhase()
+    picker = DetailPicker(job.max_detail_requests)
+    started = time.monotonic()
+    for day in export_dates(now_utc):
+        phase.tried.append(export_name(day))
+        try:
+            with client.stream(export_url(base_url, day)) as response:
+                phase.used, phase.day = export_name(day), day.isoformat()
+                _read_export(gunzip_lines(response_chunks(response)), job, catalog, spool,
+                             phase, picker)
+        except NotFound:
+            continue
+        phase.seconds = time.monotonic() - started
+        return phase, picker
+    raise ExportUnavailable(f"no daily ID export published: {', '.join(phase.tried)} all answered 404")
+
+
+def _read_export(lines: Iterable[bytes], job: TmdbJob, catalog: Catalog, spool: Path, phase: ExportPhase,
+                 picker: DetailPicker, batch_size: int = 500) -> None:
+    """Check, filter and spool each line as it comes; look ids up in the catalog a batch at a time."""
+    batch: list[dict] = []
+
+    def offer(records: list[dict]) -> None:
+        known = catalog.known_movie_ids([r["id"] for r in records])
+        for record in records:
+            if record["id"] in known:
+                phase.known += 1
+            else:
+                phase.new += 1
+                picker.offer(record["id"], record["popularity"])
+
+    with open(spool / EXPORT_IDS, "w", encoding="utf-8") as ids_out, \
+            open(spool / REJECTS, "w", encoding="utf-8") as rejects_out:
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            phase.lines += 1
+            record, problems = check_line(raw)
+            if record is None:
+                phase.rejected += 1
+                phase.problems.update(problems)
+                rejects_out.write(json.dumps({"_line": number, "_raw": raw[:200].decode("utf-8", "replace"),
+                                              "_problems": problems}, ensure_ascii=False) + "\n")
+                continue
+            reason = sweep_filter(record, job.include_adult, job.include_video, job.min_popularity)
+            if reason:
+                phase.skipped[reason] += 1
+                continue
+            phase.accepted += 1
+            ids_out.write(json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n")
+            batch.append(record)
+            if len(batch) >= batch_size:
+                offer(batch)
+                batch = []
+            if phase.lines % 100_000 == 0:
+                log.info("progress", extra={"phase": "export", "lines": phase.lines, "accepted": phase.accepted,
+                                            "rejected": phase.rejected})
+        offer(batch)
+
+
 
 # --- the run -------------------------------------------------------------------------
 
@@ -272,8 +378,11 @@ def skipped_outcome(job: TmdbJob, local_now: datetime) -> RunOutcome:
 
 
 def run_collection(job: TmdbJob, client: TmdbClient, data_dir: Path, thresholds: Thresholds | None = None,
-                   now: datetime | None = None, clock: Callable[[], float] = time.time) -> RunOutcome:
+                   now: datetime | None = None, clock: Callable[[], float] = time.time,
+                   export_base_url: str | None = None) -> RunOutcome:
     """Run one collection end to end and return its outcome (the caller writes the run result).
+
+    ``export_base_url`` (sweep only) defaults to the spec's, else TMDB's file host.
 
     Raises ``ConfigError`` when the credential is rejected and ``UpstreamError``
     when the data dir is locked by another run.
@@ -294,7 +403,11 @@ def run_collection(job: TmdbJob, client: TmdbClient, data_dir: Path, thresholds:
             recovered = catalog.sync(data_dir, _iso(now))
             if recovered:
                 warnings.append(f"catalog: applied {len(recovered)} snapshot(s) an interrupted run left unapplied")
-            outcome = _collect(job, client, data_dir, catalog, thresholds, now, clock, warnings)
+            if job.collection == "sweep":
+                base_url = export_base_url or job.export_base_url or DEFAULT_EXPORT_BASE_URL
+                outcome = _sweep(job, client, base_url, data_dir, catalog, thresholds, now, clock, warnings)
+            else:
+                outcome = _collect(job, client, data_dir, catalog, thresholds, now, clock, warnings)
     if outcome.result.duration_seconds is None:
         outcome.result.duration_seconds = round(time.monotonic() - started_mono, 3)
     return outcome
@@ -323,9 +436,10 @@ def _collect(job: TmdbJob, client: TmdbClient, data_dir: Path, catalog: Catalog,
             ids = list(dict.fromkeys(
                 obs.movie["id"] for obs in pages.observations
                 if isinstance(obs.movie, dict) and isinstance(obs.movie.get("id"), int)
-                and not obs.movie.get("adult")
+                and (job.include_adult or not obs.movie.get("adult"))
             ))
-            details = fetch_details(client, ids, job.append_to_response, job.workers)
+            ids, skipped = cap_ids(ids, job.max_detail_requests)
+            details = fetch_details(client, ids, job.append_to_response, job.workers, skipped)
             observations = [Observation(d, "changes", clock(), detail=True) for d in details.fetched.values()]
             deduped = dedupe(observations)
         else:
@@ -333,8 +447,8 @@ def _collect(job: TmdbJob, client: TmdbClient, data_dir: Path, catalog: Catalog,
             observations = pages.observations
             deduped = dedupe(observations)
             if job.enrich and deduped.movies:
-                ids = [m["id"] for m in deduped.movies]
-                details = fetch_details(client, ids, job.append_to_response, job.workers)
+                ids, skipped = cap_ids([m["id"] for m in deduped.movies], job.max_detail_requests)
+                details = fetch_details(client, ids, job.append_to_response, job.workers, skipped)
                 deduped.movies = [
                     merge_detail(m, details.fetched[m["id"]], clock()) if m["id"] in details.fetched else m
                     for m in deduped.movies
@@ -351,10 +465,7 @@ def _collect(job: TmdbJob, client: TmdbClient, data_dir: Path, catalog: Catalog,
     failed_requests = len(pages.failed) + (len(details.failed) if details else 0)
     if pages.failed:
         warnings.append(_summarize_failures("pages", pages.failed, len(pages.planned)))
-    if details and details.failed:
-        warnings.append(_summarize_failures("detail requests", details.failed, details.requested))
-    if details and details.not_found:
-        warnings.append(f"{len(details.not_found)} movies no longer exist on TMDB (404)")
+    warnings.extend(_detail_warnings(details, job))
     warnings.extend(quality_warnings)
     exit_code = decide_exit(len(pages.planned), len(pages.fetched), failed_requests, threshold_failed)
     stats = client.stats.as_dict()
@@ -397,13 +508,127 @@ def _collect(job: TmdbJob, client: TmdbClient, data_dir: Path, catalog: Catalog,
         "exitCode": int(exit_code),
         "warnings": warnings,
     }
-    snapshot = write_snapshot(data_dir, snapshot_name(job.collection, now), valid, rejected, manifest, extra)
-    log.info("snapshot committed", extra={"snapshot": str(snapshot), "movies": len(valid),
-                                           "rejected": len(rejected)})
-    catalog.apply_snapshot(snapshot, _iso(finished))
+    snapshot = _commit(data_dir, catalog, snapshot_name(job.collection, now), valid, rejected, manifest, extra)
     base.output = str(snapshot)
     base.duration_seconds = round(time.monotonic() - started_mono, 3)
     return RunOutcome(base, exit_code, snapshot)
+
+
+def _detail_warnings(details: DetailPhase | None, job: TmdbJob) -> list[str]:
+    if details is None:
+        return []
+    warnings = []
+    if details.failed:
+        warnings.append(_summarize_failures("detail requests", details.failed, details.requested))
+    if details.not_found:
+        warnings.append(f"{len(details.not_found)} movies no longer exist on TMDB (404)")
+    if details.skipped:
+        warnings.append(f"maxDetailRequests ({job.max_detail_requests}) reached: {details.skipped} of "
+                        f"{details.requested + details.skipped} detail requests skipped")
+    return warnings
+
+
+def _commit(data_dir: Path, catalog: Catalog, name: str, valid: Iterable[dict], rejected: Iterable[dict],
+            manifest: dict, extra: dict[str, bytes] | None = None,
+            spooled_jsonl: dict[str, Path] | None = None) -> Path:
+    """Write the snapshot atomically, then apply it to the catalog (``Catalog.sync`` redoes the
+    second step if the process dies in between)."""
+    snapshot = write_snapshot(data_dir, name, valid, rejected, manifest, extra, spooled_jsonl)
+    files = (read_manifest(snapshot) or {}).get("files", {})
+    log.info("snapshot committed", extra={"snapshot": str(snapshot),
+                                           "lines": {f: i["lines"] for f, i in files.items() if "lines" in i}})
+    catalog.apply_snapshot(snapshot, _iso(datetime.now(timezone.utc)))
+    return snapshot
+
+
+def sweep_quality(export: ExportPhase, detailed: QualityReport) -> QualityReport:
+    """A sweep's quality: its items are the export's ids (valid or not); details only complete some."""
+    items = export.accepted + export.rejected
+    return QualityReport(
+        observed=export.lines, items=items, valid=export.accepted, invalid=export.rejected, duplicates=0,
+        quality=round(export.accepted / items, 4) if items else 0.0,
+        # ids carry no optional fields: completeness speaks of the detailed movies only
+        completeness=detailed.completeness if detailed.valid else 1.0,
+        problems=dict((export.problems + Counter(detailed.problems)).most_common(20)),
+    )
+
+
+def _sweep(job: TmdbJob, client: TmdbClient, base_url: str, data_dir: Path, catalog: Catalog,
+           thresholds: Thresholds, now: datetime, clock: Callable[[], float], warnings: list[str]) -> RunOutcome:
+    """Stream the daily ID export into a snapshot and the catalog; details for new ids only, capped.
+
+    Memory stays bounded whatever the export's size: lines go to a spool
+    file as they are read (the spool is a ``.tmp-`` directory, so a crashed
+    run's is removed by the next), the catalog is asked a batch of ids at a
+    time, and only the ``maxDetailRequests`` most popular new ids are kept.
+    """
+    started_mono = time.monotonic()
+    _preflight(client, warnings)
+    name = snapshot_name(job.collection, now)
+    spool = Path(data_dir) / SNAPSHOTS_DIR / f"{TMP_PREFIX}spool-{name}-{uuid.uuid4().hex[:8]}"
+    spool.mkdir(parents=True)
+    try:
+        try:
+            export, picker = fetch_export(client, base_url, job, now, catalog, spool)
+            details = fetch_details(client, picker.chosen(), job.append_to_response, job.workers, picker.skipped)
+        except AuthError as err:
+            raise ConfigError(f"TMDB rejected the credential during the run: {err}") from None
+        except TmdbError as err:  # no export, or an unreadable one: nothing to commit
+            error = f"{type(err).__name__}: {err}"
+            log.error("sweep failed", extra={"error": error})
+            return RunOutcome(RunResult(job_type="tmdb", succeeded=False, items=0, valid=0, failed=1,
+                                        warnings=warnings, error=error, exit_code=int(ExitCode.UPSTREAM),
+                                        duration_seconds=round(time.monotonic() - started_mono, 3)),
+                              ExitCode.UPSTREAM)
+        if export.used != export.tried[0]:
+            warnings.append(f"{export.tried[0]} is not published yet; used {export.used}")
+        if export.rejected:
+            warnings.append(f"{export.rejected} of {export.lines} export lines invalid (in rejects.jsonl)")
+        observations = [Observation(d, "sweep", clock(), detail=True) for d in details.fetched.values()]
+        deduped = dedupe(observations)
+        valid, rejected = split_valid(deduped)
+        detailed = assess(len(observations), deduped, valid, rejected)
+        quality = sweep_quality(export, detailed)
+        items = quality.items
+        quality_warnings, threshold_failed = threshold_findings(quality, thresholds)
+        warnings.extend(_detail_warnings(details, job))
+        warnings.extend(quality_warnings)
+        exit_code = decide_exit(1, 1, len(details.failed), threshold_failed)
+        stats = client.stats.as_dict()
+        if stats["throttled"]:
+            warnings.append(f"TMDB throttled {stats['throttled']} requests (429); they were retried")
+        result = RunResult(job_type="tmdb", succeeded=exit_code == ExitCode.OK, items=items, valid=export.accepted,
+                           quality=quality.quality, failed=len(details.failed), warnings=warnings,
+                           exit_code=int(exit_code))
+        if exit_code == ExitCode.PARTIAL:
+            result.error = f"{len(details.failed)} detail requests failed after retries (see manifest)"
+        elif exit_code == ExitCode.QUALITY:
+            result.error = "data quality below the thresholds: " + "; ".join(quality_warnings[:2])
+        manifest = {
+            "jobType": "tmdb",
+            "collection": job.collection,
+            "startedAt": _iso(now),
+            "finishedAt": _iso(datetime.now(timezone.utc)),
+            "durationSeconds": round(time.monotonic() - started_mono, 3),
+            "spec": job.model_dump(mode="json", by_alias=True),
+            "apiBaseUrl": client.base_url,
+            "exportBaseUrl": base_url,
+            "export": export.as_dict(),
+            "details": details.as_dict(),
+            "quality": quality.as_dict(),
+            "detailQuality": detailed.as_dict(),
+            "thresholds": {"minQualityRate": thresholds.min_quality_rate, "minItems": thresholds.min_items},
+            "requests": stats,
+            "exitCode": int(exit_code),
+            "warnings": warnings,
+        }
+        snapshot = _commit(data_dir, catalog, name, valid, chain(rejected, read_jsonl(spool / REJECTS)),
+                           manifest, spooled_jsonl={EXPORT_IDS: spool / EXPORT_IDS})
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    result.output = str(snapshot)
+    result.duration_seconds = round(time.monotonic() - started_mono, 3)
+    return RunOutcome(result, exit_code, snapshot)
 
 
 def _sources_manifest(job: TmdbJob) -> list[dict[str, Any]]:

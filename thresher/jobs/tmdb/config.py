@@ -12,13 +12,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from thresher.api.tmdb import TmdbJob
+from thresher.api.tmdb import DEFAULT_EXPORT_BASE_URL, TmdbJob
 from thresher.jobs.harness import ConfigError, read_spec
 from thresher.jobs.tmdb.client import DEFAULT_BASE_URL, Credentials
 
 API_KEY_ENV = "TMDB_API_KEY"
 TOKEN_ENV = "TMDB_READ_ACCESS_TOKEN"
 BASE_URL_ENV = "TMDB_API_BASE_URL"
+EXPORT_BASE_URL_ENV = "TMDB_EXPORT_BASE_URL"
 DATA_DIR_ENV = "THRESHER_DATA_DIR"
 DEFAULT_DATA_DIR = "./thresher-data"
 # Without --spec (a run by hand), the secret reference only has to satisfy the model: the
@@ -84,6 +85,14 @@ def resolve_base_url(flag: str | None, job: TmdbJob, env: Mapping[str, str]) -> 
     chosen = flag or job.api_base_url or env.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     if not chosen.startswith(("http://", "https://")):
         raise ConfigError(f"API base URL must be http(s)://...: {chosen!r}")
+    return chosen.rstrip("/")
+
+
+def resolve_export_base_url(flag: str | None, job: TmdbJob, env: Mapping[str, str]) -> str:
+    """--export-base-url, else spec.exportBaseUrl, else $TMDB_EXPORT_BASE_URL, else TMDB's file host."""
+    chosen = flag or job.export_base_url or env.get(EXPORT_BASE_URL_ENV) or DEFAULT_EXPORT_BASE_URL
+    if not chosen.startswith(("http://", "https://")):
+        raise ConfigError(f"export base URL must be http(s)://...: {chosen!r}")
     return chosen.rstrip("/")
 
 

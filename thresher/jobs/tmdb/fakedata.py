@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -153,3 +154,39 @@ def changed_ids(seed: int, day: date, catalog: FakeCatalog, per_day: int) -> lis
     out.append((ids[-1] + 1000 + day.toordinal() % 97, False))  # a movie deleted since
     out.append((ids[-1] + 5000 + day.toordinal() % 89, True))  # an adult entry
     return out
+
+
+# Broken lines the export may carry: not JSON, cut short, a string id, a negative popularity.
+_BAD_EXPORT_LINES = (b"<html>oops</html>", b'{"adult":false,"id":12,"original_title":"Cut',
+                     b'{"adult":false,"id":"13","original_title":"String id","popularity":1.0,"video":false}',
+                     b'{"adult":false,"id":14,"original_title":"Negative","popularity":-3,"video":false}')
+
+
+def export_entries(catalog: FakeCatalog, seed: int, extra_ids: int = 0,
+                   bad_line_rate: float = 0.0) -> Iterator[dict | bytes]:
+    """The daily ID export, entry by entry: a dict for a good line, raw bytes for a broken one.
+
+    Every catalog movie (about 2% flagged video), then ``extra_ids`` ids the
+    API does not serve (a big export at little cost), then a few adult ids;
+    ``bad_line_rate`` of the lines are replaced by broken ones.
+    """
+    last = catalog.movies[-1]["id"] if catalog.movies else 10
+
+    def entries() -> Iterator[dict]:
+        for movie in catalog.movies:
+            yield {"adult": False, "id": movie["id"], "original_title": movie["original_title"],
+                   "popularity": movie["popularity"], "video": unit(seed, "video", movie["id"]) < 0.02}
+        for k in range(extra_ids):
+            mid = last + 7 * (k + 1)
+            yield {"adult": False, "id": mid, "original_title": f"Extra {mid}",
+                   "popularity": round(unit(seed, "extra", mid) * 3, 3), "video": False}
+        for k in range(max(1, len(catalog.movies) // 100)):
+            mid = last + 7 * (extra_ids + k + 1)
+            yield {"adult": True, "id": mid, "original_title": f"Adult {mid}",
+                   "popularity": round(unit(seed, "adult", mid) * 5, 3), "video": False}
+
+    for n, entry in enumerate(entries()):
+        if bad_line_rate and unit(seed, "bad-line", n) < bad_line_rate:
+            yield _BAD_EXPORT_LINES[n % len(_BAD_EXPORT_LINES)]
+        else:
+            yield entry

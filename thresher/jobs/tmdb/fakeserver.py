@@ -2,8 +2,10 @@
 
 It serves deterministic data (``fakedata``) for every endpoint the collector
 uses: the movie lists, trending, /discover/movie with its filters, /movie/changes,
-/movie/{id} with append_to_response, /genre/movie/list; it answers 401 to a
-wrong or missing credential the way TMDB does. And it misbehaves on request:
+/movie/{id} with append_to_response, /genre/movie/list, and the daily ID export
+``/p/exports/movie_ids_MM_DD_YYYY.json.gz`` (gzipped JSON lines built from the
+catalog; public, like files.tmdb.org); it answers 401 to a wrong or missing
+credential the way TMDB does. And it misbehaves on request:
 
 * ``latency_ms``: every response waits this long first;
 * faults by rate (``fault_rates={"503": 0.1}``), decided by a hash of the request
@@ -12,7 +14,12 @@ wrong or missing credential the way TMDB does. And it misbehaves on request:
 * fault kinds: ``429`` (no Retry-After, like TMDB's CDN), ``429-retry-after``,
   ``500``/``502``/``503``/``504``, ``timeout`` (sleeps past the client's timeout),
   ``malformed`` (200 with a body that is not the JSON promised), ``truncated``
-  (Content-Length promises more than is sent), ``reset`` (connection closed, no answer);
+  (Content-Length promises more than is sent), ``reset`` (connection closed, no answer),
+  ``404`` (e.g. today's export not published yet), and for export files only
+  ``gzip-corrupt`` (bytes flipped mid-file) and ``gzip-truncated`` (the file cut in half,
+  with an honest Content-Length);
+* ``export_bad_line_rate``: that share of the export's lines are broken;
+  ``export_extra_ids`` adds ids beyond the catalog (a big export at little cost);
 * ``rate_limit``: a token bucket of that many requests a second; beyond, 429.
 
 Counters (requests by status, route and fault; peak concurrency) are at
@@ -21,8 +28,10 @@ Counters (requests by status, route and fault; peak concurrency) are at
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import re
 import threading
 import time
 from collections import Counter
@@ -34,7 +43,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from thresher.jobs.tmdb import fakedata
 
-FAULT_KINDS = ("429", "429-retry-after", "500", "502", "503", "504", "timeout", "malformed", "truncated", "reset")
+FAULT_KINDS = ("429", "429-retry-after", "500", "502", "503", "504", "timeout", "malformed", "truncated", "reset",
+               "404", "gzip-corrupt", "gzip-truncated")
+# Faults that retrying does not cure (a missing or broken file); the others are transient.
+PERMANENT_FAULT_KINDS = ("404", "gzip-corrupt", "gzip-truncated")
+EXPORT_PREFIX = "p/exports/"
+_EXPORT_NAME = re.compile(r"^movie_ids_(\d{2})_(\d{2})_(\d{4})\.json\.gz$")
 PAGE_SIZE = 20
 CHANGES_PAGE_SIZE = 100
 _TMDB_5XX = {500: (11, "Internal error: Something went wrong, contact TMDB."),
@@ -83,6 +97,8 @@ class FakeConfig:
     timeout_sleep_s: float = 3.0
     bad_data_rate: float = 0.0
     changes_per_day: int = 150
+    export_extra_ids: int = 0
+    export_bad_line_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for kind in self.fault_rates:
@@ -157,6 +173,22 @@ class FakeTmdb:
             "trending/movie/week": self._trending(by_pop[:3000], "week"),
         }
         self._discover_cache: dict[tuple, list[dict]] = {}
+        self._export: bytes | None = None
+
+    def export_entries(self):
+        """The export's entries (dicts for good lines, bytes for broken ones): what every export file holds."""
+        cfg = self.config
+        return fakedata.export_entries(self.catalog, cfg.seed, cfg.export_extra_ids, cfg.export_bad_line_rate)
+
+    def export_bytes(self) -> bytes:
+        """The gzipped export, built once (every day's file has the same content)."""
+        with self.lock:
+            if self._export is None:
+                lines = (e if isinstance(e, bytes) else json.dumps(e, separators=(",", ":")).encode()
+                         for e in self.export_entries())
+                # mtime=0: the same bytes on every start
+                self._export = gzip.compress(b"\n".join(lines) + b"\n", compresslevel=6, mtime=0)
+            return self._export
 
     def _trending(self, pool: list[dict], window: str) -> list[dict]:
         seed = self.config.seed
@@ -415,15 +447,39 @@ class _Handler(BaseHTTPRequestHandler):
             fake.note("faults", fault)
             if self._inject(fault, fake):
                 return
+        if path.strip("/").startswith(EXPORT_PREFIX):  # public files: no credential
+            self._serve_export(fake, path.strip("/")[len(EXPORT_PREFIX):], fault)
+            return
         if not fake.authorized(query, self.headers):
             self._send(401, _error(7, "Invalid API key: You must be granted a valid key."))
             return
         status, body = fake.route(path, visible_query)
         self._send(status, body)
 
+    def _serve_export(self, fake: FakeTmdb, name: str, fault: str | None) -> None:
+        match = _EXPORT_NAME.match(name)
+        try:
+            valid = bool(match) and date(int(match[3]), int(match[1]), int(match[2])) is not None
+        except ValueError:
+            valid = False
+        if not valid:
+            self._send(404, _error(34, "The resource you requested could not be found."))
+            return
+        data = fake.export_bytes()
+        if fault == "gzip-corrupt":
+            middle = len(data) // 2
+            data = data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 64]) + data[middle + 64:]
+        elif fault == "gzip-truncated":
+            data = data[: len(data) // 2]
+        self._raw(200, data, content_type="application/gzip")
+
     def _inject(self, fault: str, fake: FakeTmdb) -> bool:
         """Misbehave; True when the response is done (or the connection dropped)."""
-        if fault == "429":
+        if fault in ("gzip-corrupt", "gzip-truncated"):
+            return False  # export files only: applied by _serve_export
+        if fault == "404":
+            self._send(404, _error(34, "The resource you requested could not be found."))
+        elif fault == "429":
             self._send(429, _error(25, "Your request count is over the allowed limit."))
         elif fault == "429-retry-after":
             self._send(429, _error(25, "Your request count is over the allowed limit."),
@@ -456,11 +512,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
         self._raw(status, json.dumps(body, separators=(",", ":")).encode(), headers)
 
-    def _raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+    def _raw(self, status: int, data: bytes, headers: dict[str, str] | None = None,
+             content_type: str = "application/json;charset=utf-8") -> None:
         self.fake.note("by_status", status)
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json;charset=utf-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
@@ -473,6 +530,8 @@ class _Handler(BaseHTTPRequestHandler):
 def _route_name(path: str) -> str:
     """A bounded route label for the counters (movie ids folded)."""
     path = path.strip("/").removeprefix("3/")
+    if path.startswith(EXPORT_PREFIX):
+        return "exports"
     parts = path.split("/")
     if len(parts) == 2 and parts[0] == "movie" and parts[1].isdigit():
         return "movie/{id}"
@@ -500,6 +559,10 @@ class FakeTmdbServer:
     @property
     def base_url(self) -> str:
         return f"http://{self.httpd.server_address[0]}:{self.port}/3"
+
+    @property
+    def export_base_url(self) -> str:
+        return f"http://{self.httpd.server_address[0]}:{self.port}/{EXPORT_PREFIX.rstrip('/')}"
 
     @property
     def config(self) -> FakeConfig:

@@ -2,7 +2,8 @@
 
 Snapshot: ``<data-dir>/snapshots/<collection>-<YYYYMMDD>T<HHMMSS>Z/`` with
 ``movies.jsonl`` (valid movies), ``rejects.jsonl`` (invalid records and why),
-optional ``report.json``/``report.html``, and ``manifest.json``. It is built in
+optional ``report.json``/``report.html``, ``ids.jsonl`` (a sweep's export ids),
+and ``manifest.json``. It is built in
 a hidden ``.tmp-*`` sibling, every file fsynced, the manifest (with the sha256
 of every other file) written last, the directory fsynced and then renamed into
 place. A crash leaves at most a ``.tmp-*`` directory, which readers ignore and
@@ -37,6 +38,7 @@ TMP_PREFIX = ".tmp-"
 MANIFEST = "manifest.json"
 MOVIES = "movies.jsonl"
 REJECTS = "rejects.jsonl"
+EXPORT_IDS = "ids.jsonl"
 CATALOG = "catalog.sqlite"
 LOCK = ".tmdb.lock"
 MANIFEST_VERSION = 1
@@ -55,6 +57,21 @@ def _write_jsonl(path: Path, records: Iterable[dict]) -> dict:
             lines += 1
         out.flush()
         os.fsync(out.fileno())
+    return {"sha256": digest.hexdigest(), "bytes": size, "lines": lines}
+
+
+def _adopt_jsonl(source: Path, path: Path) -> dict:
+    """Move a JSON-lines file written elsewhere on the same filesystem (a run's spool) into place,
+    fsync it, and return its sha256, size and line count, read in chunks (never held)."""
+    os.replace(source, path)
+    digest = hashlib.sha256()
+    size = lines = 0
+    with open(path, "rb+") as src:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+        os.fsync(src.fileno())
     return {"sha256": digest.hexdigest(), "bytes": size, "lines": lines}
 
 
@@ -79,11 +96,15 @@ def snapshot_name(collection: str, started: datetime) -> str:
 
 
 def write_snapshot(data_dir: Path, name: str, movies: Iterable[dict], rejects: Iterable[dict],
-                   manifest: dict, extra_files: dict[str, bytes] | None = None) -> Path:
+                   manifest: dict, extra_files: dict[str, bytes] | None = None,
+                   spooled_jsonl: dict[str, Path] | None = None) -> Path:
     """Commit a snapshot directory atomically; return its final path.
 
     ``manifest`` is completed with the files' hashes and written last; the
-    rename makes the whole directory appear at once.
+    rename makes the whole directory appear at once. ``movies`` and
+    ``rejects`` are written as they are consumed; ``spooled_jsonl`` names
+    JSON-lines files already on disk (a sweep's million export ids), moved in
+    rather than rewritten.
     """
     root = Path(data_dir) / SNAPSHOTS_DIR
     root.mkdir(parents=True, exist_ok=True)
@@ -91,6 +112,8 @@ def write_snapshot(data_dir: Path, name: str, movies: Iterable[dict], rejects: I
     tmp.mkdir()
     try:
         files = {MOVIES: _write_jsonl(tmp / MOVIES, movies), REJECTS: _write_jsonl(tmp / REJECTS, rejects)}
+        for fname, source in (spooled_jsonl or {}).items():
+            files[fname] = _adopt_jsonl(source, tmp / fname)
         for fname, data in (extra_files or {}).items():
             files[fname] = _write_file(tmp / fname, data)
         final_name = name
@@ -195,6 +218,15 @@ CREATE TABLE IF NOT EXISTS movies (
     last_seen REAL NOT NULL,
     last_run TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS export_ids (
+    id INTEGER PRIMARY KEY,
+    original_title TEXT,
+    popularity REAL,
+    adult INTEGER NOT NULL,
+    video INTEGER NOT NULL,
+    export_date TEXT NOT NULL,
+    last_run TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     collection TEXT NOT NULL,
@@ -216,6 +248,16 @@ ON CONFLICT(id) DO UPDATE SET
     first_seen = min(movies.first_seen, excluded.first_seen), last_seen = excluded.last_seen,
     last_run = excluded.last_run
 WHERE excluded.last_seen >= movies.last_seen
+"""
+
+# The same rule for export ids: a newer export wins, an older one replayed changes nothing.
+_UPSERT_EXPORT_ID = """
+INSERT INTO export_ids (id, original_title, popularity, adult, video, export_date, last_run)
+VALUES (:id, :original_title, :popularity, :adult, :video, :export_date, :run)
+ON CONFLICT(id) DO UPDATE SET
+    original_title = excluded.original_title, popularity = excluded.popularity, adult = excluded.adult,
+    video = excluded.video, export_date = excluded.export_date, last_run = excluded.last_run
+WHERE excluded.export_date >= export_ids.export_date
 """
 
 
@@ -246,6 +288,18 @@ class Catalog:
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM movies").fetchone()[0]
 
+    def count_export_ids(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM export_ids").fetchone()[0]
+
+    def known_movie_ids(self, ids: list[int]) -> set[int]:
+        """Which of ``ids`` already have a movie record (details) in the catalog."""
+        known: set[int] = set()
+        for start in range(0, len(ids), 500):  # under SQLite's bound-parameter limit
+            batch = ids[start:start + 500]
+            marks = ",".join("?" * len(batch))
+            known.update(row[0] for row in self.conn.execute(f"SELECT id FROM movies WHERE id IN ({marks})", batch))
+        return known
+
     def get(self, movie_id: int) -> dict | None:
         row = self.conn.execute("SELECT data, first_seen, last_seen, last_run FROM movies WHERE id = ?",
                                 (movie_id,)).fetchone()
@@ -254,8 +308,10 @@ class Catalog:
         return {"movie": json.loads(row[0]), "firstSeen": row[1], "lastSeen": row[2], "lastRun": row[3]}
 
     def apply(self, run_id: str, collection: str, started_at: str, movies: Iterable[dict],
-              movies_sha256: str, applied_at: str) -> bool:
-        """Upsert one run's movies in one transaction; False if the run was already applied."""
+              movies_sha256: str, applied_at: str, export_ids: Iterable[dict] = (),
+              export_date: str = "") -> bool:
+        """Upsert one run's movies (and a sweep's export ids) in one transaction; False if the run
+        was already applied."""
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -272,6 +328,12 @@ class Catalog:
                     "seen": float(movie.get("_fetched_at") or 0.0), "run": run_id,
                 })
                 count += 1
+            for entry in export_ids:
+                cur.execute(_UPSERT_EXPORT_ID, {
+                    "id": entry["id"], "original_title": entry.get("original_title"),
+                    "popularity": entry.get("popularity"), "adult": bool(entry.get("adult")),
+                    "video": bool(entry.get("video")), "export_date": export_date, "run": run_id,
+                })
             cur.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)",
                         (run_id, collection, started_at, count, movies_sha256, applied_at))
             cur.execute("COMMIT")
@@ -282,8 +344,10 @@ class Catalog:
 
     def apply_snapshot(self, snapshot: Path, applied_at: str) -> bool:
         manifest = read_manifest(snapshot) or {}
+        export_ids = read_jsonl(Path(snapshot) / EXPORT_IDS) if EXPORT_IDS in manifest["files"] else ()
         return self.apply(manifest["runId"], manifest.get("collection", "?"), manifest.get("startedAt", ""),
-                          read_jsonl(Path(snapshot) / MOVIES), manifest["files"][MOVIES]["sha256"], applied_at)
+                          read_jsonl(Path(snapshot) / MOVIES), manifest["files"][MOVIES]["sha256"], applied_at,
+                          export_ids, (manifest.get("export") or {}).get("date", ""))
 
     def sync(self, data_dir: Path, applied_at: str) -> list[str]:
         """Apply every committed snapshot the catalog has not seen (recovery after a crash)."""

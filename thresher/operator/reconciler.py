@@ -45,8 +45,11 @@ class Reconciler:
     # schedule: a CronJob event with the same ones needs no GET of the schedule to compare.
     in_sync: dict[tuple[str, str], InSync] = field(default_factory=dict)
     # Schedules with a finished Job whose recording failed (API unreachable): a Job event is
-    # not delivered again, so the schedule's timer lists its Jobs and records them.
+    # not delivered again, so the schedule's next resync lists its Jobs and records them.
     unrecorded: set[tuple[str, str]] = field(default_factory=set)
+    # The schedules as the watch last showed them, slimmed (``slim_schedule``): the periodic
+    # resync walks these, instead of kopf keeping a timer task and a full body per schedule.
+    schedules: dict[tuple[str, str], dict] = field(default_factory=dict)
     fire_times: FireTimes = field(default_factory=lambda: FireTimes())
 
     # --- schedule -> CronJob ----------------------------------------------------------
@@ -95,6 +98,19 @@ class Reconciler:
         if not drifted:  # e.g. another manager's field: no need to read the schedule again
             self.mark_in_sync(cronjob, desired["metadata"]["labels"])
         return drifted
+
+    def observe_schedule(self, body: dict) -> None:
+        self.schedules[_key(body)] = slim_schedule(body)
+
+    def resync(self, namespace: str, name: str) -> None:
+        """Level-based refresh of a schedule as last watched: a failed recording retried, next
+        run time, staleness, a deleted CronJob restored. Called for every schedule once a
+        minute; writes only what changed."""
+        body = self.schedules.get((namespace, name))
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        self.record_deferred(namespace, name)
+        self.refresh(body)
 
     def refresh(self, body: dict, parsed: CollectionSchedule | None = None,
                 cronjob: dict | None = None) -> None:
@@ -249,7 +265,7 @@ class Reconciler:
         return record if added else None
 
     def record_job_or_defer(self, job: dict) -> dict | None:
-        """``record_job`` from a Job event; on failure the schedule's timer tries again."""
+        """``record_job`` from a Job event; on failure the schedule's next resync tries again."""
         try:
             return self.record_job(job)
         except Exception:
@@ -281,6 +297,7 @@ class Reconciler:
         self.active_starts.get((meta["namespace"], schedule), {}).pop(meta["name"], None)
 
     def forget(self, namespace: str, schedule: str) -> None:
+        self.schedules.pop((namespace, schedule), None)
         self.active_starts.pop((namespace, schedule), None)
         self.cronjobs.pop((namespace, schedule), None)
         self.in_sync.pop((namespace, schedule), None)
@@ -319,7 +336,7 @@ class Reconciler:
 
     def missed_runs(self, body: dict, slack: timedelta = timedelta(minutes=2)) -> list[datetime]:
         """Fire times that passed without the CronJob scheduling anything (operator or
-        controller down, deadline missed). Reported as an Event, once per start-up or timer."""
+        controller down, deadline missed). Reported as an Event, once per start-up."""
         parsed = parse_schedule(body)
         if isinstance(parsed, SpecInvalid) or parsed.spec.suspend:
             return []
@@ -434,6 +451,20 @@ def slim_cronjob(cronjob: dict) -> dict:
     meta = cronjob["metadata"]
     return {"metadata": {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid")},
             "status": dict(cronjob.get("status") or {})}
+
+
+SLIM_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp",
+                 "deletionTimestamp", "labels")
+
+
+def slim_schedule(body: dict) -> dict:
+    """The part of a schedule a refresh reads: metadata without managedFields and annotations
+    (kopf's diff base repeats the whole spec there), spec and status. Under half of the
+    object, and the full bodies are not kept alive."""
+    meta = body["metadata"]
+    return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+            "metadata": {k: meta[k] for k in SLIM_METADATA if k in meta},
+            "spec": body.get("spec"), "status": body.get("status")}
 
 
 def cronjob_needs_check(event_type: str | None, cronjob: dict, known: InSync | None) -> bool:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from thresher.api import cron
+from thresher.api.schedule import parse_schedule
+from thresher.operator.builders import JobImages, build_cronjob
+from thresher.operator.metrics import OperatorMetrics
 from thresher.operator.reconciler import (
-    FireTimes, InSync, cronjob_needs_check, expected_interval, in_sync_marker, slim_cronjob,
+    FireTimes, InSync, Reconciler, cronjob_needs_check, expected_interval, in_sync_marker, slim_cronjob,
+    slim_schedule,
 )
 
 EXPRS = ("17 3 * * *", "5 2 * * 1-5", "0 0 * * 0", "0 0 1 * *", "12 4 1 * *", "30 4 * * *",
@@ -59,3 +64,93 @@ def test_slim_cronjob_keeps_what_a_refresh_reads():
     slim = slim_cronjob(cronjob())
     assert slim == {"metadata": {"name": "s", "namespace": "ns", "uid": "u"},
                     "status": {"lastScheduleTime": "2026-11-22T10:00:00Z"}}
+
+
+def full_schedule(**meta):
+    """A schedule as the watch delivers it: managedFields and kopf's diff-base annotation."""
+    spec = {"schedule": "H 3 * * *", "timeZone": "Europe/Berlin",
+            "job": {"container": {"image": "busybox:1.36", "command": ["true"]}}}
+    return {"apiVersion": "thresher.dev/v1alpha1", "kind": "CollectionSchedule",
+            "metadata": {"name": "s", "namespace": "ns", "uid": "u-1", "generation": 2,
+                         "resourceVersion": "42", "creationTimestamp": "2026-11-20T10:00:00Z",
+                         "labels": {"team": "data"},
+                         "annotations": {"kopf.thresher.dev/last-handled-configuration": json.dumps({"spec": spec})},
+                         "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}], **meta},
+            "spec": spec,
+            "status": {"consecutiveFailures": 1, "lastSuccessfulTime": "2026-11-21T02:03:00Z"}}
+
+
+def test_slim_schedule_keeps_what_a_refresh_reads():
+    """Pins: the resync works on slim copies, so they must parse and build exactly as the full
+    object does, and keep the resourceVersion its compare-and-swap write uses."""
+    full = full_schedule()
+    slim = slim_schedule(full)
+    assert "managedFields" not in slim["metadata"] and "annotations" not in slim["metadata"]
+    assert slim["metadata"]["resourceVersion"] == "42" and slim["status"] == full["status"]
+    parsed = parse_schedule(slim)
+    assert (parsed.spec, parsed.status) == (parse_schedule(full).spec, parse_schedule(full).status)
+    assert build_cronjob(slim, parsed, JobImages()) == build_cronjob(full, parse_schedule(full), JobImages())
+    assert len(json.dumps(slim)) < len(json.dumps(full))
+
+
+class FakeKube:
+    """Records the calls a resync makes; the CronJob starts missing (deleted by hand)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def get_cronjob(self, namespace, name):
+        self.calls.append(("get_cronjob", name))
+        return None
+
+    def apply_cronjob(self, body):
+        self.calls.append(("apply_cronjob", body["metadata"]["name"]))
+        return {**body, "metadata": {**body["metadata"], "uid": "cj-1", "generation": 1}}
+
+    def list_jobs(self, namespace, selector):
+        self.calls.append(("list_jobs", selector))
+        return []
+
+    def patch_status(self, namespace, name, fields, resource_version=None):
+        self.calls.append(("patch_status", resource_version))
+        return {"metadata": {"namespace": namespace, "name": name}, "status": fields}
+
+
+def test_resync_refreshes_known_schedules_from_their_slim_copy():
+    """Pins what the per-schedule kopf timer did, now one loop: a deleted CronJob restored, a
+    deferred recording retried, next run and conditions written; nothing for schedules that are
+    unknown or being deleted."""
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+    kube = FakeKube()
+    rec = Reconciler(kube=kube, metrics=OperatorMetrics(), clock=lambda: now)
+    rec.resync("ns", "s")
+    rec.observe_schedule(full_schedule(deletionTimestamp="2026-11-22T11:59:00Z"))
+    rec.resync("ns", "s")
+    assert kube.calls == []
+
+    rec.observe_schedule(full_schedule())
+    rec.unrecorded.add(("ns", "s"))
+    rec.resync("ns", "s")
+    assert kube.calls == [("list_jobs", "thresher.dev/schedule=s"), ("get_cronjob", "s"),
+                          ("apply_cronjob", "s"), ("patch_status", "42")]
+    assert rec.unrecorded == set()
+    rec.forget("ns", "s")
+    assert rec.schedules == {}
+
+
+def test_memory_dump_names_allocation_sites_and_types(tmp_path):
+    """The opt-in THRESHER_TRACEMALLOC dump (how docs/benchmarks.md found the per-schedule cost)."""
+    import tracemalloc
+
+    from thresher.operator import memdebug
+
+    tracemalloc.start(memdebug.FRAMES)
+    try:
+        kept = [{"n": i} for i in range(1000)]  # something to find
+        memdebug.dump(tmp_path / "dump.txt")
+        assert len(kept) == 1000
+    finally:
+        tracemalloc.stop()
+    text = (tmp_path / "dump.txt").read_text()
+    assert "VmHWM" in text and "== top lines" in text and "== object types" in text
+    assert "test_scale_helpers.py" in text

@@ -50,11 +50,15 @@ def private_namespace(private_cluster):
 
 @pytest.fixture
 def start_operator(private_cluster, tmp_path):
-    """Operators on the private cluster (``extra_args`` for `operator run`); stopped after the test."""
+    """Operators on the private cluster (``extra_args`` for `operator run`); stopped after the test.
+    Cluster-wide, as the chart runs it: the cluster is this module's own, and this is the mode
+    in which kopf's connections are bounded (``bounded_session``), so outages and watch restarts
+    are proven on it."""
     started: list[OperatorProcess] = []
 
     def start(label: str = "op", *extra_args: str) -> OperatorProcess:
-        op = OperatorProcess(private_cluster.kubeconfig, tmp_path / f"{label}.log", extra_args=extra_args)
+        op = OperatorProcess(private_cluster.kubeconfig, tmp_path / f"{label}.log", namespaces=(),
+                             extra_args=("--all-namespaces", *extra_args))
         op.start()
         started.append(op)
         return op

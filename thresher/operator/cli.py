@@ -6,6 +6,10 @@ import typer
 
 app = typer.Typer(help="Run the Thresher operator.", no_args_is_help=True)
 
+# kopf's connections when watching cluster-wide: its 3 watch streams (schedules, Jobs, CronJobs)
+# hold one each; the rest carry its PATCHes (diff base, finalizers) and Events.
+KOPF_CONNECTIONS = 32
+
 
 @app.command()
 def run(
@@ -64,9 +68,14 @@ def run(
              watch_timeout=watch_timeout, max_workers=workers)
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs):
+    async def login(**kwargs):
         # Same credentials as the kubernetes client above, whichever way they were loaded.
-        return kopf.login_via_client(**kwargs)
+        info = kopf.login_via_client(**kwargs)
+        # kopf's own session has no connection limit: in a storm every PATCH it sends opens a
+        # TLS connection of its own, and their buffers stay in the heap after they close. Bound
+        # it cluster-wide, where the watch streams are few and known. With --namespace globs
+        # every matching namespace adds a stream per resource: no fixed bound is safe there.
+        return info if namespace else bounded_session(info, KOPF_CONNECTIONS)
 
     logging.getLogger("kopf").setLevel(logging.INFO)
     if os.environ.get("THRESHER_TRACEMALLOC"):  # opt-in diagnostics, see memdebug.py
@@ -81,3 +90,16 @@ def run(
         namespaces=namespace,
         liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz",
     ))
+
+
+def bounded_session(info, limit: int):
+    """kopf's credentials as an aiohttp session with at most ``limit`` connections (kopf's own
+    session is unlimited); used through kopf's documented AiohttpSession credentials."""
+    import aiohttp
+    import kopf
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(), proxy=info.proxy_url, trust_env=info.trust_env)
+    return kopf.AiohttpSession(aiohttp_session=session, server=info.server, priority=info.priority,
+                               default_namespace=info.default_namespace, expiration=info.expiration)

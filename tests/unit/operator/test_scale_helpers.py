@@ -154,3 +154,34 @@ def test_memory_dump_names_allocation_sites_and_types(tmp_path):
     text = (tmp_path / "dump.txt").read_text()
     assert "VmHWM" in text and "== top lines" in text and "== object types" in text
     assert "test_scale_helpers.py" in text
+
+
+def test_bounded_session_keeps_kopfs_credentials_and_caps_connections(tmp_path):
+    """Cluster-wide, kopf gets a session of at most KOPF_CONNECTIONS connections that carries
+    the same server, token and CA as kopf's own login would."""
+    import asyncio
+    import ssl
+
+    import kopf
+
+    from thresher.devcluster import pki
+    from thresher.operator.cli import KOPF_CONNECTIONS, bounded_session
+
+    pki.ensure_pki(tmp_path)
+    info = kopf.ConnectionInfo(server="https://127.0.0.1:6443", scheme="Bearer", token="t0k3n",
+                               ca_path=str(tmp_path / "ca.crt"), default_namespace="ns")
+
+    async def check():
+        creds = bounded_session(info, KOPF_CONNECTIONS)
+        try:
+            assert isinstance(creds, kopf.AiohttpSession)
+            assert (creds.server, creds.default_namespace) == (info.server, "ns")
+            session = creds.aiohttp_session
+            assert session.connector.limit == KOPF_CONNECTIONS > 3  # above the 3 watch streams
+            assert session.headers["Authorization"] == "Bearer t0k3n"
+            assert isinstance(session.connector._ssl, ssl.SSLContext)
+            assert session.connector._ssl.verify_mode == ssl.CERT_REQUIRED
+        finally:
+            await creds.aiohttp_session.close()
+
+    asyncio.run(check())

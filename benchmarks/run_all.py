@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after another, each in its own process.
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--only tmdb,drone,scale]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only tmdb,drone,scale,scale5000]
 
 Default settings are the ones docs/benchmarks.md quotes; ``--quick`` shrinks each to a
 smoke-sized run (minutes, not tens of minutes). The scale benchmark starts and stops its own
@@ -24,6 +24,11 @@ BENCHMARKS = {
     "scale": (["scale_bench.py", "--sizes", "1000", "--json", "/tmp/thresher-scale-bench.json"],
               ["scale_bench.py", "--sizes", "100", "--steady-seconds", "20",
                "--json", "/tmp/thresher-scale-bench.json"]),
+    # docs/benchmarks.md "Memory and 5,000 schedules"; the burst and kill scenarios run at 1,000.
+    "scale5000": (["scale_bench.py", "--sizes", "5000", "--scenarios", "baseline,create,steady",
+                   "--steady-seconds", "120", "--json", "/tmp/thresher-scale5000-bench.json"],
+                  ["scale_bench.py", "--sizes", "300", "--scenarios", "baseline,create,steady",
+                   "--steady-seconds", "20", "--json", "/tmp/thresher-scale5000-bench.json"]),
 }
 
 

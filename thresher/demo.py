@@ -31,7 +31,7 @@ from pathlib import Path
 import typer
 import yaml
 
-from thresher.devcluster.pids import write_pid
+from thresher.devcluster.pids import owned, read_pid, write_pid
 
 NAMESPACE = "thresher-demo"
 SYSTEM_NAMESPACE = "thresher-system"
@@ -53,24 +53,22 @@ def _repo_examples() -> Path:
     return REPO / "manifests" / "examples"
 
 
+def load_examples() -> list[dict]:
+    return [yaml.safe_load((_repo_examples() / name).read_text()) for name in EXAMPLES]
+
+
 def _say(text: str) -> None:
     typer.secho(text, fg=typer.colors.CYAN, err=True)
-
-
-def _operator_pid_file(cluster) -> Path:
-    return cluster.state_dir / "pids" / "operator.pid"
 
 
 def start_operator(cluster, metrics_port: int, kubeconfig: Path, job_image: str | None = None) -> None:
     """The operator as a background process beside the dev cluster (stopped by `make demo-down`)."""
     from thresher.devcluster.cluster import free_port
 
-    pid_file = _operator_pid_file(cluster)
-    if pid_file.exists():
-        pid = int(pid_file.read_text())
-        if Path(f"/proc/{pid}").exists() and "operator" in Path(f"/proc/{pid}/cmdline").read_text(errors="ignore"):
-            _say(f"operator already running (pid {pid})")
-            return
+    pid = read_pid(cluster.pid_dir, "operator")
+    if pid is not None and owned(pid, "operator", attempts=1):
+        _say(f"operator already running (pid {pid})")
+        return
     log = open(cluster.log_dir / "operator.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "thresher.cli", "operator", "run", "--namespace", NAMESPACE,
@@ -78,20 +76,19 @@ def start_operator(cluster, metrics_port: int, kubeconfig: Path, job_image: str 
          *(["--job-image", job_image] if job_image else [])],
         env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True, cwd=cluster.state_dir)
-    pid_file.write_text(f"{proc.pid}\n")
+    write_pid(cluster.pid_dir, "operator", proc.pid)
     _say(f"started the operator (pid {proc.pid}), log {cluster.log_dir / 'operator.log'}")
 
 
 def stop_operator(cluster) -> None:
-    _stop_pid_file(_operator_pid_file(cluster))
-    _stop_pid_file(cluster.state_dir / "pids" / "prometheus.pid")
-    _stop_pid_file(cluster.state_dir / "pids" / "fake-tmdb.pid")
+    for name in ("operator", "prometheus", "fake-tmdb"):
+        _stop_recorded(cluster, name)
 
 
-def _stop_pid_file(pid_file: Path) -> None:
-    if not pid_file.exists():
+def _stop_recorded(cluster, name: str) -> None:
+    pid = read_pid(cluster.pid_dir, name)
+    if pid is None:
         return
-    pid = int(pid_file.read_text())
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -160,7 +157,7 @@ def start_prometheus(cluster, metrics_port: int) -> str | None:
     proc = subprocess.Popen([binary, f"--config.file={workdir / 'prometheus.yml'}",
                              f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=workdir)
-    (cluster.state_dir / "pids" / "prometheus.pid").write_text(f"{proc.pid}\n")
+    write_pid(cluster.pid_dir, "prometheus", proc.pid)
     return f"http://127.0.0.1:{port}"
 
 
@@ -438,7 +435,7 @@ def _demo_on_real_node(cluster) -> None:
     subprocess.run([sys.executable, "-m", "thresher.cli", "job", "drone", "sample", "--data-dir",
                     str(folders["field-images"]), "--input", "incoming", "--count", "4", "--multispectral", "1",
                     "--width", "640", "--height", "480"], check=True, capture_output=True)
-    examples = [yaml.safe_load((_repo_examples() / name).read_text()) for name in EXAMPLES]
+    examples = load_examples()
     for body in examples:  # subPaths made by the kubelet belong to root: make them the jobs' first
         sub = body["spec"].get("storage", {}).get("subPath")
         claim = body["spec"].get("storage", {}).get("claimName")
@@ -447,8 +444,9 @@ def _demo_on_real_node(cluster) -> None:
     for folder in folders.values():
         _own_for_jobs(folder)
     cluster.kubectl("label", "--overwrite", "node", GPU_NODE, "topology.kubernetes.io/zone=zone-a")
-    real = [b for b in (for_real_node(b, images.JOBS_IMAGE, tmdb_base_url) for b in examples) if b]
-    simulated = [b for b in examples if for_real_node(b, images.JOBS_IMAGE, tmdb_base_url) is None]
+    pinned = [(b, for_real_node(b, images.JOBS_IMAGE, tmdb_base_url)) for b in examples]
+    real = [on_node for _, on_node in pinned if on_node]
+    simulated = [b for b, on_node in pinned if on_node is None]
     _apply_examples(cluster, real + simulated)
     _say(f"    REAL containers on {REAL_NODE}: {', '.join(b['metadata']['name'] for b in real)}\n"
          f"    SIMULATED by kwok (no GPU here): {', '.join(b['metadata']['name'] for b in simulated)}")
@@ -503,7 +501,7 @@ def _demo_on_kwok(cluster) -> None:
     # drone-gpu.yaml asks for GPU nodes in zone-a.
     cluster.kubectl("label", "--overwrite", "node", GPU_NODE, "topology.kubernetes.io/zone=zone-a")
     _say("4/6 the examples")
-    _apply_examples(cluster, [yaml.safe_load((_repo_examples() / name).read_text()) for name in EXAMPLES])
+    _apply_examples(cluster, load_examples())
 
     _say("5/6 run now: one manual run of each schedule")
     _say(SIMULATED_BANNER)

@@ -17,6 +17,7 @@ import enum
 import json
 import logging
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -189,16 +190,39 @@ def result_path(explicit: str | None = None) -> Path | None:
     return default if default.exists() and os.access(default, os.W_OK) else None
 
 
+# Paths that name the process's own streams: never a file to replace, whatever stat says
+# (with stdout redirected to a file, /dev/stdout resolves to that file).
+_STREAM_PATHS = ("/dev/stdout", "/dev/stderr", "/dev/fd/", "/proc/self/fd/")
+
+
+def writes_in_place(path: str, mode: int | None) -> bool:
+    """Whether the run result goes straight into ``path`` rather than through a temporary file
+    and a rename. ``mode`` is ``os.stat(path).st_mode`` (links followed), None when absent.
+
+    A rename replaces the directory entry: over a character device, a FIFO or a stream it
+    would swap the device for a regular file (as root, ``--result-path /dev/null`` once
+    replaced the host's /dev/null). So only a regular file, or a path not there yet, gets the
+    atomic rename; the kubelet's /dev/termination-log is a bind-mounted file that cannot be
+    renamed over, so it is written in place too."""
+    if path == DEFAULT_RESULT_PATH or path.startswith(_STREAM_PATHS):
+        return True
+    return mode is not None and not stat.S_ISREG(mode)
+
+
 def write_result(result: RunResult, explicit_path: str | None = None) -> str:
     """Write the run result where the operator will read it; return the message written."""
     message = redact(result.to_message())
     path = result_path(explicit_path)
     if path is not None:
-        # The termination log is a plain file the kubelet reads after exit; no rename needed
-        # for /dev/termination-log, but regular files get the atomic treatment.
-        if str(path) == DEFAULT_RESULT_PATH:
-            path.write_text(message)
+        try:
+            mode: int | None = os.stat(path).st_mode
+        except FileNotFoundError:
+            mode = None
+        if writes_in_place(str(path), mode):
+            with open(path, "w", encoding="utf-8") as out:
+                out.write(message)
         else:
-            atomic_write_text(path, message)
+            # Through a symlink, replace the file it points to, not the link itself.
+            atomic_write_text(Path(os.path.realpath(path)), message)
     logging.getLogger("thresher.result").info("run result", extra={"result": json.loads(message)})
     return message

@@ -1,17 +1,30 @@
-"""The ``thresher`` command.
+"""The ``thresher`` command: mounts the command groups, each defined beside the code it drives.
 
-Sub-commands import what they need lazily, so that ``thresher job ...`` inside a
-job image does not load the operator, and ``thresher --help`` is instant.
+| command | module |
+| --- | --- |
+| ``run``, ``suspend``, ``resume``, ``status`` | ``thresher/client/cli.py`` (users against a cluster) |
+| ``job tmdb``, ``job drone`` | ``thresher/jobs/*/cli.py`` (the job payloads) |
+| ``operator run`` | ``thresher/operator/cli.py`` |
+| ``dev`` | ``thresher/devcluster/cli.py`` (the local control plane) |
+| ``crd`` | ``thresher/api/cli.py`` |
+| ``demo`` | ``thresher.demo.run_demo``, imported when it runs |
+
+The lazy-import promise: these modules import only typer (and pydantic) at the top; every
+command imports what it needs when it runs, so ``thresher job ...`` inside a job image does
+not load the operator, and ``thresher --help`` loads neither kopf, kubernetes, numpy nor torch
+(tests/unit/test_cli.py checks ``sys.modules``). ``main`` is the one error boundary: a missing
+optional extra or a job's configuration error is one line on stderr, not a traceback.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
 from typing import Optional
 
 import typer
 
-from thresher import ctl
+from thresher.api.cli import app as crd_app
+from thresher.client.cli import app as client_app
 from thresher.devcluster.cli import app as dev_app
 from thresher.jobs.drone.cli import app as drone_app
 from thresher.jobs.tmdb.cli import app as tmdb_app
@@ -22,11 +35,12 @@ app = typer.Typer(help="Thresher: scheduled data collection and processing on Ku
 job_app = typer.Typer(help="Run a job payload (what a CollectionSchedule's pods run).", no_args_is_help=True)
 job_app.add_typer(tmdb_app, name="tmdb")
 job_app.add_typer(drone_app, name="drone")
+app.add_typer(client_app)  # no name: run, suspend, resume and status are top-level commands
 app.add_typer(job_app, name="job")
 app.add_typer(dev_app, name="dev")
 app.add_typer(operator_app, name="operator")
-for command in (ctl.run, ctl.suspend, ctl.resume, ctl.status):
-    app.command()(command)
+app.add_typer(crd_app, name="crd")
+
 
 @app.command()
 def demo(
@@ -42,32 +56,35 @@ def demo(
     run_demo(down=down, node=node)
 
 
-crd_app = typer.Typer(help="The CollectionSchedule CRD, generated from the pydantic models.", no_args_is_help=True)
-app.add_typer(crd_app, name="crd")
+# Top-level modules of the optional extras, and the extra that brings each.
+EXTRAS = {"kopf": "operator", "kubernetes": "operator", "prometheus_client": "operator", "aiohttp": "operator",
+          "numpy": "jobs", "PIL": "jobs", "tifffile": "jobs", "av": "jobs", "watchdog": "jobs",
+          "torch": "gpu", "torchvision": "gpu"}
 
 
-@crd_app.command("generate")
-def crd_generate(
-    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 with a diff if the files are stale."),
-    root: Path = typer.Option(Path("."), "--root", help="Repository root the CRD paths are relative to."),
-) -> None:
-    """Write manifests/crds/ and charts/thresher/crds/ from thresher/api/schedule.py."""
-    from thresher.api import crd
-
-    if check:
-        diff = crd.check(root)
-        if diff:
-            typer.echo(diff, nl=False)
-            typer.echo("CRD files are out of date: run `thresher crd generate`.", err=True)
-            raise typer.Exit(1)
-        typer.echo("CRD files are up to date.")
-        return
-    for path in crd.write(root):
-        typer.echo(f"wrote {path}")
+def missing_extra(err: ModuleNotFoundError) -> str | None:
+    """The one line for a module of an extra that is not installed; None for any other."""
+    module = (err.name or "").split(".")[0]
+    extra = EXTRAS.get(module)
+    if extra is None:
+        return None
+    return f"{module} is not installed; this command needs the {extra} extra: pip install 'thresher[{extra}]'"
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    from thresher.jobs.harness import JobError
+
+    try:
+        app(args=argv)
+    except ModuleNotFoundError as err:
+        line = missing_extra(err)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)
+    except JobError as err:  # raised before a job could report it itself (e.g. --log-level FOO)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(int(err.exit_code))
 
 
 if __name__ == "__main__":

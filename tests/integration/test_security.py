@@ -101,7 +101,7 @@ def kube_method_permissions() -> dict[str, set[tuple[str, str, str]]]:
 
 
 def kube_methods_the_operator_calls() -> set[str]:
-    """``<something>.kube.<method>(`` in the operator's modules (not the user CLI, thresher/ctl.py)."""
+    """``<something>.kube.<method>(`` in the operator's modules (not the user commands, thresher/client)."""
     used = set()
     for path in OPERATOR.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

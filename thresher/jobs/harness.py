@@ -136,7 +136,13 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(entry, default=str, ensure_ascii=False))
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
+    """Log to stderr at ``level``; an unknown level is a ConfigError (exit 2), not a traceback."""
+    if level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"--log-level {level!r} is not a log level: use one of {', '.join(LOG_LEVELS)}")
     handler = logging.StreamHandler(sys.stderr)
     if json_logs:
         handler.setFormatter(JsonFormatter())

@@ -23,13 +23,14 @@ RESTRICTED = {"runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalatio
 
 
 def _job(cluster, namespace: str, *, pod_spec: dict | None = None, container: dict | None = None,
-         secure: bool = True) -> None:
+         secure: bool = True, annotations: dict | None = None) -> None:
     box = {"name": "job", "image": "busybox:1.36", "command": ["true"], **(container or {})}
     if secure:
         box["securityContext"] = RESTRICTED
     body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "blocked"},
-            "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [box],
-                                                              **(pod_spec or {})}}}}
+            "spec": {"backoffLimit": 0, "template": {
+                "metadata": {"annotations": annotations or {}},
+                "spec": {"restartPolicy": "Never", "containers": [box], **(pod_spec or {})}}}}
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(body))
 
 
@@ -79,7 +80,7 @@ def test_a_missing_claim_is_unbound_pvc(cluster, namespace):
 def test_a_run_on_a_kwok_node_is_running_not_blocked(cluster, namespace):
     """The control case: a pod that kwok runs is never reported blocked on its way."""
     _job(cluster, namespace, pod_spec={"tolerations": [{"operator": "Exists"}]},
-         container={"command": ["sleep", "30"]})
+         annotations={"sim.thresher.dev/duration": "30s"})  # kwok's stage: runs 30 s
     seen = []
 
     def running():

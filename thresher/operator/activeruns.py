@@ -95,13 +95,14 @@ def _event_last(event: dict) -> datetime | None:
             or _event_first(event))
 
 
+def _regards(event: dict, kind: str, name: str) -> bool:
+    about = event.get("involvedObject") or event.get("regarding") or {}  # core/v1 or events.k8s.io/v1
+    return about.get("kind") == kind and about.get("name") == name
+
+
 def _about(events: list[dict], kind: str, name: str, reason: str) -> list[dict]:
     """Events of ``reason`` regarding one object, oldest first."""
-    def regarding(e: dict) -> dict:
-        return e.get("involvedObject") or e.get("regarding") or {}
-
-    found = [e for e in events if e.get("reason") == reason
-             and regarding(e).get("kind") == kind and regarding(e).get("name") == name]
+    found = [e for e in events if e.get("reason") == reason and _regards(e, kind, name)]
     return sorted(found, key=lambda e: _sortable(_event_first(e)))
 
 
@@ -272,8 +273,7 @@ def active_run(job: dict, pods: list[dict], events: list[dict], nodes: list[dict
         return _entry(base, "Pending", None, cause)
     pod = live[-1]  # the current attempt
     node = (pod.get("spec") or {}).get("nodeName")
-    pod_events = [e for e in events
-                  if (e.get("involvedObject") or e.get("regarding") or {}).get("name") == pod["metadata"]["name"]]
+    pod_events = [e for e in events if _regards(e, "Pod", pod["metadata"]["name"])]
     cause = (_node_cause(pod, {n["metadata"]["name"]: n for n in nodes}, grace, now)
              or _container_cause(pod, pod_events)
              or (None if node else _scheduling_cause(pod, {c["metadata"]["name"]: c for c in pvcs}, grace, now)))

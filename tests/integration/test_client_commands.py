@@ -57,3 +57,20 @@ def test_run_of_a_missing_schedule_is_one_line(cluster, namespace, operator):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == (f"error: collectionschedule {namespace}/nope not found "
                                    f"(kubectl get csched -n {namespace} lists them)")
+
+
+def test_status_yaml_is_the_json_rows(cluster, namespace, operator):
+    """``-o yaml`` was silently ignored (a table came out)."""
+    import json
+
+    import yaml
+
+    apply(cluster, namespace, schedule("listed"))
+    simulate(cluster, namespace, "listed")
+    assert _thresher(cluster, "run", "listed", "-n", namespace, "--wait", "--timeout", "90",
+                     "--interval", "0.5").returncode == 0
+    as_yaml = _thresher(cluster, "status", "-n", namespace, "-o", "yaml")
+    as_json = _thresher(cluster, "status", "-n", namespace, "-o", "json")
+    assert as_yaml.returncode == as_json.returncode == 0, as_yaml.stderr + as_json.stderr
+    (row,) = yaml.safe_load(as_yaml.stdout)
+    assert row == json.loads(as_json.stdout)[0] and row["name"] == "listed" and row["lastResult"] == "Succeeded"

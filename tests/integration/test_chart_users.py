@@ -6,16 +6,17 @@
   carol, bound to `view`, reads schedules and their status and can change nothing. Users are
   impersonated with kubectl's `--as` (the API server authorizes the impersonated user; the
   admin only needs the right to impersonate).
-- `helm test`: on kwok's simulated nodes the test Pod would never run its container, so the
-  test runs the Pod's own command (files/helm-test.py, taken from the installed release with
-  `helm get hooks`) as a local process authenticated with a token of the test's own
-  ServiceAccount, under the hook's own Role: the same script, identity and permissions, and
-  the session's operator recording the run.
+- `helm test`: real helm creates the test objects and the Pod is admitted, but on kwok's
+  simulated nodes its container never runs. So the test then runs the Pod's own command
+  (files/helm-test.py) as a local process authenticated with a token of the test's own
+  ServiceAccount, under the hook's own Role (from `helm get hooks`): the same script,
+  identity and permissions, and the session's operator recording the run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -25,7 +26,7 @@ import yaml
 
 from tests.conftest import kubectl_json
 from tests.helpers.chart import (
-    Release, helm, install_chart, run_tool_in_cluster, service_account_kubeconfig, uninstall_chart,
+    Release, helm, helm_binary, install_chart, run_tool_in_cluster, service_account_kubeconfig, uninstall_chart,
 )
 from tests.helpers.wait import eventually
 from tests.integration.test_operator import condition, run_now, status_of, wait_runs
@@ -110,9 +111,10 @@ def test_builtin_edit_manages_schedules_and_view_only_reads_them(cluster, operat
     assert can(cluster, BOB, "default", "create", SCHEDULES) == "no"
 
 
-def hook_objects(cluster, release: Release) -> dict[str, dict]:
-    docs = [d for d in yaml.safe_load_all(helm(cluster, "get", "hooks", release.name, "-n", release.namespace)) if d]
-    return {d["kind"]: d for d in docs}
+def helm_test(cluster, release: Release, timeout: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm_binary(), "test", release.name, "-n", release.namespace, "--timeout", timeout],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)})
 
 
 def run_test_script(pod: dict, kubeconfig, **env_overrides: str) -> subprocess.CompletedProcess[str]:
@@ -126,28 +128,39 @@ def run_test_script(pod: dict, kubeconfig, **env_overrides: str) -> subprocess.C
                           check=False)
 
 
-def test_helm_test_script_runs_a_schedule_and_sees_the_recorded_run(cluster, operator, namespace, release,
-                                                                    tmp_path):
-    """The chart's `helm test`: with its own ServiceAccount and Role it creates a schedule,
-    gets it Ready, runs it now, sees the Succeeded run in status and cleans up; in a namespace
-    its Role does not cover, it fails in one line with the API's 403."""
-    hooks = hook_objects(cluster, release)
-    assert sorted(hooks) == ["Pod", "Role", "RoleBinding", "ServiceAccount"]
-    for kind in ("ServiceAccount", "Role", "RoleBinding"):
-        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(hooks[kind]))
-    account = hooks["ServiceAccount"]["metadata"]["name"]
-    assert account == f"{release.fullname}-test"
-    kubeconfig = service_account_kubeconfig(cluster, namespace, account, tmp_path / "test.kubeconfig")
+def test_helm_test_runs_a_schedule_and_sees_the_recorded_run(cluster, operator, namespace, release, tmp_path):
+    """The chart's `helm test`. Real helm creates its ServiceAccount, Role, RoleBinding and
+    Pod in order, and the Pod passes PodSecurity "restricted"; kwok then plays the Pod Running
+    forever (no container runs here), so helm times out. The Pod's own script, run with a
+    token of that ServiceAccount, creates a schedule, gets it Ready, runs it now, sees the
+    Succeeded run in status and cleans up; in a namespace its Role does not cover it fails in
+    one line with the API's 403."""
+    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    name = f"{release.fullname}-test"
+    ran = helm_test(cluster, release, "15s")
+    assert ran.returncode != 0 and "timed out" in (ran.stdout + ran.stderr), ran.stdout + ran.stderr
+    pod = kubectl_json(cluster, "get", "pod", name, "-n", namespace)  # created, admitted, kept for --logs
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["serviceAccountName"] == name and pod["status"]["phase"] == "Running"
+    # helm deletes the hooks that passed before the failing one (hook-succeeded): no RBAC left over.
+    for kind in ("serviceaccount", "role", "rolebinding"):
+        eventually(lambda: cluster.kubectl("get", kind, name, "-n", namespace, check=False).returncode != 0,
+                   timeout=30, message=f"{kind} {name} deleted after the failed test")
 
-    result = run_test_script(hooks["Pod"], kubeconfig)
+    # The script with the hook's own identity and Role, as `helm test` creates them.
+    hooks = [d for d in yaml.safe_load_all(helm(cluster, "get", "hooks", release.name, "-n", namespace)) if d]
+    assert sorted(d["kind"] for d in hooks) == ["Pod", "Role", "RoleBinding", "ServiceAccount"]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([d for d in hooks if d["kind"] != "Pod"]))
+    kubeconfig = service_account_kubeconfig(cluster, namespace, name, tmp_path / "test.kubeconfig")
+    result = run_test_script(pod, kubeconfig)
     assert result.returncode == 0, result.stdout + result.stderr
-    schedule = {e["name"]: e["value"] for e in hooks["Pod"]["spec"]["containers"][0]["env"]}["THRESHER_TEST_SCHEDULE"]
+    schedule = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}["THRESHER_TEST_SCHEDULE"]
     assert f"created CollectionSchedule {namespace}/{schedule}" in result.stdout
     assert "Succeeded" in result.stdout and result.stdout.rstrip().splitlines()[-1].startswith("ok:"), result.stdout
     eventually(lambda: cluster.kubectl("get", "collectionschedule", schedule, "-n", namespace,
                                        check=False).returncode != 0, timeout=30, message="test schedule deleted")
 
-    elsewhere = run_test_script(hooks["Pod"], kubeconfig, THRESHER_TEST_NAMESPACE="default")
+    elsewhere = run_test_script(pod, kubeconfig, THRESHER_TEST_NAMESPACE="default")
     assert elsewhere.returncode == 1, elsewhere.stdout + elsewhere.stderr
     (line,) = elsewhere.stderr.strip().splitlines()
     assert line.startswith("helm test failed: API error 403"), line

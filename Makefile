@@ -4,10 +4,14 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+HASH   := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# Two stamps: the base install (everything the demo and most tests need) and the gpu extra
+# (the torch tests of `make test` only), so `make demo` never downloads the CUDA torch wheel.
+STAMP     := $(VENV)/.installed-base-$(HASH)
+GPU_STAMP := $(VENV)/.installed-gpu-$(HASH)
 PYTEST_ARGS ?=
 
-.PHONY: all venv binaries tools images node-tools test-realnode demo demo-down test test-unit test-integration bench crd lint clean
+.PHONY: all venv venv-gpu binaries tools images node-tools test-realnode demo demo-down test test-unit test-integration bench crd lint clean
 
 all: test
 
@@ -15,13 +19,18 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[operator,jobs,dev]'
-	@# PyPI's Linux torch is the CUDA build (about 2.8 GB to download, 5 GB installed); it
-	@# imports and runs on a CPU-only machine, which is how the tests prove the torch path
-	@# gives the NumPy path's numbers (docs/drone.md). Users who never need it skip `.[gpu]`.
+	rm -f $(VENV)/.installed-base-* && touch $@
+
+# PyPI's Linux torch is the CUDA build (about 2.8 GB to download, 5 GB installed); it imports
+# and runs on a CPU-only machine, which is how `make test` proves the torch path gives the
+# NumPy path's numbers (docs/drone.md). The demo and users who never need it skip `.[gpu]`.
+$(GPU_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[gpu]'
-	rm -f $(VENV)/.installed-* && touch $@
+	rm -f $(VENV)/.installed-gpu-* && touch $@
 
 venv: $(STAMP)
+
+venv-gpu: $(GPU_STAMP)
 
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm, kubelet:
 # from PATH, THRESHER_BIN_DIR or ~/.cache/thresher, else built once from the Go module proxy.
@@ -63,7 +72,7 @@ demo-down: venv
 	$(BIN)/thresher demo --down
 
 # Everything, the real-node tests included (root; containerd, runc, CNI, buildah from Debian).
-test: venv binaries tools node-tools
+test: venv-gpu binaries tools node-tools
 	THRESHER_REQUIRE_TORCH=1 THRESHER_DEV_NODE=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv

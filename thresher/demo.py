@@ -195,40 +195,25 @@ spec:
 """
 
 
+# The examples' own prerequisites the demo uses as they are. Not namespace.yaml (the demo has
+# its own namespace) and not claims.yaml (the demo binds its claims to local volumes).
+DEMO_PREREQUISITES = ("priorityclass.yaml", "heartbeat-token.yaml")
+
+
 def demo_objects(tmdb_key: str) -> str:
-    """The namespace and what the examples expect to exist in it."""
-    return f"""
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: {NAMESPACE}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: tmdb-api
-  namespace: {NAMESPACE}
-stringData:
-  api-key: {json.dumps(tmdb_key)}
----
-# container-every-minute.yaml passes this Secret to its container as TOKEN.
-apiVersion: v1
-kind: Secret
-metadata:
-  name: heartbeat-token
-  namespace: {NAMESPACE}
-stringData:
-  token: demo-token
----
-# drone-gpu.yaml runs at this priority, as a platform team would define it.
-apiVersion: scheduling.k8s.io/v1
-kind: PriorityClass
-metadata:
-  name: batch-low
-value: 1000
-preemptionPolicy: Never
-description: Batch collection and processing jobs that may wait.
-"""
+    """The namespace and what the examples expect to exist in it: the TMDB key Secret (the
+    demo's key), and manifests/examples/prerequisites/ for the rest."""
+    objects = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tmdb-api", "namespace": NAMESPACE},
+         "stringData": {"api-key": tmdb_key}},
+    ]
+    for name in DEMO_PREREQUISITES:
+        for doc in yaml.safe_load_all((_repo_examples() / "prerequisites" / name).read_text()):
+            if doc["kind"] != "PriorityClass":  # the one cluster-scoped object there
+                doc["metadata"]["namespace"] = NAMESPACE
+            objects.append(doc)
+    return yaml.safe_dump_all(objects)
 
 
 def _schedules(cluster) -> list[dict]:

@@ -27,3 +27,4 @@ render templates/serviceaccount.yaml serviceaccount.yaml
 render templates/rbac.yaml rbac.yaml
 render templates/deployment.yaml deployment.yaml
 render templates/service.yaml service.yaml
+render templates/user-roles.yaml user-roles.yaml

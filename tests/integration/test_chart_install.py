@@ -69,8 +69,9 @@ def test_install_upgrade_uninstall_in_a_restricted_namespace(cluster, crd, restr
     try:
         docs = manifest(cluster, release)
         kinds = sorted(d["kind"] for d in docs)
-        assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service",
-                         "ServiceAccount"], kinds
+        # Three ClusterRoles: the operator's, and the edit and view roles aggregated for users.
+        assert kinds == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
+                         "Deployment", "Service", "ServiceAccount"], kinds
 
         deploy = kubectl_json(cluster, "get", "deployment", release.fullname, "-n", ns)
         pod_spec = deploy["spec"]["template"]["spec"]
@@ -126,6 +127,8 @@ def test_install_upgrade_uninstall_in_a_restricted_namespace(cluster, crd, restr
                                    ("service", f"{release.fullname}-metrics", True),
                                    ("configmap", f"{release.fullname}-dashboard", True),
                                    ("clusterrole", release.fullname, False),
+                                   ("clusterrole", f"{release.fullname}-edit", False),
+                                   ("clusterrole", f"{release.fullname}-view", False),
                                    ("clusterrolebinding", release.fullname, False)):
         eventually(lambda: gone(kind, name, namespaced), timeout=60, message=f"{kind}/{name} deleted")
     eventually(lambda: not operator_pods(cluster, release), timeout=60, message="operator pod deleted")

@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -159,15 +160,50 @@ def _go_env() -> dict[str, str]:
     return env
 
 
-def _run(step: str, cmd: list[str], cwd: Path, log: Callable[[str], None]) -> str:
+# A cold build is minutes of silence per step: CI logs get a line this often, a terminal a
+# live spinner with the elapsed time, so nobody mistakes a long compile for a hang.
+PROGRESS_INTERVAL = 10.0
+
+
+def _run(step: str, cmd: list[str], cwd: Path, log: Callable[[str], None],
+         interval: float = PROGRESS_INTERVAL, tty: bool | None = None) -> str:
     log(f"  [{step}] {' '.join(cmd)}")
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=cwd, env=_go_env(), capture_output=True, text=True)
+    # Output to files, not pipes: `go` can write more than a pipe buffer while we only wait.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=_go_env(), stdout=out, stderr=err)
+        _wait_with_progress(proc, step, start, log, interval,
+                            sys.stderr.isatty() if tty is None else tty)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
+        tail = "\n".join((stderr or stdout).strip().splitlines()[-25:])
         raise BuildError(f"build step '{step}' failed (exit {proc.returncode}) in {cwd}:\n{tail}")
     log(f"  [{step}] done in {time.monotonic() - start:.0f}s")
-    return proc.stdout
+    return stdout
+
+
+def _wait_with_progress(proc: subprocess.Popen, step: str, start: float, log: Callable[[str], None],
+                        interval: float, tty: bool) -> None:
+    """Wait for ``proc``: a rich spinner with the elapsed time on a terminal, otherwise a
+    "still running" line every ``interval`` seconds (CI logs, make output piped to a file)."""
+    if tty:
+        from rich.console import Console
+
+        with Console(stderr=True).status(f"{step}: 0s") as status:
+            while proc.poll() is None:
+                status.update(f"{step}: {time.monotonic() - start:.0f}s")
+                time.sleep(0.5)
+        return
+    next_line = start + interval
+    while True:
+        try:
+            proc.wait(timeout=max(0.0, next_line - time.monotonic()))
+            return
+        except subprocess.TimeoutExpired:
+            log(f"  [{step}] still running, {time.monotonic() - start:.0f}s elapsed")
+            next_line += interval
 
 
 def staging_replaces(kubernetes_gomod: str, version: str) -> dict[str, str]:

@@ -101,3 +101,11 @@ when it was asked for but the cluster lacks the API and force is off.
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+thresher.testLabels: labels of the `helm test` objects: the full set, but with component
+helm-test, so that no operator selector (Deployment, Service) ever matches the test Pod.
+*/}}
+{{- define "thresher.testLabels" -}}
+{{- include "thresher.labels" . | replace "app.kubernetes.io/component: operator" "app.kubernetes.io/component: helm-test" }}
+{{- end }}

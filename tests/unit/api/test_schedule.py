@@ -26,7 +26,9 @@ from thresher.api.schedule import (
     parse_schedule,
 )
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "manifests" / "examples").glob("*.yaml"))
+# The schedules; kustomization.yaml applies them with their prerequisites/.
+EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[3] / "manifests" / "examples").glob("*.yaml")
+                  if p.name != "kustomization.yaml")
 
 MINIMAL = {
     "apiVersion": "thresher.dev/v1alpha1",

@@ -48,9 +48,30 @@ def template(*args: str, check: bool = True) -> list[dict] | str:
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
+def is_hook(doc: dict) -> bool:
+    return "helm.sh/hook" in (doc["metadata"].get("annotations") or {})
+
+
+@functools.cache
+def rendered(name: str) -> tuple[dict, ...]:
+    """Everything `helm template` renders for a scenario, `helm test` hooks included."""
+    return tuple(template("-f", str(CHART / "ci" / name)))
+
+
 @functools.cache
 def scenario(name: str) -> tuple[dict, ...]:
-    return tuple(template("-f", str(CHART / "ci" / name)))
+    """The release's own objects (what `helm install` creates), without the test hooks."""
+    return tuple(d for d in rendered(name) if not is_hook(d))
+
+
+def hooks(name: str) -> tuple[dict, ...]:
+    return tuple(d for d in rendered(name) if is_hook(d))
+
+
+def operator_role(docs) -> dict:
+    """The operator's ClusterRole (named <fullname>), not the aggregated user roles."""
+    (role,) = [d for d in kinds(docs, "ClusterRole") if d["metadata"]["name"] == "thresher"]
+    return role
 
 
 def kinds(docs, kind: str) -> list[dict]:
@@ -148,7 +169,7 @@ def test_documented_rules_are_the_specified_ones():
 def test_cluster_wide_rbac_equals_the_documented_list():
     docs = scenario("default-values.yaml")
     doc = documented_rules()
-    role = one(docs, "ClusterRole")
+    role = operator_role(docs)
     assert rule_set(role["rules"]) == rule_set(doc["namespaced"] + doc["cluster"] + doc["clusterWide"])
     assert kinds(docs, "Role") == [] and kinds(docs, "RoleBinding") == []
     binding = one(docs, "ClusterRoleBinding")
@@ -160,7 +181,7 @@ def test_cluster_wide_rbac_equals_the_documented_list():
 def test_namespaced_rbac_has_a_role_per_namespace_and_only_crd_reads_cluster_wide():
     docs = scenario("namespaced-values.yaml")
     doc = documented_rules()
-    assert rule_set(one(docs, "ClusterRole")["rules"]) == rule_set(doc["cluster"])
+    assert rule_set(operator_role(docs)["rules"]) == rule_set(doc["cluster"])
     roles = {r["metadata"]["namespace"]: r for r in kinds(docs, "Role")}
     bindings = {b["metadata"]["namespace"]: b for b in kinds(docs, "RoleBinding")}
     assert set(roles) == set(bindings) == {"data", "drone"}
@@ -284,3 +305,123 @@ def test_schema_is_strict_at_every_object_level():
             walk(node["items"], f"{path}[]")
 
     walk(schema, "$")
+
+
+# --- roles for users (aggregated into the built-in admin, edit, view) --------------------------
+
+SCHEDULES = ("thresher.dev", "collectionschedules")
+STATUS = ("thresher.dev", "collectionschedules/status")
+READ = {"get", "list", "watch"}
+
+
+def user_roles(docs) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in kinds(docs, "ClusterRole") if d["metadata"]["name"] != "thresher"}
+
+
+def test_user_roles_aggregate_into_admin_edit_and_view():
+    """Issue 16: a namespace user with the built-in edit role could not create a schedule. The
+    chart's roles carry the aggregation labels; editors manage schedules, viewers read them
+    and their status; nobody but the operator writes status."""
+    roles = user_roles(scenario("default-values.yaml"))
+    assert set(roles) == {"thresher-edit", "thresher-view"}
+    edit, view = roles["thresher-edit"], roles["thresher-view"]
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    assert {k for k, v in edit["metadata"]["labels"].items() if k.startswith(aggregate) and v == "true"} == {
+        aggregate + "admin", aggregate + "edit"}
+    assert {k for k, v in view["metadata"]["labels"].items() if k.startswith(aggregate) and v == "true"} == {
+        aggregate + "view"}
+    assert rule_set(edit["rules"]) == {
+        SCHEDULES: READ | {"create", "update", "patch", "delete", "deletecollection"}, STATUS: READ}
+    assert rule_set(view["rules"]) == {SCHEDULES: READ, STATUS: READ}
+    # Nothing binds them: the built-in roles pick them up, RoleBindings to those grant them.
+    assert all(b["roleRef"]["name"] == "thresher" for b in kinds(scenario("default-values.yaml"), "ClusterRoleBinding"))
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (("--set", "userRoles.edit=false"), {"thresher-view"}),
+    (("--set", "userRoles.view=false"), {"thresher-edit"}),
+    (("--set", "userRoles.edit=false", "--set", "userRoles.view=false"), set()),
+])
+def test_user_roles_can_be_turned_off(flags, expected):
+    assert set(user_roles(template(*flags))) == expected
+
+
+# --- helm test -----------------------------------------------------------------------------
+
+def test_helm_test_is_a_restricted_pod_with_least_privilege():
+    """`helm test` creates a schedule, runs it and waits for the recorded run: a Pod in the
+    operator image whose ServiceAccount may touch CollectionSchedules in one namespace only."""
+    docs = hooks("default-values.yaml")
+    assert sorted(d["kind"] for d in docs) == ["Pod", "Role", "RoleBinding", "ServiceAccount"]
+    for doc in docs:
+        assert doc["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    pod, role, binding, account = (one(docs, k) for k in ("Pod", "Role", "RoleBinding", "ServiceAccount"))
+    # RBAC goes when the test passes; the Pod stays for `helm test --logs`.
+    for doc in (role, binding, account):
+        assert doc["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        assert int(doc["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0  # before the Pod
+    assert pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    assert rule_set(role["rules"]) == {SCHEDULES: {"get", "create", "patch", "delete"}}
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": NAMESPACE}]
+
+    spec = pod["spec"]
+    assert spec["serviceAccountName"] == account["metadata"]["name"] and spec["restartPolicy"] == "Never"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    (c,) = spec["containers"]
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False and c["securityContext"]["capabilities"] == {
+        "drop": ["ALL"]} and c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["image"] == f"ghcr.io/thresher-dev/thresher-operator:{APP_VERSION}"
+    assert c["command"] == ["python", "-c", (CHART / "files" / "helm-test.py").read_text()]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["THRESHER_TEST_NAMESPACE"] == NAMESPACE
+    assert env["THRESHER_TEST_IMAGE"] == f"ghcr.io/thresher-dev/thresher-jobs:{APP_VERSION}"
+    assert len(env["THRESHER_TEST_SCHEDULE"]) <= 52  # a CronJob name's limit
+    # The operator's selectors never match the test Pod.
+    selector = one(scenario("default-values.yaml"), "Deployment")["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= pod["metadata"]["labels"].items()
+
+
+def test_helm_test_uses_the_first_watched_namespace():
+    """In namespace-scoped mode the operator ignores the release namespace: the test's
+    schedule, Role and RoleBinding go to a watched one; the Pod stays in the release's."""
+    docs = hooks("namespaced-values.yaml")
+    assert one(docs, "Role")["metadata"]["namespace"] == one(docs, "RoleBinding")["metadata"]["namespace"] == "data"
+    pod = one(docs, "Pod")
+    assert pod["metadata"]["namespace"] == NAMESPACE
+    assert {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}["THRESHER_TEST_NAMESPACE"] == "data"
+
+
+def test_helm_test_can_be_turned_off():
+    assert [d for d in template("--set", "helmTest.enabled=false") if is_hook(d)] == []
+
+
+def test_helm_test_schedule_is_a_valid_collection_schedule():
+    """The tiny schedule of files/helm-test.py passes the API's own validation (the one model
+    the CRD is generated from), so the test cannot fail on a typo in its own manifest."""
+    import runpy
+
+    from thresher.api.schedule import CollectionSchedule, parse_schedule
+
+    script = runpy.run_path(str(CHART / "files" / "helm-test.py"), run_name="helm_test")
+    body = script["schedule"]("thresher-helm-test", "registry.example/thresher-jobs:1")
+    assert isinstance(parse_schedule(body), CollectionSchedule), parse_schedule(body)
+
+
+# --- the examples' prerequisites agree with the chart -----------------------------------------
+
+def test_examples_priority_class_is_the_charts():
+    """Issue 16: the examples named batch-low while the chart creates thresher-batch. The
+    examples' PriorityClass is the chart's, with the chart's default settings."""
+    chart_pc = one(template("--set", "priorityClass.create=true"), "PriorityClass")
+    example_pc = yaml.safe_load((REPO / "manifests" / "examples" / "prerequisites" / "priorityclass.yaml").read_text())
+    fields = ("value", "globalDefault", "preemptionPolicy", "description")
+    assert example_pc["metadata"]["name"] == chart_pc["metadata"]["name"]
+    assert {k: example_pc[k] for k in fields} == {k: chart_pc[k] for k in fields}
+    named = {yaml.safe_load(p.read_text())["spec"].get("priorityClassName")
+             for p in (REPO / "manifests" / "examples").glob("*.yaml") if p.name != "kustomization.yaml"}
+    assert named - {None} == {chart_pc["metadata"]["name"]}

@@ -92,3 +92,19 @@ def test_demo_objects_quote_the_key_and_hold_every_secret_the_examples_use():
         refs += [spec["job"]["tmdb"]["apiKeySecretRef"]] if "tmdb" in spec["job"] else []
         for ref in refs:
             assert ref.get("key", "api-key") in secrets[ref["name"]], (name, ref)
+
+
+def test_demo_objects_are_the_examples_prerequisites_in_the_demo_namespace():
+    """Issue 16: the demo made its own PriorityClass (batch-low) and heartbeat Secret while the
+    chart's class is thresher-batch; now it applies the examples' own files, and every class an
+    example names exists."""
+    docs = list(yaml.safe_load_all(demo_objects("k")))
+    classes = {d["metadata"]["name"] for d in docs if d["kind"] == "PriorityClass"}
+    for name in EXAMPLES:
+        wanted = _example(name)["spec"].get("priorityClassName")
+        assert wanted is None or wanted in classes, (name, wanted)
+    own = yaml.safe_load((EXAMPLES_DIR / "prerequisites" / "priorityclass.yaml").read_text())
+    assert [d for d in docs if d["kind"] == "PriorityClass"] == [own]
+    for doc in docs:
+        if doc["kind"] not in ("PriorityClass", "Namespace"):
+            assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]

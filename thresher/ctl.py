@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import typer
 
-from thresher.operator.builders import RUN_NOW_ANNOTATION
+from thresher.api.names import RUN_NOW_ANNOTATION
 
 NamespaceOpt = typer.Option(None, "--namespace", "-n", help="Namespace; default: the kubeconfig's.")
 

@@ -203,6 +203,9 @@ def fold_runs(status: CollectionScheduleStatus, records: Sequence[RunRecord],
     # Sorted oldest first then reversed (not sorted newest first): equal times keep the order
     # they were recorded in, newest recorded first.
     runs = sorted([*status.recent_runs, *new], key=_completed)[-limit:][::-1]
+    if not new and status.stats is not None and len(runs) == len(status.recent_runs) and all(
+            a is b for a, b in zip(runs, status.recent_runs)):
+        return status, new  # the common refresh: nothing to fold, already in order
     consecutive = status.consecutive_failures
     last_success, last_failure = status.last_successful_time, status.last_failure_time
     for record in new:
@@ -235,6 +238,10 @@ def set_condition(conditions: list[Condition], type_: str, status: bool, reason:
             result.append(cond)
             continue
         found = True
+        if (cond.status, cond.reason, cond.message, cond.observed_generation) == (
+                value, reason, message[:CONDITION_MESSAGE_LIMIT], generation):
+            result.append(cond)  # unchanged (the common refresh): no new model to validate
+            continue
         transition = cond.last_transition_time if cond.status == value else now
         result.append(_condition(type_, value, reason, message, transition, generation))
     if not found:

@@ -11,6 +11,7 @@ import yaml
 
 from tests.conftest import kubectl_json
 from tests.helpers.wait import consistently, eventually
+from thresher.api.names import RUN_NOW_ANNOTATION
 from thresher.devcluster.cluster import GPU_NODE
 
 pytestmark = pytest.mark.integration
@@ -62,7 +63,7 @@ def simulate(cluster, namespace: str, name: str, *, exit_code: int | None = None
 
 def run_now(cluster, namespace: str, name: str) -> None:
     cluster.kubectl("annotate", "--overwrite", "collectionschedule", name, "-n", namespace,
-                    f"thresher.dev/run-now={uuid.uuid4().hex}")
+                    f"{RUN_NOW_ANNOTATION}={uuid.uuid4().hex}")
 
 
 def wait_runs(cluster, namespace: str, name: str, count: int, timeout: float = 60) -> dict:

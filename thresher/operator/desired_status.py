@@ -99,6 +99,8 @@ class ScheduleState:
 
 @dataclass(frozen=True)
 class Desired:
+    """What one schedule's status should be, and what it takes to get there."""
+
     status: CollectionScheduleStatus
     patch: dict[str, Any]  # JSON merge patch of .status; {} when nothing changed
     new_runs: tuple[RunRecord, ...]  # newest last
@@ -109,7 +111,7 @@ class Desired:
 def desired_status(body: dict, parsed: CollectionSchedule | SpecInvalid, observed: Observed, now: datetime,
                    times: CronTimes | None = None) -> Desired:
     """The status ``body`` should have at ``now``, given what was observed (pure)."""
-    times = times or PlainCronTimes()
+    times = times or PlainCronTimes()  # caches.FireTimes gives the same answers, memoised
     current_raw = body.get("status") or {}
     if isinstance(parsed, SpecInvalid):
         current = read_status(current_raw)

@@ -91,11 +91,15 @@ def test_the_cycle_finder_finds_cycles():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_module_and_function_level_imports_are_edges():
+def test_module_and_function_level_imports_are_edges(tmp_path):
     edges = graph()
     assert "thresher.api.cron" in edges["thresher.api.schedule"]  # from thresher.api import cron
     assert "thresher.operator.builders" in edges["thresher.operator.reconciler"]
-    assert "thresher.operator.handlers" in edges["thresher.operator.cli"]  # inside run()
+    source = tmp_path / "mod.py"
+    source.write_text("from . import sibling\n\ndef f():\n    from thresher.x.deep import name\n"
+                      "    import thresher.y\n")
+    known = {"thresher.x.mod", "thresher.x.sibling", "thresher.x.deep", "thresher.y"}
+    assert imported("thresher.x.mod", source, known) == {"thresher.x.sibling", "thresher.x.deep", "thresher.y"}
 
 
 def test_no_import_cycles_among_thresher_modules():

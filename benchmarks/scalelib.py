@@ -24,7 +24,9 @@ from pathlib import Path
 import requests
 import yaml
 
-GROUP_PATH = "/apis/thresher.dev/v1alpha1"
+from thresher.api.names import API_VERSION
+
+GROUP_PATH = f"/apis/{API_VERSION}"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # --- workload (pure) ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import yaml
 
 from tests.conftest import kubectl_json
 from tests.helpers.wait import consistently, eventually
+from thresher.api.names import RUN_NOW_ANNOTATION
 from thresher.devcluster.cluster import GPU_NODE
 
 pytestmark = pytest.mark.integration
@@ -62,7 +63,7 @@ def simulate(cluster, namespace: str, name: str, *, exit_code: int | None = None
 
 def run_now(cluster, namespace: str, name: str) -> None:
     cluster.kubectl("annotate", "--overwrite", "collectionschedule", name, "-n", namespace,
-                    f"thresher.dev/run-now={uuid.uuid4().hex}")
+                    f"{RUN_NOW_ANNOTATION}={uuid.uuid4().hex}")
 
 
 def wait_runs(cluster, namespace: str, name: str, count: int, timeout: float = 60) -> dict:
@@ -112,7 +113,7 @@ def test_run_now_records_the_result_and_a_failure_then_recovery(cluster, namespa
     status = wait_runs(cluster, namespace, "collect", 2)
     assert status["consecutiveFailures"] == 1 and status["lastResult"] == "Failed"
     assert status["lastFailureTime"]
-    assert "upstream 503" in status["recentRuns"][-1]["message"]
+    assert "upstream 503" in status["recentRuns"][0]["message"]  # newest first
     events = eventually(lambda: [e for e in kubectl_json(cluster, "get", "events", "-n", namespace)["items"]
                                  if e.get("reason") == "RunFailed"], timeout=20, message="RunFailed event")
     assert "collect" in events[0]["involvedObject"]["name"]
@@ -122,6 +123,25 @@ def test_run_now_records_the_result_and_a_failure_then_recovery(cluster, namespa
     status = wait_runs(cluster, namespace, "collect", 3)
     assert status["consecutiveFailures"] == 0
     assert status["stats"]["runs"] == 3 and status["stats"]["succeeded"] == 2
+
+
+def test_recent_runs_are_newest_first_as_kubectl_explain_says(cluster, namespace, operator):
+    """Pins issue 12: the CRD told `kubectl explain` that recentRuns is newest first while the
+    operator stored the oldest first, so `jsonpath={.status.recentRuns[0]}` showed the oldest
+    run. Three runs recorded one after another: [0] is the last one, as the CRD text says."""
+    explain = cluster.kubectl("explain", "collectionschedule.status.recentRuns").stdout
+    assert "newest first" in " ".join(explain.split())
+    apply(cluster, namespace, schedule("ordered"))
+    for items in (1, 2, 3):
+        simulate(cluster, namespace, "ordered", message={"jobType": "container", "succeeded": True, "items": items})
+        run_now(cluster, namespace, "ordered")
+        wait_runs(cluster, namespace, "ordered", items)
+    newest = cluster.kubectl("get", "collectionschedule", "ordered", "-n", namespace, "-o",
+                             "jsonpath={.status.recentRuns[0].result.items}").stdout
+    assert newest == "3"
+    status = status_of(cluster, namespace, "ordered")
+    assert [r["result"]["items"] for r in status["recentRuns"]] == [3, 2, 1]
+    assert status["lastResult"] == status["recentRuns"][0]["outcome"]
 
 
 def test_stop_after_consecutive_failures_suspends(cluster, namespace, operator):

@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import kubectl_json
 from tests.helpers.wait import eventually
 from tests.integration.test_operator import apply, run_now, schedule, simulate, status_of
+from thresher.api.names import RECORDED_ANNOTATION
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,7 @@ def test_kill_during_completion_burst_records_each_run_exactly_once(cluster, nam
         assert status["recentRuns"][0]["result"]["items"] == i
         assert status["stats"]["runs"] == 1
     jobs = kubectl_json(cluster, "get", "jobs", "-n", namespace)["items"]
-    eventually(lambda: all(j["metadata"].get("annotations", {}).get("thresher.dev/recorded") == "true"
+    eventually(lambda: all(j["metadata"].get("annotations", {}).get(RECORDED_ANNOTATION) == "true"
                            for j in kubectl_json(cluster, "get", "jobs", "-n", namespace)["items"]),
                timeout=30, message="every Job marked recorded")
     assert len(jobs) == len(names)

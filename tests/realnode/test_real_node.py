@@ -132,7 +132,7 @@ def _run_now_and_wait(cluster, ns: str, name: str, timeout: float = 300) -> tupl
 
 
 def _assert_real_run(status: dict, pod: dict) -> dict:
-    run = status["recentRuns"][-1]
+    run = status["recentRuns"][0]  # newest first
     assert pod["spec"]["nodeName"] == NODE
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert run["outcome"] == "Succeeded", (run, terminated)
@@ -216,7 +216,7 @@ def test_failing_upstream_fails_the_run_and_failures_rise(node_cluster, operator
             lambda: (s := _json(node_cluster, "get", "collectionschedule", "tmdb-down", "-n", ns).get("status") or {})
             and s.get("consecutiveFailures") == expected and s,
             timeout=180, interval=1, message=f"{expected} consecutive failure(s)")
-    run = status["recentRuns"][-1]
+    run = status["recentRuns"][0]  # newest first
     assert run["outcome"] == "Failed" and "exit code 3" in run["message"], run
     assert status["lastFailureTime"]
 
@@ -249,7 +249,7 @@ def test_run_past_its_deadline_is_recorded_as_timed_out(node_cluster, operator, 
             and s.get("recentRuns") and s, timeout=180, interval=1, message="the timed-out run recorded")
     finally:
         silent.close()
-    run = status["recentRuns"][-1]
+    run = status["recentRuns"][0]  # newest first
     assert run["outcome"] == "TimedOut" and run["reason"] == "DeadlineExceeded", run
     assert status["lastResult"] == "TimedOut"
 

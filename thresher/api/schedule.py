@@ -33,23 +33,18 @@ from pydantic import (
 
 from thresher.api import cron
 from thresher.api.drone import DroneJob
+from thresher.api.names import API_VERSION, KIND
 from thresher.api.runresult import RunResult
 from thresher.api.tmdb import CUSTOM_NEEDS_SOURCES_CEL, TmdbJob
 
-GROUP = "thresher.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "CollectionSchedule"
-PLURAL = "collectionschedules"
-SINGULAR = "collectionschedule"
-SHORT_NAMES = ["csched"]  # "cs" is componentstatuses
-CATEGORIES = ["thresher"]
-
 # A CronJob's name is at most 52 characters: its Jobs append an 11-character suffix.
 MAX_NAME_LENGTH = 52
-# Bounded status lists keep the object well below etcd's size limit and CEL cost low.
+# Bounded status lists keep the object well below etcd's size limit and CEL cost low: at most
+# 20 runs of 10 warnings of 512 characters each is about 100 KiB of warnings per schedule.
 MAX_RECENT_RUNS = 20
 MAX_RESULT_WARNINGS = 10
+# Bounds of a run record's free text (a job may report longer text than status holds).
+MAX_RUN_REASON, MAX_RUN_MESSAGE, MAX_RESULT_PROBLEM = 256, 1024, 512
 # Used when alerting.staleAfterSeconds is unset (and timeoutSeconds is shorter).
 DEFAULT_STALE_GRACE_SECONDS = 3600
 
@@ -487,7 +482,7 @@ class RunSummary(_Status):
 
 
 class RunRecord(_Status):
-    """One finished run (a Job), newest first in status.recentRuns."""
+    """One finished run (a Job); status.recentRuns lists them newest first."""
 
     job_name: str = Field(alias="jobName", max_length=253, description="Name of the Job.")
     manual: bool = Field(default=False, description="Started by hand (kubectl create job --from), not by "
@@ -500,11 +495,11 @@ class RunRecord(_Status):
     outcome: Outcome = Field(description="Succeeded, Failed or TimedOut (activeDeadlineSeconds reached).")
     duration_seconds: float | None = Field(default=None, alias="durationSeconds", ge=0.0,
                                            description="Completion minus start time.")
-    reason: str | None = Field(default=None, max_length=256, description="Machine-readable reason, e.g. "
-                               "BackoffLimitExceeded or DeadlineExceeded.")
-    message: str | None = Field(default=None, max_length=1024, description="Human-readable details.")
+    reason: str | None = Field(default=None, max_length=MAX_RUN_REASON, description="Machine-readable reason, "
+                               "e.g. BackoffLimitExceeded or DeadlineExceeded.")
+    message: str | None = Field(default=None, max_length=MAX_RUN_MESSAGE, description="Human-readable details.")
     result: RunSummary | None = Field(default=None, description="What the job reported, when it did.")
-    result_problem: str | None = Field(default=None, alias="resultProblem", max_length=512,
+    result_problem: str | None = Field(default=None, alias="resultProblem", max_length=MAX_RESULT_PROBLEM,
                                        description="Why there is no result (missing, not JSON, invalid).")
 
 
@@ -521,13 +516,13 @@ class RunStats(_Status):
 
     @classmethod
     def from_runs(cls, runs: list[RunRecord]) -> RunStats:
-        """Statistics over ``runs`` (pure)."""
+        """Statistics over ``runs`` (pure), rounded so a recomputation equals what is stored."""
         succeeded = sum(r.outcome == "Succeeded" for r in runs)
         durations = [r.duration_seconds for r in runs if r.duration_seconds is not None]
         return cls(
             runs=len(runs), succeeded=succeeded, failed=len(runs) - succeeded,
-            success_rate=succeeded / len(runs) if runs else None,
-            mean_duration_seconds=sum(durations) / len(durations) if durations else None,
+            success_rate=round(succeeded / len(runs), 4) if runs else None,
+            mean_duration_seconds=round(sum(durations) / len(durations), 3) if durations else None,
         )
 
 
@@ -586,9 +581,9 @@ class CollectionSchedule(BaseModel):
     model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True,
                               extra="ignore")
 
-    api_version: Literal["thresher.dev/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion",
-                                                          description="thresher.dev/v1alpha1")
-    kind: Literal["CollectionSchedule"] = Field(default=KIND, description="CollectionSchedule")
+    api_version: Literal[API_VERSION] = Field(default=API_VERSION, alias="apiVersion",  # type: ignore[valid-type]
+                                              description=API_VERSION)
+    kind: Literal[KIND] = Field(default=KIND, description=KIND)  # type: ignore[valid-type]
     metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
     spec: CollectionScheduleSpec = Field(description="The desired state.")
     status: CollectionScheduleStatus | None = Field(default=None, description="The observed state.")

@@ -76,7 +76,8 @@ def run(
     interval: float = typer.Option(2.0, "--interval", min=0.1, hidden=True, help="Seconds between polls."),
 ):
     """Start a run now and print its Job (the operator creates it from the thresher.dev/run-now annotation)."""
-    from thresher.operator.builders import RUN_NOW_ANNOTATION, manual_job_name
+    from thresher.api.names import RUN_NOW_ANNOTATION
+    from thresher.operator.builders import manual_job_name
 
     with _cluster(namespace) as (conn, ns):
         body = _require(conn, ns, name)

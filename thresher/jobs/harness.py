@@ -3,9 +3,9 @@
 A job is a plain command line first (``thresher job tmdb ...``); the harness makes
 it behave the same in a container, in a test and by hand:
 
-* ``ExitCode`` values mean something to the operator and to people;
-* ``configure_logging`` prints one JSON object a line to stderr and redacts
-  registered secrets from every message;
+* ``ExitCode`` values (``thresher/api/names.py``) mean something to the operator and to people;
+* ``configure_logging`` (``thresher/logs.py``, shared with the operator) prints one JSON object
+  a line to stderr and redacts registered secrets from every message;
 * ``atomic_write_bytes`` writes to a temporary file, fsyncs, renames and
   fsyncs the directory, so a reader never sees half a file;
 * ``write_result`` writes the run-result JSON to the termination message path.
@@ -13,32 +13,18 @@ it behave the same in a container, in a test and by hand:
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
 import stat
-import sys
 import tempfile
-import time
 from pathlib import Path
 
+from thresher import logs
+from thresher.api.names import RESULT_PATH as DEFAULT_RESULT_PATH
+from thresher.api.names import RESULT_PATH_ENV, ExitCode
 from thresher.api.runresult import RunResult
-
-# Where Kubernetes reads the termination message from, unless the pod overrides it.
-DEFAULT_RESULT_PATH = "/dev/termination-log"
-RESULT_PATH_ENV = "THRESHER_RESULT_PATH"
-
-
-class ExitCode(enum.IntEnum):
-    """Process exit codes of Thresher jobs. The operator maps them to run outcomes."""
-
-    OK = 0
-    INTERNAL = 1  # a bug or an unexpected error
-    CONFIG = 2  # bad arguments, bad spec, missing or rejected credentials: retrying will not help
-    UPSTREAM = 3  # an upstream (API, storage) failed after retries: retrying later may help
-    QUALITY = 4  # the run finished but its data failed the quality thresholds
-    PARTIAL = 5  # the run finished but some inputs failed (reported in the result)
+from thresher.logs import redact, register_secret  # noqa: F401 - the jobs' entry points
 
 
 class JobError(Exception):
@@ -94,63 +80,12 @@ def _spec_object(data: object, source: str) -> dict:
     return data
 
 
-# --- logging ----------------------------------------------------------------
-
-_SECRETS: set[str] = set()
-
-
-def register_secret(value: str | None) -> None:
-    """Redact ``value`` from every log line from now on (API keys, tokens)."""
-    if value and len(value) >= 4:
-        _SECRETS.add(value)
-
-
-def redact(text: str) -> str:
-    for secret in _SECRETS:
-        text = text.replace(secret, "***")
-    return text
-
-
-_PLAIN = (str, int, float, bool, list, dict, tuple, type(None))
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any ``extra=`` fields."""
-
-    _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            # Plain values only: frameworks (kopf) attach whole settings objects to records.
-            if key not in self._RESERVED and not key.startswith("_") and isinstance(value, _PLAIN):
-                entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, default=str, ensure_ascii=False))
-
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
 def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
-    """Log to stderr at ``level``; an unknown level is a ConfigError (exit 2), not a traceback."""
-    if level.upper() not in LOG_LEVELS:
-        raise ConfigError(f"--log-level {level!r} is not a log level: use one of {', '.join(LOG_LEVELS)}")
-    handler = logging.StreamHandler(sys.stderr)
-    if json_logs:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    """``logs.configure_logging`` for a job: an unknown level is a ConfigError (exit 2), not a traceback."""
+    try:
+        logs.configure_logging(level, json_logs)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 # --- atomic output ------------------------------------------------------------

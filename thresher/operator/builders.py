@@ -11,16 +11,19 @@ import copy
 import hashlib
 from dataclasses import dataclass
 
+from thresher.api.names import (
+    API_VERSION,
+    JOB_TYPE_LABEL,
+    KIND,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    MANUAL_ANNOTATION,
+    RESULT_PATH,
+    RUN_TOKEN_ANNOTATION,
+    SCHEDULE_LABEL,
+    ExitCode,
+)
 from thresher.api.schedule import CollectionSchedule, CollectionScheduleSpec
-from thresher.jobs.harness import ExitCode
-from thresher.operator.runs import MANUAL_ANNOTATION
-
-GROUP_VERSION = "thresher.dev/v1alpha1"
-MANAGED_BY = "app.kubernetes.io/managed-by"
-SCHEDULE_LABEL = "thresher.dev/schedule"
-JOB_TYPE_LABEL = "thresher.dev/job-type"
-RUN_NOW_ANNOTATION = "thresher.dev/run-now"
-RUN_TOKEN_ANNOTATION = "thresher.dev/run-now-token"
 
 CONTAINER_NAME = "job"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -39,12 +42,12 @@ class JobImages:
 
 
 def labels(name: str, job_type: str) -> dict[str, str]:
-    return {MANAGED_BY: "thresher", SCHEDULE_LABEL: name, JOB_TYPE_LABEL: job_type}
+    return {MANAGED_BY: MANAGED_BY_VALUE, SCHEDULE_LABEL: name, JOB_TYPE_LABEL: job_type}
 
 
 def owner_reference(schedule: dict) -> dict:
     meta = schedule["metadata"]
-    return {"apiVersion": GROUP_VERSION, "kind": "CollectionSchedule", "name": meta["name"],
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
             "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
 
 
@@ -124,7 +127,7 @@ def job_container(spec: CollectionScheduleSpec, images: JobImages) -> dict:
         "resources": resources,
         "volumeMounts": mounts,
         # Thresher jobs write their run result here; other containers' log tail stands in.
-        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePath": RESULT_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,

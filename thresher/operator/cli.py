@@ -40,7 +40,7 @@ def run(
     import kopf
     from kubernetes import client, config
 
-    from thresher.jobs.harness import configure_logging
+    from thresher.logs import configure_logging
     from thresher.operator.builders import JobImages
     from thresher.operator.handlers import register
     from thresher.operator.kube import Kube

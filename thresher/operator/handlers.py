@@ -13,14 +13,21 @@ from contextlib import contextmanager
 
 import kopf
 
-from thresher.operator import builders
-from thresher.operator.kube import GROUP, PLURAL, VERSION
+from thresher.api.names import (
+    GROUP,
+    KOPF_PREFIX,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    PLURAL,
+    RUN_NOW_ANNOTATION,
+    SCHEDULE_LABEL,
+    VERSION,
+)
 from thresher.operator.reconciler import Reconciler
 
-MANAGED = {builders.MANAGED_BY: "thresher"}
+MANAGED = {MANAGED_BY: MANAGED_BY_VALUE}
 RESYNC_SECONDS = 60.0
 RESYNC_LANES = 4
-KOPF_PREFIX = "kopf.thresher.dev"
 log = logging.getLogger("thresher.operator")
 
 
@@ -86,7 +93,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
             reconciler.kube.post_event(dict(body), "Warning", "RunMissed",
                                        f"{len(missed)} scheduled run(s) did not start: {times}")
 
-    @kopf.on.field(GROUP, VERSION, PLURAL, field=("metadata", "annotations", builders.RUN_NOW_ANNOTATION),
+    @kopf.on.field(GROUP, VERSION, PLURAL, field=("metadata", "annotations", RUN_NOW_ANNOTATION),
                    registry=registry, timeout=60)
     def run_now(body, new, **_):
         if new:
@@ -120,8 +127,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
             await asyncio.sleep(RESYNC_SECONDS)
             # Only schedules known for a whole interval, as the timer's initial delay had it: a
             # new one was just reconciled by its create handler, and a storm needs no second pass.
-            due = [key for key in list(reconciler.schedules) if key in known]
-            known = set(reconciler.schedules)
+            due = [key for key in list(reconciler.caches.schedules) if key in known]
+            known = set(reconciler.caches.schedules)
             pending = iter(due)
 
             async def lane():  # a few refreshes at a time: the pool stays free for events
@@ -150,7 +157,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
     def cronjob_changed(event, body, **_):
         """A CronJob edited or deleted by hand is put back as its schedule wants it."""
         meta = body["metadata"]
-        owner = meta.get("labels", {}).get(builders.SCHEDULE_LABEL)
+        owner = meta.get("labels", {}).get(SCHEDULE_LABEL)
         deleted = event.get("type") == "DELETED"
         reconciler.observe_cronjob(dict(body), deleted=deleted)
         if not owner or meta.get("deletionTimestamp") and not deleted:

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-GROUP, VERSION, PLURAL, KIND = "thresher.dev", "v1alpha1", "collectionschedules", "CollectionSchedule"
-FIELD_MANAGER = "thresher"
+from thresher.api.names import API_VERSION, FIELD_MANAGER, GROUP, KIND, PLURAL, REPORTING_CONTROLLER, VERSION
+
 log = logging.getLogger("thresher.operator")
 
 
@@ -119,8 +119,8 @@ class Kube:
             "apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
             "eventTime": now, "type": type_, "reason": reason, "action": reason, "note": note[:1024],
-            "reportingController": "thresher.dev/operator", "reportingInstance": "thresher-operator",
-            "regarding": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"],
+            "reportingController": REPORTING_CONTROLLER, "reportingInstance": "thresher-operator",
+            "regarding": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
                           "namespace": meta["namespace"], "uid": meta.get("uid")},
         }
         try:

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:  # the metrics export the pure step's state; they do not compute it
+    from thresher.operator.desired_status import ScheduleState
 
 OUTCOMES = ("succeeded", "failed", "timed_out")
 FAILED_OUTCOMES = frozenset({"failed", "timed_out"})
@@ -261,34 +264,13 @@ class OperatorMetrics:
             self._child(metric, key, *key).set(ts)
             self._timestamps[(metric, key)] = ts
 
-    def set_schedule_state(
-        self,
-        *,
-        namespace: str,
-        schedule: str,
-        job_type: str,
-        suspended: bool,
-        next_run: float | None,
-        last_run: float | None,
-        last_success: float | None,
-        last_failure: float | None,
-        consecutive_failures: int,
-        failure_threshold: int,
-        stale: bool,
-        stale_after_seconds: float | None,
-        min_quality: float | None,
-        min_items: int | None,
-        active_runs: int,
-        oldest_active_start: float | None,
-        expected_duration_seconds: float | None,
-        cron: str,
-        time_zone: str,
-    ) -> None:
+    def set_schedule_state(self, state: ScheduleState) -> None:
         """Write the level state of one schedule; ``None`` removes the series."""
+        namespace, schedule, job_type = state.namespace, state.schedule, state.job_type
         key = (namespace, schedule)
         self._switch_job_type(key, job_type)
         self._init_runs(key, job_type)
-        info = (namespace, schedule, job_type, cron, time_zone)
+        info = (namespace, schedule, job_type, state.cron, state.time_zone)
         old_info = self._info_labels.get(key)
         if old_info is not None and old_info != info:
             self._drop(self.schedule_info, key, *old_info)
@@ -296,20 +278,21 @@ class OperatorMetrics:
         self._child(self.schedule_info, key, *info).set(1)
 
         s, sj = key, (namespace, schedule, job_type)
-        self._set_or_drop(self.suspended, key, s, int(suspended))
-        self._set_or_drop(self.next_run, key, s, next_run)
-        self._set_or_drop(self.last_run, key, s, last_run)
-        self._set_or_drop(self.last_success, key, s, last_success)
-        self._set_or_drop(self.last_failure, key, s, last_failure)
-        self._set_or_drop(self.consecutive_failures, key, s, consecutive_failures)
-        self._set_or_drop(self.failure_threshold, key, s, failure_threshold)
-        self._set_or_drop(self.stale, key, s, int(stale))
-        self._set_or_drop(self.stale_after, key, s, stale_after_seconds)
-        self._set_or_drop(self.min_quality, key, sj, min_quality)
-        self._set_or_drop(self.min_items, key, sj, min_items)
-        self._set_or_drop(self.active_runs, key, s, active_runs)
-        self._set_or_drop(self.oldest_active_start, key, s, oldest_active_start if active_runs > 0 else None)
-        self._set_or_drop(self.expected_duration, key, s, expected_duration_seconds)
+        self._set_or_drop(self.suspended, key, s, int(state.suspended))
+        self._set_or_drop(self.next_run, key, s, state.next_run)
+        self._set_or_drop(self.last_run, key, s, state.last_run)
+        self._set_or_drop(self.last_success, key, s, state.last_success)
+        self._set_or_drop(self.last_failure, key, s, state.last_failure)
+        self._set_or_drop(self.consecutive_failures, key, s, state.consecutive_failures)
+        self._set_or_drop(self.failure_threshold, key, s, state.failure_threshold)
+        self._set_or_drop(self.stale, key, s, int(state.stale))
+        self._set_or_drop(self.stale_after, key, s, state.stale_after_seconds)
+        self._set_or_drop(self.min_quality, key, sj, state.min_quality)
+        self._set_or_drop(self.min_items, key, sj, state.min_items)
+        self._set_or_drop(self.active_runs, key, s, state.active_runs)
+        self._set_or_drop(self.oldest_active_start, key, s,
+                          state.oldest_active_start if state.active_runs > 0 else None)
+        self._set_or_drop(self.expected_duration, key, s, state.expected_duration_seconds)
 
     def forget_schedule(self, *, namespace: str, schedule: str) -> None:
         """Remove every series of a deleted schedule (counters and histograms included)."""

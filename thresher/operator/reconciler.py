@@ -1,20 +1,24 @@
 """What the operator does, as methods that read the world, call the pure functions and write.
 
 kopf handlers (``handlers.py``) are one-liners into this class, so the whole flow can be read
-top to bottom here: schedule -> CronJob, finished Job -> run record -> status, metrics, events.
+top to bottom here: schedule -> CronJob (``builders``), finished Job -> run record (``runs``)
+-> desired status (``desired_status``) -> one status write, then metrics and events. What is
+remembered between events lives in ``caches``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from thresher.api import cron
-from thresher.api.schedule import CollectionSchedule, SpecInvalid, parse_schedule
-from thresher.operator import builders, runs, status as st
+from thresher.api.names import RECORDED_ANNOTATION, SCHEDULE_LABEL
+from thresher.api.schedule import CollectionSchedule, RunRecord, SpecInvalid, parse_schedule
+from thresher.operator import builders, runs
+from thresher.operator.caches import Caches, cronjob_needs_check, in_sync_marker, key_of, slim_schedule
+from thresher.operator.desired_status import Desired, Observed, desired_status
 from thresher.operator.kube import Kube, is_conflict
 from thresher.operator.metrics import OperatorMetrics
 
@@ -35,22 +39,7 @@ class Reconciler:
     metrics: OperatorMetrics
     images: builders.JobImages = field(default_factory=builders.JobImages)
     clock: Clock = utcnow
-    # Start times of running Jobs per (namespace, schedule), kept from Job events, so the
-    # "run too long" metric needs no extra API call per refresh.
-    active_starts: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
-    # The CronJobs as the watch last showed them (name, uid, status only): refreshes read
-    # these instead of GETting each CronJob every 60 s per schedule.
-    cronjobs: dict[tuple[str, str], dict] = field(default_factory=dict)
-    # Per CronJob, the generation and labels this process applied or found matching its
-    # schedule: a CronJob event with the same ones needs no GET of the schedule to compare.
-    in_sync: dict[tuple[str, str], InSync] = field(default_factory=dict)
-    # Schedules with a finished Job whose recording failed (API unreachable): a Job event is
-    # not delivered again, so the schedule's next resync lists its Jobs and records them.
-    unrecorded: set[tuple[str, str]] = field(default_factory=set)
-    # The schedules as the watch last showed them, slimmed (``slim_schedule``): the periodic
-    # resync walks these, instead of kopf keeping a timer task and a full body per schedule.
-    schedules: dict[tuple[str, str], dict] = field(default_factory=dict)
-    fire_times: FireTimes = field(default_factory=lambda: FireTimes())
+    caches: Caches = field(default_factory=Caches)
 
     # --- schedule -> CronJob ----------------------------------------------------------
 
@@ -60,7 +49,7 @@ class Reconciler:
         parsed = parse_schedule(body)
         if isinstance(parsed, SpecInvalid):
             log.warning("invalid spec", extra={"schedule": _name(body), "problems": parsed.messages})
-            self._write_status(body, lambda cur: self._invalid_status(body, cur.get("status") or {}, parsed),
+            self._write_status(body, lambda cur: self._desired(cur, parsed if cur is body else parse_schedule(cur)),
                                current=body)
             return
         applied = self._apply(builders.build_cronjob(body, parsed, self.images))
@@ -68,24 +57,16 @@ class Reconciler:
 
     def _apply(self, desired: dict) -> dict:
         applied = self.kube.apply_cronjob(desired)
-        self.observe_cronjob(applied)
-        self.in_sync[_key(applied)] = in_sync_marker(applied, desired["metadata"]["labels"])
+        self.caches.observe_cronjob(applied)
+        self.caches.in_sync[key_of(applied)] = in_sync_marker(applied, desired["metadata"]["labels"])
         return applied
 
     def observe_cronjob(self, cronjob: dict, deleted: bool = False) -> None:
         """Keep what refreshes need of a CronJob from its watch events and API responses."""
-        key = _key(cronjob)
-        if deleted:
-            self.cronjobs.pop(key, None)
-            self.in_sync.pop(key, None)
-        else:
-            self.cronjobs[key] = slim_cronjob(cronjob)
+        self.caches.observe_cronjob(cronjob, deleted)
 
     def cronjob_event_needs_check(self, event_type: str | None, cronjob: dict) -> bool:
-        return cronjob_needs_check(event_type, cronjob, self.in_sync.get(_key(cronjob)))
-
-    def mark_in_sync(self, cronjob: dict, schedule_labels: dict) -> None:
-        self.in_sync[_key(cronjob)] = in_sync_marker(cronjob, schedule_labels)
+        return cronjob_needs_check(event_type, cronjob, self.caches.in_sync.get(key_of(cronjob)))
 
     def cronjob_drifted(self, schedule: dict, cronjob: dict) -> bool:
         """True when someone changed a field of the CronJob that the schedule decides."""
@@ -96,17 +77,17 @@ class Reconciler:
         drifted = (builders.drifted(desired["spec"], cronjob.get("spec"))
                    or builders.drifted(desired["metadata"]["labels"], cronjob["metadata"].get("labels")))
         if not drifted:  # e.g. another manager's field: no need to read the schedule again
-            self.mark_in_sync(cronjob, desired["metadata"]["labels"])
+            self.caches.in_sync[key_of(cronjob)] = in_sync_marker(cronjob, desired["metadata"]["labels"])
         return drifted
 
     def observe_schedule(self, body: dict) -> None:
-        self.schedules[_key(body)] = slim_schedule(body)
+        self.caches.schedules[key_of(body)] = slim_schedule(body)
 
     def resync(self, namespace: str, name: str) -> None:
         """Level-based refresh of a schedule as last watched: a failed recording retried, next
         run time, staleness, a deleted CronJob restored. Called for every schedule once a
         minute; writes only what changed."""
-        body = self.schedules.get((namespace, name))
+        body = self.caches.schedules.get((namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         self.record_deferred(namespace, name)
@@ -121,99 +102,33 @@ class Reconciler:
         if isinstance(parsed, SpecInvalid):
             return
         cronjob = cronjob or self._cronjob_for(body, parsed)
-        self._write_status(body, lambda cur: self._schedule_fields(body, parsed, cronjob, cur.get("status") or {}),
-                           current=body)
+        _, desired = self._write_status(
+            body, lambda cur: self._desired(cur, parsed if cur is body else parse_schedule(cur), cronjob),
+            current=body)
+        if desired is not None and desired.state is not None:
+            self.metrics.set_schedule_state(desired.state)
 
     def _cronjob_for(self, body: dict, parsed: CollectionSchedule) -> dict:
         """The schedule's CronJob as last watched; read when unknown, re-applied when gone."""
-        meta = body["metadata"]
-        cronjob = self.cronjobs.get(_key(body))
-        if cronjob is None:
-            cronjob = self.kube.get_cronjob(meta["namespace"], meta["name"])
-            if cronjob is not None:
-                self.observe_cronjob(cronjob)
+        cronjob = self._known_cronjob(*key_of(body))
         if cronjob is None:  # deleted by hand: put it back
             cronjob = self._apply(builders.build_cronjob(body, parsed, self.images))
         return cronjob
 
-    def _schedule_fields(self, body: dict, parsed: CollectionSchedule, cronjob: dict, current: dict) -> dict:
-        now = self.clock()
-        meta, spec = body["metadata"], parsed.spec
-        effective = spec.effective_schedule(meta["namespace"], meta["name"])
-        next_run = None if spec.suspend else self.fire_times.next_run(effective, spec.time_zone, now)
-        cj_status = cronjob.get("status") or {}
-        generation = meta.get("generation")
+    def _known_cronjob(self, namespace: str, name: str) -> dict | None:
+        cronjob = self.caches.cronjobs.get((namespace, name))
+        if cronjob is None:
+            cronjob = self.kube.get_cronjob(namespace, name)
+            if cronjob is not None:
+                self.caches.observe_cronjob(cronjob)
+        return cronjob
 
-        conditions = current.get("conditions") or []
-        conditions = st.set_condition(conditions, st.READY, True, "CronJobReady",
-                                      f"CronJob {meta['name']} runs {effective!r}"
-                                      + (f" in {spec.time_zone}" if spec.time_zone else " in UTC"),
-                                      now, generation)
-        stale, stale_msg = self._staleness(body, parsed, effective, current, now)
-        conditions = st.set_condition(conditions, st.STALE, stale,
-                                      "NoRecentSuccess" if stale else ("Suspended" if spec.suspend else "Fresh"),
-                                      stale_msg, now, generation)
-        failures = int(current.get("consecutiveFailures") or 0)
-        threshold = spec.alerting.consecutive_failure_threshold
-        failing = failures >= threshold
-        conditions = st.set_condition(
-            conditions, st.FAILING, failing, "ConsecutiveFailures" if failing else "BelowThreshold",
-            f"{failures} consecutive failed runs (threshold {threshold})", now, generation)
-
-        fields = {
-            "observedGeneration": generation,
-            "cronJobRef": {"name": cronjob["metadata"]["name"]},
-            "effectiveSchedule": effective,
-            "nextScheduleTime": runs.format_time(next_run),
-            "conditions": conditions,
-            "consecutiveFailures": failures,
-        }
-        if cj_status.get("lastScheduleTime"):
-            fields["lastScheduleTime"] = cj_status["lastScheduleTime"]
-        self._export_state(body, parsed, fields, current, cj_status, stale, now)
-        return fields
-
-    def _staleness(self, body: dict, parsed: CollectionSchedule, effective: str, current: dict,
-                   now: datetime) -> tuple[bool, str]:
-        spec = parsed.spec
-        if spec.suspend:
-            return False, "suspended: no runs are expected"
-        last_success = runs.parse_time(current.get("lastSuccessfulTime"))
-        created = runs.parse_time(body["metadata"].get("creationTimestamp")) or now
-        stale = cron.is_stale(last_success, created, effective, spec.time_zone, spec.stale_grace(), now)
-        since = "since creation" if last_success is None else f"since {runs.format_time(last_success)}"
-        return stale, (f"no successful run {since}" if stale else "last success within the expected interval")
-
-    def _export_state(self, body, parsed, fields, current, cj_status, stale, now) -> None:
-        meta, spec = body["metadata"], parsed.spec
-        effective = fields["effectiveSchedule"]
-        interval = self.fire_times.expected_interval(effective, spec.time_zone, now)
-        active = cj_status.get("active") or []
-        last_run = runs.parse_time(fields.get("lastScheduleTime") or current.get("lastScheduleTime"))
-        self.metrics.set_schedule_state(
-            namespace=meta["namespace"], schedule=meta["name"], job_type=spec.job.kind,
-            suspended=spec.suspend,
-            next_run=_ts(runs.parse_time(fields["nextScheduleTime"])),
-            last_run=_ts(last_run),
-            last_success=_ts(runs.parse_time(current.get("lastSuccessfulTime"))),
-            last_failure=_ts(runs.parse_time(current.get("lastFailureTime"))),
-            consecutive_failures=int(current.get("consecutiveFailures") or 0),
-            failure_threshold=spec.alerting.consecutive_failure_threshold,
-            stale=stale,
-            stale_after_seconds=(interval + spec.stale_grace()).total_seconds() if interval else None,
-            min_quality=spec.alerting.min_quality_rate, min_items=spec.alerting.min_items,
-            active_runs=len(active),
-            oldest_active_start=min(self.active_starts.get((meta["namespace"], meta["name"]), {}).values(),
-                                    default=None),
-            expected_duration_seconds=float(spec.timeout_seconds) if spec.timeout_seconds else None,
-            cron=effective, time_zone=spec.time_zone or "UTC",
-        )
-
-    def _invalid_status(self, body: dict, current: dict, invalid: SpecInvalid) -> dict:
-        generation = body["metadata"].get("generation")
-        conditions = st.set_condition(current.get("conditions") or [], st.READY, False, "InvalidSpec",
-                                      invalid.message, self.clock(), generation)
-        return {"observedGeneration": generation, "conditions": conditions, "nextScheduleTime": None}
+    def _desired(self, current: dict, parsed: CollectionSchedule | SpecInvalid, cronjob: dict | None = None,
+                 finished: tuple = ()) -> Desired:
+        """The pure step, fed from what this process observed (its caches) at the clock's now."""
+        observed = Observed(cronjob=cronjob, finished=finished,
+                            running_since=self.caches.running_since(key_of(current)))
+        return desired_status(current, parsed, observed, self.clock(), self.caches.fire_times)
 
     # --- run now --------------------------------------------------------------------
 
@@ -231,106 +146,86 @@ class Reconciler:
 
     # --- finished Job -> run record -> status ----------------------------------------
 
-    def record_job(self, job: dict) -> dict | None:
+    def record_job(self, job: dict) -> RunRecord | None:
         """Record a finished Job's run on its schedule, exactly once. Returns the record if new."""
         meta = job["metadata"]
         annotations = meta.get("annotations") or {}
         namespace = meta["namespace"]
-        schedule_name = (meta.get("labels") or {}).get(builders.SCHEDULE_LABEL)
+        schedule_name = (meta.get("labels") or {}).get(SCHEDULE_LABEL)
         if not schedule_name:
             return None
-        self._track_active(namespace, schedule_name, job)
-        if annotations.get(runs.RECORDED_ANNOTATION) or runs.finished_condition(job) is None:
+        self.caches.observe_job((namespace, schedule_name), job)
+        if annotations.get(RECORDED_ANNOTATION) or runs.finished_condition(job) is None:
             return None
         record = runs.run_record(job, self.kube.job_pods(namespace, meta["name"]))
-        added: list[dict] = []
+        # Read before the write: the compute step below makes no API calls.
+        cronjob = self._known_cronjob(namespace, schedule_name)
+        # Conditions and next run in the same write as the run: one PATCH per run, not two.
+        schedule, desired = self._write_status(
+            {"metadata": {"namespace": namespace, "name": schedule_name}},
+            lambda cur: self._desired(cur, parse_schedule(cur), cronjob, (record,)))
+        new = desired is not None and bool(desired.new_runs)
+        if schedule is not None and new:
+            self._after_new_run(schedule, desired)
+        # Marked after the status write: a crash in between is harmless (the fold dedupes).
+        self.kube.annotate_job(namespace, meta["name"], {RECORDED_ANNOTATION: "true"})
+        return record if new else None
 
-        def fold(current: dict) -> dict:
-            status = current.get("status") or {}
-            fields, new = st.merge_runs(status, [record])
-            added[:] = new
-            parsed = parse_schedule(current)
-            if not new or isinstance(parsed, SpecInvalid):
-                return fields
-            # Conditions and next run in the same write as the run: one PATCH per run, not two.
-            fields.update(self._schedule_fields(current, parsed, self._cronjob_for(current, parsed),
-                                                {**status, **fields}))
-            return fields
-
-        schedule = self._write_status({"metadata": {"namespace": namespace, "name": schedule_name}}, fold)
-        if schedule is not None and added:
-            self._after_new_run(schedule, record)
-        # Marked after the status write: a crash in between is harmless (merge_runs dedupes).
-        self.kube.annotate_job(namespace, meta["name"], {runs.RECORDED_ANNOTATION: "true"})
-        return record if added else None
-
-    def record_job_or_defer(self, job: dict) -> dict | None:
+    def record_job_or_defer(self, job: dict) -> RunRecord | None:
         """``record_job`` from a Job event; on failure the schedule's next resync tries again."""
         try:
             return self.record_job(job)
         except Exception:
             meta = job["metadata"]
-            schedule = (meta.get("labels") or {}).get(builders.SCHEDULE_LABEL)
+            schedule = (meta.get("labels") or {}).get(SCHEDULE_LABEL)
             if schedule:
-                self.unrecorded.add((meta["namespace"], schedule))
+                self.caches.unrecorded.add((meta["namespace"], schedule))
             raise
 
     def record_deferred(self, namespace: str, schedule: str) -> None:
         """Record the finished Jobs of a schedule whose earlier recording failed (idempotent)."""
-        if (namespace, schedule) not in self.unrecorded:
+        if (namespace, schedule) not in self.caches.unrecorded:
             return
-        for job in self.kube.list_jobs(namespace, f"{builders.SCHEDULE_LABEL}={schedule}"):
+        for job in self.kube.list_jobs(namespace, f"{SCHEDULE_LABEL}={schedule}"):
             self.record_job(job)
-        self.unrecorded.discard((namespace, schedule))
-
-    def _track_active(self, namespace: str, schedule: str, job: dict) -> None:
-        running = self.active_starts.setdefault((namespace, schedule), {})
-        start = runs.parse_time((job.get("status") or {}).get("startTime"))
-        if runs.finished_condition(job) is None and start is not None:
-            running[job["metadata"]["name"]] = start.timestamp()
-        else:
-            running.pop(job["metadata"]["name"], None)
+        self.caches.unrecorded.discard((namespace, schedule))
 
     def job_deleted(self, job: dict) -> None:
         meta = job["metadata"]
-        schedule = (meta.get("labels") or {}).get(builders.SCHEDULE_LABEL)
-        self.active_starts.get((meta["namespace"], schedule), {}).pop(meta["name"], None)
+        schedule = (meta.get("labels") or {}).get(SCHEDULE_LABEL)
+        self.caches.active_starts.get((meta["namespace"], schedule), {}).pop(meta["name"], None)
 
     def forget(self, namespace: str, schedule: str) -> None:
-        self.schedules.pop((namespace, schedule), None)
-        self.active_starts.pop((namespace, schedule), None)
-        self.cronjobs.pop((namespace, schedule), None)
-        self.in_sync.pop((namespace, schedule), None)
+        self.caches.forget((namespace, schedule))
         self.metrics.forget_schedule(namespace=namespace, schedule=schedule)
 
-    def _after_new_run(self, schedule: dict, record: dict) -> None:
-        meta = schedule["metadata"]
-        parsed = parse_schedule(schedule)
-        job_type = parsed.spec.job.kind if not isinstance(parsed, SpecInvalid) else "unknown"
-        result = record.get("result") or {}
-        self.metrics.observe_run(
-            namespace=meta["namespace"], schedule=meta["name"], job_type=job_type,
-            outcome=OUTCOME_LABELS[record["outcome"]], duration_seconds=record.get("durationSeconds"),
-            finished_at=_ts(runs.parse_time(record.get("completionTime"))) or time.time(),
-            items=result.get("items"), valid=result.get("valid"), quality=result.get("quality"))
-        status = schedule.get("status") or {}
-        if record["outcome"] != runs.SUCCEEDED:
-            self.kube.post_event(schedule, "Warning", "RunFailed",
-                                 f"run {record['jobName']} {record['outcome'].lower()}: "
-                                 f"{record.get('message', '')}")
-        if isinstance(parsed, SpecInvalid):
+    def _after_new_run(self, schedule: dict, desired: Desired) -> None:
+        """Metrics and events of runs just written to status; suspend after too many failures."""
+        meta, parsed, state = schedule["metadata"], desired.schedule, desired.state
+        job_type = state.job_type if state is not None else "unknown"
+        for record in desired.new_runs:
+            result = record.result
+            finished = record.completion_time or self.clock()
+            self.metrics.observe_run(
+                namespace=meta["namespace"], schedule=meta["name"], job_type=job_type,
+                outcome=OUTCOME_LABELS[record.outcome], duration_seconds=record.duration_seconds,
+                finished_at=finished.timestamp(), items=result.items if result else None,
+                valid=result.valid if result else None, quality=result.quality if result else None)
+            if record.outcome != runs.SUCCEEDED:
+                self.kube.post_event(schedule, "Warning", "RunFailed",
+                                     f"run {record.job_name} {record.outcome.lower()}: {record.message or ''}")
+        if parsed is None:
             return
         limit = parsed.spec.stop_after_consecutive_failures
-        failures = int(status.get("consecutiveFailures") or 0)
+        failures = desired.status.consecutive_failures
         if limit and failures >= limit and not parsed.spec.suspend:
             self.kube.patch_schedule(meta["namespace"], meta["name"], {"spec": {"suspend": True}})
             self.kube.post_event(schedule, "Warning", "Suspended",
                                  f"suspended after {failures} consecutive failed runs "
                                  f"(stopAfterConsecutiveFailures={limit}); resume with "
                                  f"`thresher resume {meta['name']}`")
-        # Metrics state after the run (the status was written with the run): no API call
-        # unless something changed meanwhile.
-        self.refresh(schedule, parsed)
+        # The level state as written with the runs (authoritative for every gauge it covers).
+        self.metrics.set_schedule_state(state)
 
     # --- missed runs ----------------------------------------------------------------
 
@@ -351,13 +246,14 @@ class Reconciler:
 
     # --- status writes ----------------------------------------------------------------
 
-    def _write_status(self, body: dict, compute: Callable[[dict], dict],
-                      current: dict | None = None) -> dict | None:
+    def _write_status(self, body: dict, compute: Callable[[dict], Desired],
+                      current: dict | None = None) -> tuple[dict | None, Desired | None]:
         """Read-compute-write with optimistic concurrency; skip writes that change nothing.
-        ``compute`` gets the current object and returns the status fields it wants. ``current``,
-        when given (the body kopf handed over), saves the read on the first attempt; a stale one
-        costs a conflict and a re-read. Returns the schedule as written (or as read when nothing
-        changed); None if it is gone."""
+        ``compute`` (pure: no API calls, no metrics) gets the current object and returns its
+        desired status with the patch to it. ``current``, when given (the body kopf handed
+        over), saves the read on the first attempt; a stale one costs a conflict and a re-read.
+        Returns the schedule as written (or as read when nothing changed) and the desired
+        status of the last attempt; (None, None) if the schedule is gone."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         if current is not None and not current["metadata"].get("resourceVersion"):
@@ -366,13 +262,13 @@ class Reconciler:
             if current is None:
                 current = self.kube.get_schedule(namespace, name)
                 if current is None:
-                    return None
-            fields = st.changed_fields(current.get("status") or {}, compute(current))
-            if not fields:
-                return current
+                    return None, None
+            desired = compute(current)
+            if not desired.patch:
+                return current, desired
             try:
-                return self.kube.patch_status(namespace, name, fields,
-                                              current["metadata"]["resourceVersion"])
+                return self.kube.patch_status(namespace, name, desired.patch,
+                                              current["metadata"]["resourceVersion"]), desired
             except Exception as err:  # noqa: BLE001 - only conflicts are retried
                 if not is_conflict(err):
                     raise
@@ -380,109 +276,5 @@ class Reconciler:
         raise RuntimeError(f"status of {namespace}/{name}: {STATUS_WRITE_ATTEMPTS} conflicting writes")
 
 
-def _key(body: dict) -> tuple[str, str]:
-    return body["metadata"].get("namespace"), body["metadata"].get("name")
-
-
 def _name(body: dict) -> str:
-    return "/".join(map(str, _key(body)))
-
-
-class FireTimes:
-    """``cron.next_run`` and ``cron.expected_interval`` at ``now``, remembered per expression.
-
-    Both are the same for every ``now`` from the moment they were computed up to (excluding)
-    the next fire time: no fire time lies in between. So a refresh every 60 s recomputes them
-    once per fire instead of each time (the interval's backward search is most of a refresh's
-    CPU). Exact, not an approximation; thread-safe because entries are replaced whole."""
-
-    MAX_ENTRIES = 100_000  # distinct (expression, zone) pairs; cleared beyond, never wrong
-
-    def __init__(self) -> None:
-        self._window: dict[tuple[str, str | None], tuple[datetime, datetime, timedelta | None]] = {}
-
-    def _lookup(self, expr: str, tz: str | None, now: datetime) -> tuple[datetime | None, timedelta | None]:
-        hit = self._window.get((expr, tz))
-        if hit is not None and hit[0] <= now < hit[1]:
-            return hit[1], hit[2]
-        upcoming = cron.next_run(expr, tz, now)
-        interval = expected_interval(expr, tz, now, upcoming) if upcoming is not None else None
-        if upcoming is not None:
-            if len(self._window) >= self.MAX_ENTRIES:
-                self._window.clear()
-            self._window[(expr, tz)] = (now, upcoming, interval)
-        return upcoming, interval
-
-    def next_run(self, expr: str, tz: str | None, now: datetime) -> datetime | None:
-        return self._lookup(expr, tz, now)[0]
-
-    def expected_interval(self, expr: str, tz: str | None, now: datetime) -> timedelta | None:
-        return self._lookup(expr, tz, now)[1]
-
-
-def expected_interval(expr: str, tz: str | None, now: datetime, upcoming: datetime) -> timedelta | None:
-    """``cron.expected_interval(expr, tz, now)`` given its next fire time, usually in 3-4 cron
-    steps instead of a backward bisection: for a schedule as regular as its next gap, the last
-    fire time lies within that gap before ``now``. Irregular cases take the general search."""
-    following = cron.next_run(expr, tz, upcoming)
-    window = max(timedelta(minutes=1), following - upcoming) if following else timedelta(minutes=1)
-    for _ in range(3):
-        fires = cron.missed_runs(expr, tz, now - window, now, limit=8)
-        if 0 < len(fires) < 8:
-            return upcoming - fires[-1]
-        if fires:  # many fire times in the window: not worth stepping through
-            break
-        window *= 2
-    return cron.expected_interval(expr, tz, now)
-
-
-@dataclass(frozen=True)
-class InSync:
-    generation: int | None
-    labels: tuple[tuple[str, str], ...]
-
-
-def in_sync_marker(cronjob: dict, schedule_labels: dict) -> InSync:
-    return InSync(cronjob["metadata"].get("generation"), tuple(sorted(schedule_labels.items())))
-
-
-def slim_cronjob(cronjob: dict) -> dict:
-    """The part of a CronJob a refresh reads (name, uid, status), so thousands stay small."""
-    meta = cronjob["metadata"]
-    return {"metadata": {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid")},
-            "status": dict(cronjob.get("status") or {})}
-
-
-SLIM_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp",
-                 "deletionTimestamp", "labels")
-
-
-def slim_schedule(body: dict) -> dict:
-    """The part of a schedule a refresh reads: metadata without managedFields and annotations
-    (kopf's diff base repeats the whole spec there), spec and status. Under half of the
-    object, and the full bodies are not kept alive."""
-    meta = body["metadata"]
-    return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
-            "metadata": {k: meta[k] for k in SLIM_METADATA if k in meta},
-            "spec": body.get("spec"), "status": body.get("status")}
-
-
-def cronjob_needs_check(event_type: str | None, cronjob: dict, known: InSync | None) -> bool:
-    """Whether a CronJob event may mean drift, worth reading the schedule to compare.
-
-    The spec changes only with ``metadata.generation``, and labels are compared directly, so
-    an event with the generation and labels this process applied (or already verified) is the
-    CronJob controller updating status or our own apply echoing back. A CronJob this process
-    has not applied yet is left to its schedule's create/resume handler, which applies the
-    desired state anyway."""
-    if event_type == "DELETED":
-        return True
-    if known is None:
-        return False
-    labels = cronjob["metadata"].get("labels") or {}
-    return (cronjob["metadata"].get("generation") != known.generation
-            or any(labels.get(k) != v for k, v in known.labels))
-
-
-def _ts(value: datetime | None) -> float | None:
-    return value.timestamp() if value else None
+    return "/".join(map(str, key_of(body)))

@@ -1,24 +1,26 @@
 """Job and Pod status in, run record out: what one finished run of a schedule was.
 
-Pure functions over the plain dicts the Kubernetes API returns, so they are tested with
-no cluster and no mocks (kubebuilder's "status reconstituted from the world").
+Pure functions over the plain dicts the Kubernetes API returns (the API boundary), giving the
+status model's ``RunRecord``; tested with no cluster and no mocks (kubebuilder's "status
+reconstituted from the world").
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from thresher.api.runresult import parse_message
-from thresher.api.schedule import RunSummary
-
-SCHEDULED_TIMESTAMP = "batch.kubernetes.io/cronjob-scheduled-timestamp"
-MANUAL_ANNOTATION = "thresher.dev/manual-run"
-RECORDED_ANNOTATION = "thresher.dev/recorded"
+from thresher.api.names import MANUAL_ANNOTATION, SCHEDULED_TIMESTAMP_ANNOTATION
+from thresher.api.runresult import RunResult, parse_message
+from thresher.api.schedule import (
+    MAX_RESULT_PROBLEM,
+    MAX_RUN_MESSAGE,
+    MAX_RUN_REASON,
+    Outcome,
+    RunRecord,
+    RunSummary,
+)
 
 SUCCEEDED, FAILED, TIMED_OUT = "Succeeded", "Failed", "TimedOut"
-MAX_WARNINGS_KEPT = 5
-# Bounds of the status schema (thresher/api/schedule.py RunRecord).
-MAX_REASON, MAX_MESSAGE, MAX_PROBLEM = 256, 1024, 512
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -59,51 +61,43 @@ def last_terminated(pods: list[dict]) -> dict | None:
     return None
 
 
-def run_record(job: dict, pods: list[dict]) -> dict | None:
+def _outcome(condition: dict) -> Outcome:
+    if condition["type"] == "Complete":
+        return SUCCEEDED
+    return TIMED_OUT if condition.get("reason") == "DeadlineExceeded" else FAILED
+
+
+def run_record(job: dict, pods: list[dict]) -> RunRecord | None:
     """The run record of a finished Job, or None while it is still running."""
     condition = finished_condition(job)
     if condition is None:
         return None
     meta, status = job["metadata"], job.get("status", {})
     annotations = meta.get("annotations") or {}
-    if condition["type"] == "Complete":
-        outcome = SUCCEEDED
-    elif condition.get("reason") == "DeadlineExceeded":
-        outcome = TIMED_OUT
-    else:
-        outcome = FAILED
-
+    outcome = _outcome(condition)
     start = parse_time(status.get("startTime")) or parse_time(meta.get("creationTimestamp"))
     end = parse_time(status.get("completionTime")) or parse_time(condition.get("lastTransitionTime"))
-    record: dict = {
-        "jobName": meta["name"],
-        "manual": annotations.get(MANUAL_ANNOTATION) == "true",
-        "scheduledTime": format_time(parse_time(annotations.get(SCHEDULED_TIMESTAMP))
-                                     or parse_time(meta.get("creationTimestamp"))),
-        "startTime": format_time(start),
-        "completionTime": format_time(end),
-        "outcome": outcome,
-    }
-    if start and end:
-        record["durationSeconds"] = round(max(0.0, (end - start).total_seconds()), 3)
-
     terminated = last_terminated(pods)
     parsed = parse_message(terminated.get("message") if terminated else None)
-    if parsed.result is not None:
-        # Trimmed to the status schema's bounds: a job may report longer text than status holds.
-        summary = RunSummary.from_result(parsed.result).model_dump(by_alias=True, exclude_none=True)
-        summary["warnings"] = summary.get("warnings", [])[:MAX_WARNINGS_KEPT]
-        record["result"] = {k: v for k, v in summary.items() if v != []}
-    else:
-        record["resultProblem"] = parsed.problem[:MAX_PROBLEM]
+    failed = outcome != SUCCEEDED
+    return RunRecord(
+        job_name=meta["name"],
+        manual=annotations.get(MANUAL_ANNOTATION) == "true",
+        scheduled_time=(parse_time(annotations.get(SCHEDULED_TIMESTAMP_ANNOTATION))
+                        or parse_time(meta.get("creationTimestamp"))),
+        start_time=start,
+        completion_time=end,
+        outcome=outcome,
+        duration_seconds=round(max(0.0, (end - start).total_seconds()), 3) if start and end else None,
+        # Trimmed to the status schema's bounds (RunSummary.from_result trims the result).
+        result=RunSummary.from_result(parsed.result) if parsed.result is not None else None,
+        result_problem=None if parsed.result is not None else parsed.problem[:MAX_RESULT_PROBLEM],
+        reason=(condition.get("reason") or outcome)[:MAX_RUN_REASON] if failed else None,
+        message=failure_message(condition, terminated, parsed.result) if failed else None,
+    )
 
-    if outcome != SUCCEEDED:
-        record["reason"] = (condition.get("reason") or outcome)[:MAX_REASON]
-        record["message"] = failure_message(condition, terminated, parsed.result)
-    return record
 
-
-def failure_message(condition: dict, terminated: dict | None, result) -> str:
+def failure_message(condition: dict, terminated: dict | None, result: RunResult | None) -> str:
     """One line for people: what Kubernetes says, then what the container said."""
     parts = [condition.get("message") or condition.get("reason") or "failed"]
     if terminated is not None:
@@ -113,4 +107,4 @@ def failure_message(condition: dict, terminated: dict | None, result) -> str:
     elif terminated is not None and terminated.get("message") and result is None:
         # Not a run result: a generic container's log tail (FallbackToLogsOnError).
         parts.append(terminated["message"].strip().splitlines()[-1][:300] if terminated["message"].strip() else "")
-    return "; ".join(p for p in parts if p)[:MAX_MESSAGE]
+    return "; ".join(p for p in parts if p)[:MAX_RUN_MESSAGE]

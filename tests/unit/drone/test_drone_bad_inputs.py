@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tifffile
 
+from thresher.api.names import ExitCode
 from thresher.jobs.drone import sample as sm
 from thresher.jobs.drone.cli import execute, process_result
 from thresher.jobs.drone.pipeline import run_process
-from thresher.jobs.harness import ExitCode
 
 
 def good(path: Path, seed: int = 0) -> None:

@@ -18,6 +18,7 @@ import yaml
 
 from tests.helpers.prometheus import Prometheus, running_prometheus
 from tests.helpers.tools import REPO, require_tool, run_tool
+from thresher.operator.desired_status import ScheduleState
 from thresher.operator.metrics import OperatorMetrics
 
 DASHBOARD = REPO / "manifests" / "monitoring" / "grafana-dashboard.json"
@@ -95,13 +96,13 @@ def test_every_query_parses_with_promtool(tmp_path):
 def populate(m: OperatorMetrics, now: float) -> None:
     """Two schedules in two namespaces with some history."""
     for ns, name, job_type in (("data", "tmdb-daily", "tmdb"), ("farm", "drone-fields", "drone")):
-        m.set_schedule_state(
+        m.set_schedule_state(ScheduleState(
             namespace=ns, schedule=name, job_type=job_type, suspended=False, next_run=now + 3600,
             last_run=now - 600, last_success=now - 600, last_failure=now - 90000, consecutive_failures=1,
             failure_threshold=3, stale=False, stale_after_seconds=93600, min_quality=0.9, min_items=100,
             active_runs=1, oldest_active_start=now - 60, expected_duration_seconds=3600, cron="0 3 * * *",
             time_zone="UTC",
-        )
+        ))
         m.observe_run(namespace=ns, schedule=name, job_type=job_type, outcome="succeeded", duration_seconds=300,
                       finished_at=now - 600, items=1000, valid=950, quality=0.95)
     for handler in ("schedule_create", "schedule_timer"):  # the start-up pass over existing schedules

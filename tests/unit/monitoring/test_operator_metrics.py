@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from thresher.operator.desired_status import ScheduleState
 from thresher.operator.metrics import OUTCOMES, OperatorMetrics
 
 NS, NAME = "data", "tmdb-daily"
@@ -124,7 +125,7 @@ def test_observe_run_rejects_unknown_outcome():
 
 def test_set_schedule_state_exposes_every_gauge():
     m = OperatorMetrics()
-    m.set_schedule_state(**full_state())
+    m.set_schedule_state(ScheduleState(**full_state()))
     s = dict(namespace=NS, schedule=NAME)
     sj = dict(s, job_type="tmdb")
     expected = {
@@ -167,23 +168,23 @@ def test_set_schedule_state_exposes_every_gauge():
 def test_unknown_values_remove_the_series_instead_of_writing_zero(field, metric):
     """'Never succeeded' written as 0 would read as 1970 and make time()-x alerts fire at once."""
     m = OperatorMetrics()
-    m.set_schedule_state(**full_state())
+    m.set_schedule_state(ScheduleState(**full_state()))
     assert metric in names_with(m, namespace=NS, schedule=NAME)
-    m.set_schedule_state(**full_state(**{field: None}))
+    m.set_schedule_state(ScheduleState(**full_state(**{field: None})))
     assert metric not in names_with(m, namespace=NS, schedule=NAME)
 
 
 def test_oldest_active_start_is_dropped_when_nothing_runs():
     m = OperatorMetrics()
-    m.set_schedule_state(**full_state(active_runs=0, oldest_active_start=1900.0))
+    m.set_schedule_state(ScheduleState(**full_state(active_runs=0, oldest_active_start=1900.0)))
     assert value(m, "thresher_schedule_active_runs", namespace=NS, schedule=NAME) == 0
     assert "thresher_schedule_oldest_active_run_start_timestamp_seconds" not in names_with(m, schedule=NAME)
 
 
 def test_changed_cron_replaces_the_info_series():
     m = OperatorMetrics()
-    m.set_schedule_state(**full_state())
-    m.set_schedule_state(**full_state(cron="@hourly", time_zone="UTC"))
+    m.set_schedule_state(ScheduleState(**full_state()))
+    m.set_schedule_state(ScheduleState(**full_state(cron="@hourly", time_zone="UTC")))
     infos = [lbl for (n, lbl) in samples(m) if n == "thresher_schedule_info"]
     assert len(infos) == 1 and dict(infos[0])["cron"] == "@hourly"
 
@@ -192,8 +193,8 @@ def test_changed_job_type_drops_the_old_kinds_thresholds():
     """A schedule switched from tmdb to container must not keep alerting on tmdb's min_items."""
     m = OperatorMetrics()
     run(m)
-    m.set_schedule_state(**full_state())
-    m.set_schedule_state(**full_state(job_type="container"))
+    m.set_schedule_state(ScheduleState(**full_state()))
+    m.set_schedule_state(ScheduleState(**full_state(job_type="container")))
     for name in ("thresher_schedule_min_items", "thresher_schedule_min_quality_ratio",
                  "thresher_schedule_last_run_items", "thresher_schedule_last_run_quality_ratio"):
         assert name not in names_with(m, schedule=NAME, job_type="tmdb"), name
@@ -204,7 +205,7 @@ def test_forget_schedule_removes_every_series_and_keeps_the_others():
     m = OperatorMetrics()
     for name in (NAME, "drone-fields"):
         run(m, schedule=name)
-        m.set_schedule_state(**full_state(schedule=name))
+        m.set_schedule_state(ScheduleState(**full_state(schedule=name)))
     m.forget_schedule(namespace=NS, schedule=NAME)
     assert names_with(m, schedule=NAME) == set()
     assert "thresher_schedule_runs_total" in names_with(m, schedule="drone-fields")
@@ -223,7 +224,7 @@ def test_labels_are_bounded():
     m = OperatorMetrics()
     for i in range(20):
         run(m, finished_at=1000.0 + i, outcome=OUTCOMES[i % 3])
-    m.set_schedule_state(**full_state())
+    m.set_schedule_state(ScheduleState(**full_state()))
     m.observe_reconcile(handler="schedule_update", ok=False, seconds=0.2)
     allowed = {"namespace", "schedule", "job_type", "outcome", "cron", "time_zone", "le", "handler", "result",
                "version"}

@@ -12,10 +12,10 @@ from thresher.api import cron
 from thresher.api.schedule import parse_schedule
 from thresher.operator.builders import JobImages, build_cronjob
 from thresher.operator.metrics import OperatorMetrics
-from thresher.operator.reconciler import (
-    FireTimes, InSync, Reconciler, cronjob_needs_check, expected_interval, in_sync_marker, slim_cronjob,
-    slim_schedule,
+from thresher.operator.caches import (
+    FireTimes, InSync, cronjob_needs_check, expected_interval, in_sync_marker, slim_cronjob, slim_schedule,
 )
+from thresher.operator.reconciler import Reconciler
 
 EXPRS = ("17 3 * * *", "5 2 * * 1-5", "0 0 * * 0", "0 0 1 * *", "12 4 1 * *", "30 4 * * *",
          "*/15 0-1 1 1 *", "21 9 15 * *", "0 0 29 2 *", "* * * * *", "*/5 9-17 * * 1-5", "30 2 * * *")
@@ -129,13 +129,13 @@ def test_resync_refreshes_known_schedules_from_their_slim_copy():
     assert kube.calls == []
 
     rec.observe_schedule(full_schedule())
-    rec.unrecorded.add(("ns", "s"))
+    rec.caches.unrecorded.add(("ns", "s"))
     rec.resync("ns", "s")
     assert kube.calls == [("list_jobs", "thresher.dev/schedule=s"), ("get_cronjob", "s"),
                           ("apply_cronjob", "s"), ("patch_status", "42")]
-    assert rec.unrecorded == set()
+    assert rec.caches.unrecorded == set()
     rec.forget("ns", "s")
-    assert rec.schedules == {}
+    assert rec.caches.schedules == {}
 
 
 def test_memory_dump_names_allocation_sites_and_types(tmp_path):

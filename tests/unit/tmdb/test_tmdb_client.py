@@ -110,7 +110,7 @@ def test_the_api_key_never_appears_in_errors_or_logs(make_client, server, caplog
     with pytest.raises(RetriesExhausted) as err:
         make_client(max_retries=0).get(POPULAR, {"page": 1})
     assert API_KEY not in str(err.value) and "api_key" not in str(err.value)
-    from thresher.jobs.harness import JsonFormatter
+    from thresher.logs import JsonFormatter
 
     formatted = [JsonFormatter().format(r) for r in caplog.records]
     assert formatted and not any(API_KEY in line for line in formatted)

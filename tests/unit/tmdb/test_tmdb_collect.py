@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from thresher.jobs.harness import ConfigError, ExitCode
+from thresher.api.names import ExitCode
+from thresher.jobs.harness import ConfigError
 from thresher.jobs.tmdb.client import Credentials
 from thresher.jobs.tmdb.collect import SKIPPED_OUTSIDE_HOURS, decide_exit, run_collection
 from thresher.jobs.tmdb.fakeserver import FAULT_KINDS, PERMANENT_FAULT_KINDS, FaultRule

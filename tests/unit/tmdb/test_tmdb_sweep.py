@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from thresher.jobs.harness import ExitCode
+from thresher.api.names import ExitCode
 from thresher.jobs.tmdb.collect import run_collection
 from thresher.jobs.tmdb.export import (
     DetailPicker, ExportCorrupt, cap_ids, check_line, export_dates, export_name, gunzip_lines, sweep_filter,

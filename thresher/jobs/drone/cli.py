@@ -20,8 +20,9 @@ from typing import Any, Optional
 
 import typer
 
+from thresher.api.names import ExitCode
 from thresher.api.runresult import RunResult
-from thresher.jobs.harness import ConfigError, ExitCode, JobError, configure_logging, read_spec, write_result
+from thresher.jobs.harness import ConfigError, JobError, configure_logging, read_spec, write_result
 
 app = typer.Typer(help="Process drone images into crop-health indices.", no_args_is_help=True)
 log = logging.getLogger("thresher.drone")

@@ -46,8 +46,9 @@ def collect(
     import time
     from datetime import datetime, timezone
 
+    from thresher.api.names import ExitCode
     from thresher.api.runresult import RunResult
-    from thresher.jobs.harness import ConfigError, ExitCode, JobError, configure_logging, write_result
+    from thresher.jobs.harness import ConfigError, JobError, configure_logging, write_result
 
     configure_logging(log_level)
     log = logging.getLogger("thresher.tmdb")

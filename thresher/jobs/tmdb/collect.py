@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from thresher.api.names import ExitCode
 from thresher.api.runresult import RunResult
 from thresher.api.tmdb import DEFAULT_EXPORT_BASE_URL, TmdbJob
-from thresher.jobs.harness import ConfigError, ExitCode
+from thresher.jobs.harness import ConfigError
 from thresher.jobs.tmdb import plan as planning
 from thresher.jobs.tmdb.client import AuthError, NotFound, TmdbClient, TmdbError
 from thresher.jobs.tmdb.export import (

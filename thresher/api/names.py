@@ -1,0 +1,68 @@
+"""The names of Thresher's contract with Kubernetes and its jobs, defined once.
+
+Everything another program (kubectl, the CronJob controller, a job image, a dashboard) sees
+by name: the API group and kind, the labels and annotations on what the operator creates or
+reads, the exit codes of Thresher's jobs and where they write their run result. The operator,
+the jobs, the CLI and the demo import these; nothing else spells them out.
+
+No imports beyond the standard library: a job image imports this without the API models.
+"""
+
+from __future__ import annotations
+
+import enum
+
+# --- the custom resource ---------------------------------------------------------------------
+
+GROUP = "thresher.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "CollectionSchedule"
+PLURAL = "collectionschedules"
+SINGULAR = "collectionschedule"
+SHORT_NAMES = ("csched",)  # "cs" is componentstatuses
+CATEGORIES = ("thresher",)
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+# --- labels on everything the operator creates (CronJobs, Jobs, Pods) -------------------------
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "thresher"
+SCHEDULE_LABEL = f"{GROUP}/schedule"
+JOB_TYPE_LABEL = f"{GROUP}/job-type"
+
+# --- annotations --------------------------------------------------------------------------------
+
+# On a CollectionSchedule, set by `thresher run` or kubectl: start a run now (value: a token).
+RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
+# On a manual run's Job: the run-now token it was created for, and that it was manual.
+RUN_TOKEN_ANNOTATION = f"{GROUP}/run-now-token"
+MANUAL_ANNOTATION = f"{GROUP}/manual-run"
+# On a finished Job whose run is in its schedule's status (recording is idempotent).
+RECORDED_ANNOTATION = f"{GROUP}/recorded"
+# Set by the CronJob controller on the Jobs it creates (upstream's name, read here).
+SCHEDULED_TIMESTAMP_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
+# kopf's own bookkeeping (progress, diff base) lives in annotations under this prefix.
+KOPF_PREFIX = f"kopf.{GROUP}"
+
+# The server-side-apply field manager and Event reporter of the operator.
+FIELD_MANAGER = "thresher"
+REPORTING_CONTROLLER = f"{GROUP}/operator"
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+# Where a job writes its run result (the container's termination message path), unless
+# $THRESHER_RESULT_PATH says otherwise (tests, runs by hand).
+RESULT_PATH = "/dev/termination-log"
+RESULT_PATH_ENV = "THRESHER_RESULT_PATH"
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes of Thresher jobs. The operator maps them to run outcomes."""
+
+    OK = 0
+    INTERNAL = 1  # a bug or an unexpected error
+    CONFIG = 2  # bad arguments, bad spec, missing or rejected credentials: retrying will not help
+    UPSTREAM = 3  # an upstream (API, storage) failed after retries: retrying later may help
+    QUALITY = 4  # the run finished but its data failed the quality thresholds
+    PARTIAL = 5  # the run finished but some inputs failed (reported in the result)

@@ -37,7 +37,8 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from thresher.api.activerun import BLOCKED_REASONS, MAX_ACTIVE_MESSAGE, ActiveRun
-from thresher.operator.runs import SCHEDULED_TIMESTAMP, finished_condition, parse_time
+from thresher.api.names import SCHEDULED_TIMESTAMP_ANNOTATION as SCHEDULED_TIMESTAMP
+from thresher.operator.runs import finished_condition, parse_time
 
 # The gauge that reports these entries (registered by the operator's metrics in phase 2; named
 # here so the alert rule, the docs and the metrics have one source).

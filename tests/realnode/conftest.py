@@ -79,7 +79,7 @@ def operator(node_cluster, crd, tmp_path_factory):
 @pytest.fixture(scope="session")
 def fake_tmdb(node):
     """The project's fake TMDB server on all host addresses; pods reach it over the bridge."""
-    proc = subprocess.Popen([sys.executable, "-m", "thresher.cli", "job", "tmdb", "fake-server", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "thresher.demo", "fake-tmdb", "--port", "0",
                              "--host", "0.0.0.0", "--movies", "600", "--api-key", FAKE_TMDB_KEY],
                             stdout=subprocess.PIPE, text=True)
     info = json.loads(proc.stdout.readline())

@@ -172,7 +172,7 @@ def test_drone_schedule_runs_as_a_real_container(node_cluster, node, operator, r
     assert free, "no Available local PV"
     pv = free[0]["metadata"]["name"]
     folder = Path(free[0]["spec"]["local"]["path"])
-    subprocess.run([sys.executable, "-m", "thresher.cli", "job", "drone", "sample", "--data-dir", str(folder),
+    subprocess.run([sys.executable, "-m", "thresher.demo", "sample-fields", "--data-dir", str(folder),
                     "--count", "3", "--multispectral", "1", "--width", "256", "--height", "192"], check=True)
     for path in [folder, *folder.rglob("*")]:
         os.chown(path, 10001, 10001)

@@ -326,7 +326,7 @@ def start_fake_tmdb(cluster, api_key: str) -> str:
     out.unlink(missing_ok=True)
     log = open(cluster.log_dir / "fake-tmdb.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "thresher.cli", "job", "tmdb", "fake-server", "--host", "0.0.0.0", "--port", "0",
+        [sys.executable, "-m", "thresher.demo", "fake-tmdb", "--host", "0.0.0.0", "--port", "0",
          "--movies", "2000", "--api-key", api_key],
         stdout=open(out, "wb"), stderr=log, start_new_session=True, cwd=cluster.state_dir)
     write_pid(cluster.pid_dir, "fake-tmdb", proc.pid)
@@ -432,7 +432,7 @@ def _demo_on_real_node(cluster) -> None:
          "fields, the examples")
     cluster.kubectl("apply", "-f", "-", input=demo_objects(live_key or OFFLINE_KEY) + claim_with_volume("drone-images"))
     folders = _bind_local_claims(cluster, ["thresher-data", "field-images"])
-    subprocess.run([sys.executable, "-m", "thresher.cli", "job", "drone", "sample", "--data-dir",
+    subprocess.run([sys.executable, "-m", "thresher.demo", "sample-fields", "--data-dir",
                     str(folders["field-images"]), "--input", "incoming", "--count", "4", "--multispectral", "1",
                     "--width", "640", "--height", "480"], check=True, capture_output=True)
     examples = load_examples()
@@ -529,7 +529,7 @@ def _next_steps(cluster, metrics_port: int, prometheus_url: str | None) -> None:
 
 def _real_tmdb_run(data: Path) -> None:
     """Run `thresher job tmdb collect` against the fake server; print its run result."""
-    from thresher.jobs.tmdb.fakeserver import running_fake_server
+    from thresher.demo.fakes.tmdb_server import running_fake_server
 
     data.mkdir(parents=True, exist_ok=True)
     with running_fake_server() as server:

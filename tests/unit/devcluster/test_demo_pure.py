@@ -9,7 +9,7 @@ import typer
 import yaml
 
 from thresher.api.schedule import CollectionSchedule, parse_schedule
-from thresher.demo import EXAMPLES, NAMESPACE, REAL_NODE, choose_mode, demo_objects, for_real_node, local_claim
+from thresher.demo.loop import EXAMPLES, NAMESPACE, REAL_NODE, choose_mode, demo_objects, for_real_node, local_claim
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "manifests" / "examples"
 IMAGE = "docker.io/library/thresher-jobs:0.1.0"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from thresher.jobs.drone import sample as sm
+from thresher.demo.fakes import drone_fields as sm
 from thresher.jobs.drone.cli import execute, process_result
 from thresher.jobs.drone.pipeline import run_process
 from thresher.jobs.harness import ExitCode

@@ -34,6 +34,7 @@ def timings() -> dict[str, float]:
 def node_cluster(tmp_path_factory, timings):
     from thresher.devcluster import images
     from thresher.devcluster.cluster import DevCluster
+    from thresher.devcluster.node import host
 
     log = lambda m: print(f"[realnode] {m}")  # noqa: E731
     start = time.monotonic()
@@ -41,7 +42,7 @@ def node_cluster(tmp_path_factory, timings):
     timings["images_s"] = time.monotonic() - start
     state = tmp_path_factory.mktemp("realnode") / "state"
     cluster = DevCluster(state, node=True)
-    cluster.iptables_before = cluster.node()._iptables_chains()  # for the leftovers check
+    cluster.iptables_before = host.kubelet_chains()  # for the leftovers check
     start = time.monotonic()
     cluster.up(log=log, timeout=180)
     timings["cluster_with_node_up_s"] = time.monotonic() - start

@@ -14,6 +14,13 @@ import typer
 app = typer.Typer(help="Collect movie data from TMDB.", no_args_is_help=True)
 
 
+@app.callback()
+def _group() -> None:
+    """Collect movie data from TMDB."""
+    # A callback keeps `tmdb` a command group with its one command (`collect`), as the job's
+    # pods and users call it; Typer would otherwise make a lone command the app itself.
+
+
 @app.command()
 def collect(
     spec: Optional[str] = typer.Option(None, "--spec", help="The TmdbJob as camelCase JSON, or @path to a JSON/YAML file."),

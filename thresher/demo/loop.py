@@ -10,7 +10,8 @@ them), the demo adds the real node ``thresher-local`` and Thresher's jobs image,
 the TMDB schedules collect from the project's fake TMDB server on the host (offline demo data),
 a drone schedule processes generated sample fields on a local volume and the heartbeat runs its
 shell command, all as real containers; their run results, outputs and metrics are shown. Only
-the GPU example stays on kwok's simulated GPU node. Without the real node (``--no-node``, or a
+the GPU example stays on kwok's simulated GPU node (the kwok CPU nodes are tainted in that mode,
+so a user's own schedule lands on the real node too, unless it asks for kwok). Without the real node (``--no-node``, or a
 machine that cannot run it), every pod is simulated by kwok: the demo says so and runs the TMDB
 job for real as a local process instead, so the collector's own counts are still real.
 """

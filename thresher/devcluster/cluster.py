@@ -3,8 +3,9 @@ as plain processes, with their state (PKI, data, logs, kubeconfigs) in one direc
 
 ``up`` is idempotent: components already running are kept, dead ones are restarted, and it
 returns only when the apiserver is ready, the default ServiceAccount exists and every node is
-Ready. ``down`` stops exactly the processes it recorded (pid plus command line, so a recycled
-pid is never killed) and removes the state.
+Ready. ``down`` stops exactly the processes it recorded (``process.Supervisor``: a recorded pid
+counts only while it is still ours, so a recycled pid is never killed) and removes the state.
+The kwok nodes' shapes are in ``kwok/nodes.py``, the opt-in real node in ``node/``.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class DevCluster:
     def server_url(self) -> str:
         return f"https://127.0.0.1:{self.ports()['apiserver']}"
 
-    # --- process bookkeeping --------------------------------------------------------
+    # --- processes and the real node ------------------------------------------------
 
     def node(self) -> Node:
         return Node(self.state_dir, self.server_url)

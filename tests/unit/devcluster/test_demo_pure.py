@@ -9,7 +9,8 @@ import typer
 import yaml
 
 from thresher.api.schedule import CollectionSchedule, parse_schedule
-from thresher.demo.loop import EXAMPLES, NAMESPACE, REAL_NODE, choose_mode, demo_objects, for_real_node, local_claim
+from thresher.demo.loop import (EXAMPLES, NAMESPACE, REAL_NODE, choose_mode, demo_objects, for_real_node, local_claim,
+                                node_roles)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "manifests" / "examples"
 IMAGE = "docker.io/library/thresher-jobs:0.1.0"
@@ -92,3 +93,12 @@ def test_demo_objects_quote_the_key_and_hold_every_secret_the_examples_use():
         refs += [spec["job"]["tmdb"]["apiKeySecretRef"]] if "tmdb" in spec["job"] else []
         for ref in refs:
             assert ref.get("key", "api-key") in secrets[ref["name"]], (name, ref)
+
+
+def test_the_demo_says_which_nodes_are_real_and_which_simulated():
+    """Issue 13: the GPU node stays simulated in the real-node demo; the output must say so, and
+    say that the kwok CPU nodes only take pods that ask for them."""
+    lines = node_roles().splitlines()
+    assert "thresher-local REAL" in lines[0]
+    assert "kwok-gpu-1 SIMULATED GPU node" in lines[1]
+    assert "kwok-cpu-1, kwok-cpu-2 SIMULATED" in lines[2] and "kwok.x-k8s.io/node=fake:NoSchedule" in lines[2]

@@ -31,9 +31,11 @@ from pathlib import Path
 import typer
 import yaml
 
-from thresher.demo.assets import asset
+from thresher.demo.assets import AssetError, asset
 from thresher.devcluster import images
-from thresher.devcluster.cluster import DevCluster
+from thresher.devcluster.binaries import BuildError
+from thresher.devcluster.cluster import ClusterError, DevCluster
+from thresher.devcluster.images import ImageError
 from thresher.devcluster.kwok.nodes import CPU_NODES, GPU_NODE, SIMULATED_TAINT
 from thresher.devcluster.node import Node, NodeError
 from thresher.devcluster.process import free_port
@@ -292,7 +294,7 @@ def _bind_local_claims(cluster, claims: list[str]) -> dict[str, Path]:
         mine = mine or next((v for v in local if v["status"].get("phase") == "Available"
                              and not v["spec"].get("claimRef")), None)
         if mine is None:
-            raise RuntimeError(f"no Available local PersistentVolume left for claim {claim} "
+            raise ClusterError(f"no Available local PersistentVolume left for claim {claim} "
                                "(`kubectl get pv`; `make demo-down` starts over)")
         local.remove(mine)
         cluster.kubectl("apply", "-f", "-", input=json.dumps(local_claim(claim, mine["metadata"]["name"])))
@@ -324,6 +326,16 @@ def start_fake_tmdb(cluster: DevCluster, api_key: str) -> str:
 # --- the demo --------------------------------------------------------------------------------
 
 def run_demo(down: bool = False, node: bool | None = None) -> None:
+    """`thresher demo`: a failure of the cluster, the node, an image or a demo file ends it with
+    its message (and the failing process's log tail), not a traceback."""
+    try:
+        _run_demo(down, node)
+    except (AssetError, BuildError, ClusterError, ImageError, NodeError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+def _run_demo(down: bool, node: bool | None) -> None:
     if down:
         cluster = DevCluster()
         stop_operator(cluster)

@@ -102,3 +102,19 @@ def test_the_demo_says_which_nodes_are_real_and_which_simulated():
     assert "thresher-local REAL" in lines[0]
     assert "kwok-gpu-1 SIMULATED GPU node" in lines[1]
     assert "kwok-cpu-1, kwok-cpu-2 SIMULATED" in lines[2] and "kwok.x-k8s.io/node=fake:NoSchedule" in lines[2]
+
+
+def test_a_demo_failure_is_its_message_and_exit_1_not_a_traceback(monkeypatch, capsys):
+    """A missing chart (an installed package without its data), a component that does not start
+    or a failed image build ends `thresher demo` with the reason, exit code 1."""
+    from thresher.demo import loop
+    from thresher.demo.assets import AssetError
+
+    def broken(down, node):
+        raise AssetError("the demo's chart (charts/thresher) is missing")
+
+    monkeypatch.setattr(loop, "_run_demo", broken)
+    with pytest.raises(typer.Exit) as exit_info:
+        loop.run_demo(node=False)
+    assert exit_info.value.exit_code == 1
+    assert capsys.readouterr().err.strip() == "error: the demo's chart (charts/thresher) is missing"

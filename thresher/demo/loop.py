@@ -36,7 +36,8 @@ from thresher.devcluster import images
 from thresher.devcluster.binaries import BuildError
 from thresher.devcluster.cluster import ClusterError, DevCluster
 from thresher.devcluster.images import ImageError
-from thresher.devcluster.kwok.nodes import CPU_NODES, GPU_NODE, SIMULATED_TAINT
+from thresher.devcluster.kwok.nodes import (CPU_NODES, GPU_NODE, SIMULATED_SELECTOR, SIMULATED_TAINT,
+                                            SIMULATED_TOLERATION)
 from thresher.devcluster.node import Node, NodeError
 from thresher.devcluster.process import free_port
 
@@ -86,15 +87,26 @@ def stop_operator(cluster: DevCluster) -> None:
         cluster.procs.stop(name, _say, timeout=30)
 
 
+def chart_values() -> dict:
+    """The chart's operator Deployment stays on kwok (simulated): the demo runs the operator as a
+    local process with the Deployment's credentials instead. With the real node present the kwok
+    CPU nodes are tainted, so the Deployment says that it asks for kwok, as simulated pods must."""
+    return {"nodeSelector": dict(SIMULATED_SELECTOR), "tolerations": [dict(SIMULATED_TOLERATION)]}
+
+
 def install_chart(cluster: DevCluster) -> None:
     """`helm upgrade --install` of the chart with the pinned helm (CRDs from crds/)."""
     from thresher.devcluster.binaries import ensure
 
     helm = ensure(["helm"], log=_say)["helm"]
     chart = asset("chart")
-    subprocess.run([str(helm), "upgrade", "--install", RELEASE, str(chart),
-                    "--namespace", SYSTEM_NAMESPACE, "--create-namespace", "--wait", "--timeout", "120s",
-                    "--kubeconfig", str(cluster.kubeconfig)], check=True, capture_output=True, text=True)
+    values = cluster.state_dir / "chart-values.json"
+    values.write_text(json.dumps(chart_values()))
+    proc = subprocess.run([str(helm), "upgrade", "--install", RELEASE, str(chart), "--values", str(values),
+                           "--namespace", SYSTEM_NAMESPACE, "--create-namespace", "--wait", "--timeout", "120s",
+                           "--kubeconfig", str(cluster.kubeconfig)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ClusterError(f"helm upgrade --install {RELEASE} failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
     # Helm installs crds/ once and never upgrades them; apply the current CRD like an upgrade must.
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(chart / "crds"))
 

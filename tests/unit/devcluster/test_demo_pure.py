@@ -118,3 +118,29 @@ def test_a_demo_failure_is_its_message_and_exit_1_not_a_traceback(monkeypatch, c
         loop.run_demo(node=False)
     assert exit_info.value.exit_code == 1
     assert capsys.readouterr().err.strip() == "error: the demo's chart (charts/thresher) is missing"
+
+
+def test_the_charts_deployment_asks_for_kwok_and_passes_the_values_schema(tmp_path):
+    """With the real node the kwok CPU nodes are tainted; the chart's operator Deployment (which
+    the demo leaves simulated, running the operator as a local process) must ask for kwok, or
+    `helm install --wait` waits for a pod the real node cannot run. The values must pass the
+    chart's strict schema."""
+    import json
+
+    from tests.helpers.tools import require_helm, run_tool
+    from thresher.demo.assets import asset
+    from thresher.demo.loop import chart_values
+    from thresher.devcluster.kwok.nodes import SIMULATED_TAINT
+
+    values = chart_values()
+    values_file = tmp_path / "values.json"
+    values_file.write_text(json.dumps(values))
+    rendered = run_tool([require_helm(), "template", "thresher", str(asset("chart")), "--values", str(values_file)])
+    assert rendered.returncode == 0, rendered.stderr  # helm checks values.schema.json (additionalProperties: false)
+    (deployment,) = [d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == values["nodeSelector"] and pod["tolerations"] == values["tolerations"]
+    (toleration,) = values["tolerations"]
+    assert (toleration["key"], toleration["value"], toleration["effect"]) == (
+        SIMULATED_TAINT["key"], SIMULATED_TAINT["value"], SIMULATED_TAINT["effect"])
+    assert values["nodeSelector"] == {"type": "kwok"}

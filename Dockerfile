@@ -34,7 +34,9 @@ WORKDIR /home/thresher
 # ---------------------------------------------------------------------------
 FROM base AS builder
 WORKDIR /src
-# Only what the wheel needs; .dockerignore keeps the rest of the repo out.
+# Only what the wheel needs; .dockerignore keeps the rest of the repo out, thresher/demo
+# included: the demo and its fakes (fake TMDB server, sample fields) run on the host, so no
+# image carries them (and setup.py, which only adds the demo's files, is not needed here).
 COPY pyproject.toml README* LICENSE* ./
 COPY thresher ./thresher
 RUN pip wheel --no-deps --wheel-dir /wheels .

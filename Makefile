@@ -50,7 +50,7 @@ node-tools:
 # registry, no Docker), cached as OCI archives in ~/.cache/thresher/images and imported into the
 # real node's containerd (k8s.io namespace) when one runs in THRESHER_STATE_DIR (or the default).
 images: venv node-tools
-	$(BIN)/python -m thresher.devcluster.images --import "$${THRESHER_STATE_DIR:-$$HOME/.local/state/thresher/dev}" pause jobs operator
+	$(BIN)/thresher dev images --import-into "$${THRESHER_STATE_DIR:-$$HOME/.local/state/thresher/dev}" pause jobs operator
 
 # Thresher's jobs as real containers on the real node (its own cluster in a temp state dir).
 test-realnode: venv binaries node-tools

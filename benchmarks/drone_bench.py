@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from thresher.api.drone import DroneJob  # noqa: E402
 from thresher.jobs.drone import compute as cp  # noqa: E402
 from thresher.jobs.drone import decode as dc  # noqa: E402
-from thresher.jobs.drone import sample as sm  # noqa: E402
+from thresher.demo.fakes import drone_fields as sm  # noqa: E402
 from thresher.jobs.drone.pipeline import NumpyEngine, Paths, TorchEngine, run_process  # noqa: E402
 
 

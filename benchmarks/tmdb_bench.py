@@ -136,7 +136,7 @@ def main() -> None:
         print(json.dumps(baseline(json.loads(opts.child_baseline))))
         return
 
-    from thresher.jobs.tmdb.fakeserver import FakeConfig, running_fake_server
+    from thresher.demo.fakes.tmdb_server import FakeConfig, running_fake_server
 
     config = FakeConfig(api_key=KEY, latency_ms=opts.latency_ms, rate_limit=LIMIT)
     rows: list[dict] = []

@@ -7,7 +7,7 @@
 | ``operator run`` | ``thresher/operator/cli.py`` |
 | ``dev`` | ``thresher/devcluster/cli.py`` (the local control plane) |
 | ``crd`` | ``thresher/api/cli.py`` |
-| ``demo`` | ``thresher.demo.run_demo``, imported when it runs |
+| ``demo`` (and ``demo fake-tmdb``, ``demo sample-fields``) | ``thresher/demo/cli.py``; absent in the images |
 
 The lazy-import promise: these modules import only typer (and pydantic) at the top; every
 command imports what it needs when it runs, so ``thresher job ...`` inside a job image does
@@ -19,7 +19,6 @@ optional extra or a job's configuration error is one line on stderr, not a trace
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 import typer
 
@@ -42,18 +41,14 @@ app.add_typer(operator_app, name="operator")
 app.add_typer(crd_app, name="crd")
 
 
-@app.command()
-def demo(
-    down: bool = typer.Option(False, "--down", help="Stop the demo and remove its state."),
-    node: Optional[bool] = typer.Option(
-        None, "--node/--no-node",
-        help="Run the jobs as real containers on a local kubelet node (needs root, containerd, runc, CNI, "
-             "buildah). Default: when this machine can; otherwise every pod is simulated by kwok."),
-):
-    """Local control plane + operator + example schedules, each run once (what `make demo` runs)."""
-    from thresher.demo import run_demo
-
-    run_demo(down=down, node=node)
+try:  # the demo ships in the wheel, not in the operator and job images (.dockerignore)
+    from thresher.demo.cli import app as demo_app
+except ModuleNotFoundError as err:
+    if err.name not in ("thresher.demo", "thresher.demo.cli"):
+        raise
+    demo_app = None
+if demo_app is not None:
+    app.add_typer(demo_app, name="demo")
 
 
 # Top-level modules of the optional extras, and the extra that brings each.

@@ -67,6 +67,7 @@ def test_demo_on_the_real_node_shows_real_work(tmp_path):
     try:
         out = _demo(state, timeout=1500)
         assert "REAL containers on thresher-local" in out and "OFFLINE DEMO DATA" in out
+        assert "kwok-gpu-1 SIMULATED GPU node" in out  # issue 13: the simulated GPU node is named as such
         rows = _rows(out)
         for name in ("tmdb-daily", "tmdb-weekly", "drone-fields", "drone-gpu", "heartbeat"):
             assert "Succeeded" in rows[name], rows.get(name)

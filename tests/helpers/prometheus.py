@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import subprocess
 import time
 import urllib.error
@@ -32,6 +31,7 @@ from typing import Any, TypeVar
 import yaml
 
 from tests.helpers.tools import require_tool
+from thresher.devcluster.process import free_port  # noqa: F401  (tests import it from here)
 
 T = TypeVar("T")
 
@@ -42,12 +42,6 @@ DEFAULT_JOB = "thresher-operator"
 class PrometheusError(RuntimeError):
     """Prometheus failed to start, exited, or answered a query with an error."""
 
-
-def free_port() -> int:
-    """A currently free loopback TCP port (bound and released; a tiny race is accepted in tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def poll(predicate: Callable[[], T | None], *, timeout: float, interval: float = 0.2,

@@ -29,7 +29,7 @@ from tests.helpers.chart import (
     Release, helm, helm_binary, install_chart, run_tool_in_cluster, service_account_kubeconfig, uninstall_chart,
 )
 from tests.helpers.wait import eventually
-from tests.integration.test_operator import condition, run_now, status_of, wait_runs
+from tests.integration.test_operator import condition, status_of, wait_runs
 
 pytestmark = pytest.mark.integration
 

@@ -169,7 +169,7 @@ def test_api_outage_operator_reconnects_and_converges(private_cluster, private_n
     racing = [f"race-{i}" for i in range(6)]
     apply(cluster, ns, "---\n".join(schedule(n) for n in racing))  # stored; handled or not yet
     for component in ("kube-apiserver", "etcd"):
-        os.kill(cluster._recorded_pid(component), signal.SIGKILL)
+        os.kill(cluster.components()[component].pid, signal.SIGKILL)
     time.sleep(30)  # deliberate fault timing: the outage lasts this long
     assert op.proc.poll() is None, f"operator died during the outage:\n{op.log_tail()}"
     cluster.up(log=lambda m: print(f"[private cluster] {m}"))

@@ -34,6 +34,7 @@ def timings() -> dict[str, float]:
 def node_cluster(tmp_path_factory, timings):
     from thresher.devcluster import images
     from thresher.devcluster.cluster import DevCluster
+    from thresher.devcluster.node import host
 
     log = lambda m: print(f"[realnode] {m}")  # noqa: E731
     start = time.monotonic()
@@ -41,7 +42,7 @@ def node_cluster(tmp_path_factory, timings):
     timings["images_s"] = time.monotonic() - start
     state = tmp_path_factory.mktemp("realnode") / "state"
     cluster = DevCluster(state, node=True)
-    cluster.iptables_before = cluster.node()._iptables_chains()  # for the leftovers check
+    cluster.iptables_before = host.kubelet_chains()  # for the leftovers check
     start = time.monotonic()
     cluster.up(log=log, timeout=180)
     timings["cluster_with_node_up_s"] = time.monotonic() - start
@@ -79,7 +80,7 @@ def operator(node_cluster, crd, tmp_path_factory):
 @pytest.fixture(scope="session")
 def fake_tmdb(node):
     """The project's fake TMDB server on all host addresses; pods reach it over the bridge."""
-    proc = subprocess.Popen([sys.executable, "-m", "thresher.cli", "job", "tmdb", "fake-server", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "thresher.demo", "fake-tmdb", "--port", "0",
                              "--host", "0.0.0.0", "--movies", "600", "--api-key", FAKE_TMDB_KEY],
                             stdout=subprocess.PIPE, text=True)
     info = json.loads(proc.stdout.readline())

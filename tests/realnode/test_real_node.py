@@ -17,6 +17,7 @@ import pytest
 
 from tests.helpers.wait import eventually
 from tests.realnode.conftest import FAKE_TMDB_KEY
+from thresher.devcluster.node import host
 
 pytestmark = [pytest.mark.realnode, pytest.mark.timeout(1800)]
 
@@ -172,7 +173,7 @@ def test_drone_schedule_runs_as_a_real_container(node_cluster, node, operator, r
     assert free, "no Available local PV"
     pv = free[0]["metadata"]["name"]
     folder = Path(free[0]["spec"]["local"]["path"])
-    subprocess.run([sys.executable, "-m", "thresher.cli", "job", "drone", "sample", "--data-dir", str(folder),
+    subprocess.run([sys.executable, "-m", "thresher.demo", "sample-fields", "--data-dir", str(folder),
                     "--count", "3", "--multispectral", "1", "--width", "256", "--height", "192"], check=True)
     for path in [folder, *folder.rglob("*")]:
         os.chown(path, 10001, 10001)
@@ -262,6 +263,46 @@ def _closed_port() -> int:
         return sock.getsockname()[1]  # closed again when the block ends: connections are refused
 
 
+def _restricted_pod(name: str, ns: str, **spec) -> dict:
+    security = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"}}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                     "securityContext": {"runAsUser": 10001, "runAsGroup": 10001},
+                     "containers": [{"name": "main", "image": "thresher-jobs:0.1.0", "imagePullPolicy": "Never",
+                                     "command": ["python3", "-c", "print('ran')"], "securityContext": security}],
+                     **spec}}
+
+
+def test_pods_land_on_the_real_node_unless_they_ask_for_kwok(node_cluster, node, restricted_namespace):
+    """Issue 13: with the real node present, a pod without a nodeSelector landed on a kwok node
+    and "succeeded" with no container run. The kwok CPU nodes now carry kwok's NoSchedule taint in
+    node mode: plain pods run for real on thresher-local, and only a pod that tolerates the taint
+    (and selects kwok) is simulated."""
+    from thresher.devcluster.kwok.nodes import CPU_NODES, SIMULATED_SELECTOR, SIMULATED_TOLERATION
+
+    ns = restricted_namespace
+    for name in CPU_NODES:
+        taints = _json(node_cluster, "get", "node", name)["spec"].get("taints", [])
+        assert {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"} in taints
+    pods = [_restricted_pod(f"plain-{i}", ns) for i in range(3)]
+    pods.append(_restricted_pod("simulated", ns, nodeSelector=SIMULATED_SELECTOR, tolerations=[SIMULATED_TOLERATION]))
+    node_cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
+
+    def finished(name: str) -> dict:
+        pod = _json(node_cluster, "get", "pod", name, "-n", ns)
+        return pod if pod["status"].get("phase") in ("Succeeded", "Failed") else {}
+
+    for i in range(3):
+        pod = eventually(lambda: finished(f"plain-{i}"), timeout=120, message=f"plain-{i} finished")
+        assert pod["spec"]["nodeName"] == NODE and pod["status"]["phase"] == "Succeeded"
+        assert node_cluster.kubectl("logs", f"plain-{i}", "-n", ns).stdout.strip() == "ran"  # a real container
+    # kwok runs it (Running; only Job pods get kwok's completion stage): placed, nothing executed.
+    pod = eventually(lambda: (p := _json(node_cluster, "get", "pod", "simulated", "-n", ns))["status"]
+                     .get("phase") == "Running" and p, timeout=60, message="simulated pod running on kwok")
+    assert pod["spec"]["nodeName"] in CPU_NODES
+
+
 def test_down_leaves_nothing_behind(node_cluster, node, operator, timings):
     operator.stop()  # it would only log errors about a vanished apiserver
     start = time.monotonic()
@@ -269,4 +310,4 @@ def test_down_leaves_nothing_behind(node_cluster, node, operator, timings):
     timings["down_s"] = time.monotonic() - start
     assert node.leftovers() == {"processes": [], "mounts": [], "interfaces": [], "cgroups": [], "netns": []}
     assert not node_cluster.state_dir.exists()
-    assert node._iptables_chains() == node_cluster.iptables_before
+    assert host.kubelet_chains() == node_cluster.iptables_before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import typer
 
@@ -75,7 +76,41 @@ def status(state_dir: str = StateDir, output: str = typer.Option("table", "-o", 
         raise typer.Exit(1)
 
 
+def _notice(message: str) -> None:
+    typer.echo(message, err=True)
+
+
 @app.command()
 def env(state_dir: str = StateDir):
     """Print the shell line that points kubectl at this cluster: eval "$(thresher dev env)"."""
-    typer.echo(_cluster(state_dir).env_line())
+    cluster = _cluster(state_dir)
+    # Only the export line goes to stdout (it is eval'ed); notices such as "ignoring kubectl
+    # from PATH (wrong version)" go to stderr.
+    cluster.binaries(log=_notice)
+    typer.echo(cluster.env_line())
+
+
+@app.command()
+def images(
+    names: Optional[list[str]] = typer.Argument(None, help="pause, base, jobs, operator (default: pause jobs operator)."),
+    import_into: Optional[str] = typer.Option(None, "--import-into", metavar="STATE_DIR",
+                                              help="Also import the archives into the running node of this cluster."),
+):
+    """Build the real node's images with buildah (cached OCI archives); see docs/devcluster.md."""
+    from pathlib import Path
+
+    from thresher.devcluster import images as node_images
+    from thresher.devcluster.node import Node
+
+    try:
+        archives = node_images.build(names or ["pause", "jobs", "operator"], _notice)
+    except node_images.ImageError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    if import_into:
+        node = Node(Path(import_into))
+        if not node.containerd_running():
+            _notice(f"no running node in {import_into}: the images are imported when it starts")
+            return
+        for archive in archives:
+            node.import_image(archive, _notice)

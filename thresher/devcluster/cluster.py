@@ -3,8 +3,9 @@ as plain processes, with their state (PKI, data, logs, kubeconfigs) in one direc
 
 ``up`` is idempotent: components already running are kept, dead ones are restarted, and it
 returns only when the apiserver is ready, the default ServiceAccount exists and every node is
-Ready. ``down`` stops exactly the processes it recorded (pid plus command line, so a recycled
-pid is never killed) and removes the state.
+Ready. ``down`` stops exactly the processes it recorded (``process.Supervisor``: a recorded pid
+counts only while it is still ours, so a recycled pid is never killed) and removes the state.
+The kwok nodes' shapes are in ``kwok/nodes.py``, the opt-in real node in ``node/``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ import base64
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,12 +25,13 @@ from pathlib import Path
 import yaml
 
 from thresher.devcluster import binaries, pki
-from thresher.devcluster.pids import owned, read_pid, write_pid
-
-Log = Callable[[str], None]
+from thresher.devcluster.kubeconfig import kubeconfig_dict
+from thresher.devcluster.kwok.nodes import (  # noqa: F401  (GPU_* re-exported: tests and the demo use them)
+    CPU_NODES, GPU_LABEL, GPU_NODE, GPU_RESOURCE, NODE_NAMES, nodes_manifest)
+from thresher.devcluster.node import NODE_COMPONENTS, Node, NodeError
+from thresher.devcluster.process import Log, Supervisor, free_port, port_is_free, rss_bytes
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-NODE_COMPONENTS = ("containerd", "kubelet")  # the opt-in real node, see node.py
 PORT_NAMES = ("etcd_client", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")
 SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.244.0.0/16"
@@ -50,38 +49,12 @@ def default_state_dir() -> Path:
     return Path(base) / "thresher" / "dev"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 @dataclass(frozen=True)
 class ComponentState:
     name: str
     pid: int | None
     running: bool
     rss_bytes: int
-
-
-def _rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 class DevCluster:
@@ -92,8 +65,8 @@ class DevCluster:
         # The opt-in real node (kubelet + containerd): asked for, or already part of this cluster.
         self.want_node = node if node is not None else os.environ.get("THRESHER_DEV_NODE") == "1"
         self.pki_dir = self.state_dir / "pki"
-        self.log_dir = self.state_dir / "logs"
-        self.pid_dir = self.state_dir / "pids"
+        self.procs = Supervisor(self.state_dir, ClusterError)
+        self.log_dir, self.pid_dir = self.procs.log_dir, self.procs.pid_dir
         self.kubeconfig = self.state_dir / "kubeconfig"
         self._bins: dict[str, Path] | None = None
 
@@ -131,18 +104,9 @@ class DevCluster:
     def server_url(self) -> str:
         return f"https://127.0.0.1:{self.ports()['apiserver']}"
 
-    # --- process bookkeeping --------------------------------------------------------
+    # --- processes and the real node ------------------------------------------------
 
-    def _recorded_pid(self, name: str) -> int | None:
-        return read_pid(self.pid_dir, name)
-
-    def _owns(self, pid: int) -> bool:
-        """True when ``pid`` is alive and is one of this cluster's processes."""
-        return owned(pid, str(self.state_dir))
-
-    def node(self):
-        from thresher.devcluster.node import Node
-
+    def node(self) -> Node:
         return Node(self.state_dir, self.server_url)
 
     def node_enabled(self) -> bool:
@@ -152,33 +116,10 @@ class DevCluster:
         states = {}
         names = COMPONENTS + (NODE_COMPONENTS if self.node_enabled() else ())
         for name in names:
-            pid = self._recorded_pid(name)
-            running = pid is not None and self._owns(pid)
-            states[name] = ComponentState(name, pid, running, _rss_bytes(pid) if running else 0)
+            pid = self.procs.pid(name)
+            running = pid is not None and self.procs.owns(pid)
+            states[name] = ComponentState(name, pid, running, rss_bytes(pid) if running else 0)
         return states
-
-    def _start(self, name: str, args: list[str], log: Log) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.pid_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{name}.log", "ab") as out:
-            proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # outlives `thresher dev up`; stopped by `down`
-                cwd=self.state_dir,
-            )
-        write_pid(self.pid_dir, name, proc.pid)
-        log(f"started {name} (pid {proc.pid})")
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self.log_dir / f"{name}.log"
-        if not path.exists():
-            return f"(no log at {path})"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-    def _fail(self, name: str, what: str) -> ClusterError:
-        return ClusterError(
-            f"{name}: {what}\n--- last lines of {self.log_dir / (name + '.log')} ---\n{self.log_tail(name)}"
-        )
 
     # --- component command lines ---------------------------------------------------
 
@@ -254,7 +195,7 @@ class DevCluster:
             ]
         if name == "kwok":
             stages = self.state_dir / "kwok-stages.yaml"
-            stages.write_text(resources.files("thresher.devcluster").joinpath("kwok/stages.yaml").read_text())
+            stages.write_text(resources.files("thresher.devcluster.kwok").joinpath("stages.yaml").read_text())
             return [
                 str(b["kwok"]), f"--kubeconfig={self._component_kubeconfig('kwok')}",
                 f"--config={stages}",
@@ -267,17 +208,6 @@ class DevCluster:
         raise ValueError(name)
 
     # --- readiness ------------------------------------------------------------------
-
-    def _wait(self, name: str, ready: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pid = self._recorded_pid(name)
-            if pid is not None and not self._owns(pid):
-                raise self._fail(name, f"exited while waiting for {what}")
-            if ready():
-                return
-            time.sleep(0.2)
-        raise self._fail(name, f"not {what} after {timeout:.0f}s")
 
     def _etcd_healthy(self) -> bool:
         try:
@@ -347,19 +277,17 @@ class DevCluster:
         for name in COMPONENTS:
             if states[name].running:
                 continue
-            self._start(name, self._args(name), log)
+            self.procs.start(name, self._args(name), log)
             if name == "etcd":
-                self._wait("etcd", self._etcd_healthy, 30, "healthy")
+                self.procs.wait("etcd", self._etcd_healthy, 30, "healthy")
             elif name == "kube-apiserver":
-                self._wait("kube-apiserver", self._apiserver_ready, 60, "ready (/readyz)")
-        self._wait("kube-apiserver", self._apiserver_ready, 60, "ready (/readyz)")
-        self.kubectl("apply", "-f", "-", input=nodes_manifest())
-        self._wait("kube-controller-manager", self._default_service_account, timeout,
+                self.procs.wait("kube-apiserver", self._apiserver_ready, 60, "ready (/readyz)")
+        self.procs.wait("kube-apiserver", self._apiserver_ready, 60, "ready (/readyz)")
+        self.kubectl("apply", "-f", "-", input=nodes_manifest(real_node=self.node_enabled()))
+        self.procs.wait("kube-controller-manager", self._default_service_account, timeout,
                    "creating the default ServiceAccount")
-        self._wait("kwok", self._nodes_ready, timeout, "reporting every node Ready")
+        self.procs.wait("kwok", self._nodes_ready, timeout, "reporting every node Ready")
         if self.node_enabled():
-            from thresher.devcluster.node import NodeError
-
             try:
                 self.node().up(self.kubectl, log, timeout=timeout)
             except NodeError as err:
@@ -370,24 +298,9 @@ class DevCluster:
         """Stop this cluster's processes (TERM, then KILL) and remove its state."""
         if (self.state_dir / "node").exists():
             # Containers, mounts, netns, bridge and cgroups first, while the paths are known.
-            from thresher.devcluster.node import Node
-
             Node(self.state_dir).down(log)
         for name in reversed(COMPONENTS):
-            pid = self._recorded_pid(name)
-            if pid is None or not self._owns(pid):
-                continue
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while self._owns(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if self._owns(pid):
-                os.kill(pid, signal.SIGKILL)
-            try:  # reap it when this process started it (tests), so no zombie stays behind
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-            log(f"stopped {name} (pid {pid})")
+            self.procs.stop(name, log, timeout)
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
             log(f"removed {self.state_dir}")
@@ -402,51 +315,3 @@ class DevCluster:
         self.kubeconfig.write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.kubeconfig.chmod(0o600)
 
-
-def kubeconfig_dict(server: str, *, user: str, ca: str | None = None, cert: str | None = None,
-                    key: str | None = None, ca_data: str | None = None, cert_data: str | None = None,
-                    key_data: str | None = None) -> dict:
-    cluster = {"server": server}
-    cluster.update({"certificate-authority": ca} if ca else {"certificate-authority-data": ca_data})
-    creds = ({"client-certificate": cert, "client-key": key} if cert else
-             {"client-certificate-data": cert_data, "client-key-data": key_data})
-    return {
-        "apiVersion": "v1", "kind": "Config", "current-context": "thresher-dev",
-        "clusters": [{"name": "thresher-dev", "cluster": cluster}],
-        "users": [{"name": user, "user": creds}],
-        "contexts": [{"name": "thresher-dev", "context": {"cluster": "thresher-dev", "user": user}}],
-    }
-
-
-# --- nodes ------------------------------------------------------------------------
-
-GPU_NODE = "kwok-gpu-1"
-CPU_NODES = ("kwok-cpu-1", "kwok-cpu-2")
-NODE_NAMES = (*CPU_NODES, GPU_NODE)
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_LABEL = "nvidia.com/gpu.present"
-
-
-def node_manifest(name: str, gpus: int = 0) -> dict:
-    capacity = {"cpu": "16", "memory": "64Gi", "pods": "110"}
-    labels = {
-        "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-        "type": "kwok", "thresher.dev/node-pool": "gpu" if gpus else "cpu",
-    }
-    spec: dict = {}
-    if gpus:
-        capacity[GPU_RESOURCE] = str(gpus)
-        labels[GPU_LABEL] = "true"
-        spec["taints"] = [{"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}]
-    return {
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": labels,
-                     "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}},
-        "spec": spec,
-        "status": {"capacity": capacity, "allocatable": dict(capacity)},
-    }
-
-
-def nodes_manifest() -> str:
-    docs = [node_manifest(n) for n in CPU_NODES] + [node_manifest(GPU_NODE, gpus=8)]
-    return yaml.safe_dump_all(docs, sort_keys=False)

@@ -7,11 +7,11 @@
 
 Everything is cached under ``$THRESHER_CACHE_DIR`` or ``~/.cache/thresher``: buildah's own
 storage in ``buildah/`` and one OCI archive per image in ``images/``, which the node imports
-into containerd's ``k8s.io`` namespace when it starts (``node.py``) and ``make images``
+into containerd's ``k8s.io`` namespace when it starts (``node/``) and ``make images``
 imports into a running node at once. Each archive is keyed by a hash of what it is built from,
 so a changed input is rebuilt and an unchanged one never is.
 
-``python -m thresher.devcluster.images [--import STATE_DIR] [pause|base|jobs|operator ...]``
+``thresher dev images [--import-into STATE_DIR] [pause|base|jobs|operator ...]`` (``make images``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -172,12 +171,28 @@ def ensure_base(log: Log = print) -> str:
 
 # --- Thresher's images --------------------------------------------------------------------
 
+def excluded_from_images() -> tuple[str, ...]:
+    """Folders of thresher/ that .dockerignore keeps out of the images (the demo and its fakes:
+    they run on the host; pods reach the fake TMDB server over the node's bridge)."""
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    return tuple(line.strip().rstrip("/") for line in lines if line.strip().startswith("thresher/"))
+
+
+def in_build_context(relative: str, excluded: tuple[str, ...]) -> bool:
+    """Whether a file of thresher/ reaches the images."""
+    parts = Path(relative).parts
+    return ("__pycache__" not in parts and not relative.endswith((".pyc", ".pyo"))
+            and not any(relative == p or relative.startswith(p + "/") for p in excluded))
+
+
 def _context_digest() -> str:
-    """What the Dockerfile copies (see .dockerignore): pyproject, README/LICENSE, thresher/."""
-    files = [REPO / "Dockerfile", REPO / "pyproject.toml", *sorted(REPO.glob("README*")),
+    """What the Dockerfile copies (see .dockerignore): pyproject, README/LICENSE, thresher/
+    without the demo, so a demo change never rebuilds an image."""
+    files = [REPO / "Dockerfile", REPO / ".dockerignore", REPO / "pyproject.toml", *sorted(REPO.glob("README*")),
              *sorted(REPO.glob("LICENSE*"))]
+    excluded = excluded_from_images()
     files += sorted(p for p in (REPO / "thresher").rglob("*")
-                    if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith((".pyc", ".pyo")))
+                    if p.is_file() and in_build_context(str(p.relative_to(REPO)), excluded))
     parts = []
     for path in files:
         parts += [str(path.relative_to(REPO)).encode(), path.read_bytes()]
@@ -249,27 +264,3 @@ def build(names: Iterable[str], log: Log = print) -> list[Path]:
             raise ImageError(f"unknown image {name!r}: pause, base, {', '.join(TARGETS)}")
     return out
 
-
-def main(argv: list[str]) -> int:
-    state_dir = None
-    if argv[:1] == ["--import"]:
-        state_dir, argv = argv[1], argv[2:]
-    try:
-        archives = build(argv or ["pause", "jobs", "operator"])
-        if state_dir:
-            from thresher.devcluster.node import Node
-
-            node = Node(Path(state_dir))
-            if node.containerd_running():
-                for archive in archives:
-                    node.import_image(archive)
-            else:
-                print(f"no running node in {state_dir}: the images are imported when it starts")
-    except ImageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""Process-level tests of the TMDB job: real subprocesses, SIGKILL mid-run, the fake-server command.
+"""Process-level tests of the TMDB job: real subprocesses, SIGKILL mid-run, the fake-tmdb command.
 
 No Kubernetes needed: the job is a plain command line. Waits poll with a deadline.
 """
@@ -18,7 +18,7 @@ import pytest
 
 from tests.helpers.wait import eventually
 from thresher.api.runresult import parse_message
-from thresher.jobs.tmdb.fakeserver import FakeConfig, running_fake_server
+from thresher.demo.fakes.tmdb_server import FakeConfig, running_fake_server
 from thresher.jobs.tmdb.storage import is_complete, list_snapshots, read_jsonl
 
 REPO = Path(__file__).resolve().parents[3]
@@ -46,6 +46,12 @@ def _collect_args(server, data_dir: Path, collection: str = "monthly") -> list[s
 def _thresher(args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "thresher.cli", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _fake_tmdb(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """The demo's fake TMDB command (the fakes live in thresher.demo, not in the job images)."""
+    return subprocess.Popen([sys.executable, "-m", "thresher.demo", "fake-tmdb", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _run_with_patch(patch: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -145,7 +151,7 @@ def test_sigkill_between_snapshot_and_catalog_is_repaired_by_the_next_run(slow_s
 
 
 def test_fake_server_command_serves_a_collect_command(tmp_path):
-    server = _thresher(["job", "tmdb", "fake-server", "--port", "0", "--movies", "500", "--api-key", KEY,
+    server = _fake_tmdb(["--port", "0", "--movies", "500", "--api-key", KEY,
                         "--fault", "503:0.2", "--fault", "500@movie/popular?page=2*2"], _env(tmp_path))
     try:
         base_url = json.loads(server.stdout.readline())["baseUrl"]
@@ -171,9 +177,9 @@ def test_fake_server_command_serves_a_collect_command(tmp_path):
 
 
 def test_sweep_command_against_the_fake_server_command(tmp_path):
-    """The export URL travels from the fake-server command's first line to collect's --export-base-url;
+    """The export URL travels from the fake-tmdb command's first line to collect's --export-base-url;
     a corrupt export ends the process with UPSTREAM (3) and commits nothing; the next run succeeds."""
-    server = _thresher(["job", "tmdb", "fake-server", "--port", "0", "--movies", "500", "--api-key", KEY,
+    server = _fake_tmdb(["--port", "0", "--movies", "500", "--api-key", KEY,
                         "--export-bad-line-rate", "0.02", "--fault", "404@movie_ids_06_01_2025*all",
                         "--fault", "gzip-corrupt@p/exports*1"], _env(tmp_path))
     try:

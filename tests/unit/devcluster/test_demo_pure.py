@@ -9,7 +9,8 @@ import typer
 import yaml
 
 from thresher.api.schedule import CollectionSchedule, parse_schedule
-from thresher.demo import EXAMPLES, NAMESPACE, REAL_NODE, choose_mode, demo_objects, for_real_node, local_claim
+from thresher.demo.loop import (EXAMPLES, NAMESPACE, REAL_NODE, choose_mode, demo_objects, for_real_node, local_claim,
+                                node_roles)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "manifests" / "examples"
 IMAGE = "docker.io/library/thresher-jobs:0.1.0"
@@ -108,3 +109,54 @@ def test_demo_objects_are_the_examples_prerequisites_in_the_demo_namespace():
     for doc in docs:
         if doc["kind"] not in ("PriorityClass", "Namespace"):
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]
+
+
+def test_the_demo_says_which_nodes_are_real_and_which_simulated():
+    """Issue 13: the GPU node stays simulated in the real-node demo; the output must say so, and
+    say that the kwok CPU nodes only take pods that ask for them."""
+    lines = node_roles().splitlines()
+    assert "thresher-local REAL" in lines[0]
+    assert "kwok-gpu-1 SIMULATED GPU node" in lines[1]
+    assert "kwok-cpu-1, kwok-cpu-2 SIMULATED" in lines[2] and "kwok.x-k8s.io/node=fake:NoSchedule" in lines[2]
+
+
+def test_a_demo_failure_is_its_message_and_exit_1_not_a_traceback(monkeypatch, capsys):
+    """A missing chart (an installed package without its data), a component that does not start
+    or a failed image build ends `thresher demo` with the reason, exit code 1."""
+    from thresher.demo import loop
+    from thresher.demo.assets import AssetError
+
+    def broken(down, node):
+        raise AssetError("the demo's chart (charts/thresher) is missing")
+
+    monkeypatch.setattr(loop, "_run_demo", broken)
+    with pytest.raises(typer.Exit) as exit_info:
+        loop.run_demo(node=False)
+    assert exit_info.value.exit_code == 1
+    assert capsys.readouterr().err.strip() == "error: the demo's chart (charts/thresher) is missing"
+
+
+def test_the_charts_deployment_asks_for_kwok_and_passes_the_values_schema(tmp_path):
+    """With the real node the kwok CPU nodes are tainted; the chart's operator Deployment (which
+    the demo leaves simulated, running the operator as a local process) must ask for kwok, or
+    `helm install --wait` waits for a pod the real node cannot run. The values must pass the
+    chart's strict schema."""
+    import json
+
+    from tests.helpers.tools import require_helm, run_tool
+    from thresher.demo.assets import asset
+    from thresher.demo.loop import chart_values
+    from thresher.devcluster.kwok.nodes import SIMULATED_TAINT
+
+    values = chart_values()
+    values_file = tmp_path / "values.json"
+    values_file.write_text(json.dumps(values))
+    rendered = run_tool([require_helm(), "template", "thresher", str(asset("chart")), "--values", str(values_file)])
+    assert rendered.returncode == 0, rendered.stderr  # helm checks values.schema.json (additionalProperties: false)
+    (deployment,) = [d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == values["nodeSelector"] and pod["tolerations"] == values["tolerations"]
+    (toleration,) = values["tolerations"]
+    assert (toleration["key"], toleration["value"], toleration["effect"]) == (
+        SIMULATED_TAINT["key"], SIMULATED_TAINT["value"], SIMULATED_TAINT["effect"])
+    assert values["nodeSelector"] == {"type": "kwok"}

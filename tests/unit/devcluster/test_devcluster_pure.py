@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from thresher.devcluster import binaries, pki
-from thresher.devcluster.cluster import GPU_NODE, NODE_NAMES, node_manifest, nodes_manifest
+from thresher.devcluster.kwok.nodes import (CPU_NODES, GPU_NODE, NODE_NAMES, SIMULATED_TAINT, node_manifest,
+                                             nodes_manifest)
 
 GOMOD = """module k8s.io/kubernetes
 require (
@@ -81,6 +83,21 @@ def test_gpu_node_advertises_gpus_and_is_tainted():
     assert nodes_manifest().count("kind: Node") == len(NODE_NAMES)
 
 
+def test_with_the_real_node_kwok_cpu_nodes_are_tainted_so_plain_pods_go_to_the_real_node():
+    """Issue 13: with the real node present, a schedule without a nodeSelector landed on a kwok
+    node and "succeeded" with no container run. In node mode the kwok CPU nodes carry kwok's
+    NoSchedule taint (only simulated pods tolerate it); without the real node nothing changes;
+    the GPU node keeps only its GPU taint (GPU pods can only be simulated here)."""
+    tainted = {n["metadata"]["name"]: n["spec"].get("taints", [])
+               for n in yaml.safe_load_all(nodes_manifest(real_node=True))}
+    for name in CPU_NODES:
+        assert tainted[name] == [SIMULATED_TAINT]
+    assert tainted[GPU_NODE] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
+    plain = {n["metadata"]["name"]: n["spec"].get("taints", []) for n in yaml.safe_load_all(nodes_manifest())}
+    assert all(plain[name] == [] for name in CPU_NODES)
+    assert SIMULATED_TAINT["key"] == "kwok.x-k8s.io/node"  # kwok's own convention for fake nodes
+
+
 def test_owned_follows_the_process_from_start_to_exit(tmp_path):
     """A just-started child counts as ours at once (even while its cmdline still reads empty
     inside execve: that raced `dev up` into "exited while waiting" on a loaded machine), a
@@ -89,7 +106,7 @@ def test_owned_follows_the_process_from_start_to_exit(tmp_path):
     import sys
     import time
 
-    from thresher.devcluster.pids import owned
+    from thresher.devcluster.process import owned
 
     marker = str(tmp_path / "state")
     for _ in range(30):

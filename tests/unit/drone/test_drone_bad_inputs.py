@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from thresher.api.names import ExitCode
-from thresher.jobs.drone import sample as sm
+from thresher.demo.fakes import drone_fields as sm
 from thresher.jobs.drone.cli import execute, process_result
 from thresher.jobs.drone.pipeline import run_process
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from thresher.api.runresult import parse_message
-from thresher.jobs.drone import sample as sm
+from thresher.demo.cli import app as demo_app
+from thresher.demo.fakes import drone_fields as sm
 from thresher.jobs.drone.cli import app, execute
 from thresher.jobs.drone.pipeline import Paths
 from thresher.jobs.drone.watch import watch
@@ -22,8 +23,8 @@ runner = CliRunner()
 
 
 def test_run_with_spec_file_writes_run_result_and_exit_code(tmp_path: Path):
-    runner.invoke(app, ["sample", "--data-dir", str(tmp_path), "--count", "2", "--multispectral", "1",
-                        "--width", "64", "--height", "48"], catch_exceptions=False)
+    runner.invoke(demo_app, ["sample-fields", "--data-dir", str(tmp_path), "--count", "2", "--multispectral", "1",
+                             "--width", "64", "--height", "48"], catch_exceptions=False)
     (tmp_path / "input" / "broken.jpg").write_bytes(b"\xff\xd8\xff")
     (tmp_path / "spec.json").write_text(json.dumps({"task": "process", "batchSize": 2, "healthMapMaxSize": 64}))
     result_file = tmp_path / "result.json"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from thresher.jobs.drone import sample as sm
+from thresher.demo.fakes import drone_fields as sm
 from thresher.jobs.drone.pipeline import Paths, run_process
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 from thresher.jobs.drone import maintenance as mt
-from thresher.jobs.drone import sample as sm
+from thresher.demo.fakes import drone_fields as sm
 from thresher.jobs.drone.pipeline import run_process
 from thresher.jobs.drone.state import StateDB
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from thresher.jobs.drone import sample as sm
+from thresher.demo.fakes import drone_fields as sm
 from thresher.jobs.drone.discovery import FileInfo, group, scan
 from thresher.jobs.drone.pipeline import run_process
 from thresher.jobs.drone.state import StateDB, StateLock

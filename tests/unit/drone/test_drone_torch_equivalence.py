@@ -14,7 +14,7 @@ import pytest
 from thresher.api.drone import DroneJob
 from thresher.jobs.drone import compute as cp
 from thresher.jobs.drone import indices as ix
-from thresher.jobs.drone import sample as sm
+from thresher.demo.fakes import drone_fields as sm
 from thresher.jobs.drone.decode import Decoded
 from thresher.jobs.drone.torch_backend import torch_available
 

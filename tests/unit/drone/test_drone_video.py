@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from thresher.jobs.drone import sample as sm
+from thresher.demo.fakes import drone_fields as sm
 from thresher.jobs.drone.pipeline import run_process
 
 

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from thresher.jobs.tmdb.client import Credentials, TmdbClient
-from thresher.jobs.tmdb.fakeserver import FakeConfig, running_fake_server
+from thresher.demo.fakes.tmdb_server import FakeConfig, running_fake_server
 from thresher.jobs.tmdb.ratelimit import RateLimiter
 from thresher.jobs.tmdb.retry import RetryPolicy
 

@@ -14,7 +14,7 @@ import pytest
 from thresher.jobs.tmdb.client import (
     AuthError, Credentials, NotFound, RequestRejected, RetriesExhausted, Unprocessable,
 )
-from thresher.jobs.tmdb.fakeserver import FaultRule
+from thresher.demo.fakes.tmdb_server import FaultRule
 from thresher.jobs.tmdb.ratelimit import RateLimiter
 
 from .support import API_KEY, TOKEN

@@ -11,7 +11,7 @@ from thresher.api.names import ExitCode
 from thresher.jobs.harness import ConfigError
 from thresher.jobs.tmdb.client import Credentials
 from thresher.jobs.tmdb.collect import SKIPPED_OUTSIDE_HOURS, decide_exit, run_collection
-from thresher.jobs.tmdb.fakeserver import FAULT_KINDS, PERMANENT_FAULT_KINDS, FaultRule
+from thresher.demo.fakes.tmdb_server import FAULT_KINDS, PERMANENT_FAULT_KINDS, FaultRule
 from thresher.jobs.tmdb.quality import Thresholds
 from thresher.jobs.tmdb.storage import Catalog, is_complete, list_snapshots, read_jsonl
 
@@ -174,7 +174,7 @@ def test_changes_windows_longer_than_a_page_are_paginated(make_client, server, t
 
 
 def test_bad_data_lowers_quality_and_thresholds_fail_the_run(tmp_path, make_client, server):
-    from thresher.jobs.tmdb.fakeserver import FakeConfig, running_fake_server
+    from thresher.demo.fakes.tmdb_server import FakeConfig, running_fake_server
 
     from .support import API_KEY
 

@@ -15,7 +15,7 @@ from thresher.jobs.tmdb.collect import run_collection
 from thresher.jobs.tmdb.export import (
     DetailPicker, ExportCorrupt, cap_ids, check_line, export_dates, export_name, gunzip_lines, sweep_filter,
 )
-from thresher.jobs.tmdb.fakeserver import FakeConfig, FaultRule, running_fake_server
+from thresher.demo.fakes.tmdb_server import FakeConfig, FaultRule, running_fake_server
 from thresher.jobs.tmdb.storage import Catalog, list_snapshots, read_jsonl
 
 from .support import API_KEY, job

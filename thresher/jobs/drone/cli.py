@@ -2,14 +2,13 @@
 
 ``run --spec`` is what a CollectionSchedule's pod runs (the task comes from the spec);
 ``process``, ``report``, ``backup`` and ``cleanup`` are the same tasks with flags for
-hand use, and ``sample`` writes synthetic fields for demos. Every task command writes a
-RunResult and exits with its ExitCode. Heavy modules (NumPy, Pillow, PyAV, torch) are
+hand use. Every task command writes a RunResult and exits with its ExitCode (synthetic
+sample fields are the demo's: ``python -m thresher.demo sample-fields``). Heavy modules (NumPy, Pillow, PyAV, torch) are
 imported inside the commands so that ``thresher --help`` stays fast.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -252,26 +251,3 @@ def cleanup(
     spec_obj = _spec_or_fail(lambda: _with({"task": "cleanup", "retentionDays": retention_days,
                                             "dryRun": dry_run}, spec), result_path)
     _run_spec(spec_obj, data_dir, result_path, log_level)
-
-
-@app.command()
-def sample(
-    data_dir: Optional[Path] = DataDir,
-    input_path: str = typer.Option("input", "--input", help="Folder under the data dir to write into."),
-    count: int = typer.Option(4, "--count", min=1, max=1000, help="RGB JPEG fields to write."),
-    multispectral: int = typer.Option(2, "--multispectral", min=0, max=100, help="MicaSense captures to write."),
-    width: int = typer.Option(1024, "--width", min=16, help="Image width (multiple of 16)."),
-    height: int = typer.Option(768, "--height", min=16, help="Image height (multiple of 16)."),
-    video: bool = typer.Option(False, "--video", help="Also write a short MPEG-4 video."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
-) -> None:
-    """Write synthetic fields with known vegetation and stressed fractions (truth.json beside them)."""
-    from thresher.jobs.drone.sample import make_samples
-    from thresher.jobs.harness import atomic_write_text
-
-    if width % 16 or height % 16:
-        raise typer.BadParameter("width and height must be multiples of 16")
-    folder = data_dir_of(data_dir) / input_path
-    truths = make_samples(folder, count, (height, width), seed, multispectral, video)
-    atomic_write_text(folder / ".truth.json", json.dumps(truths, indent=1))
-    typer.echo(f"wrote {len(truths)} sample inputs to {folder} (truth in {folder / '.truth.json'})")

@@ -1,4 +1,5 @@
-"""``thresher job tmdb ...``: the TMDB collection job and its fake server.
+"""``thresher job tmdb ...``: the TMDB collection job (its fake server is the demo's:
+``python -m thresher.demo fake-tmdb``).
 
 Heavy imports (pydantic models, requests, sqlite) live inside the commands so
 that ``thresher --help`` stays instant.
@@ -11,6 +12,13 @@ from typing import Optional
 import typer
 
 app = typer.Typer(help="Collect movie data from TMDB.", no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """Collect movie data from TMDB."""
+    # A callback keeps `tmdb` a command group with its one command (`collect`), as the job's
+    # pods and users call it; Typer would otherwise make a lone command the app itself.
 
 
 @app.command()
@@ -103,64 +111,3 @@ def _run(job, credentials, base_url, export_base_url, data_dir, min_quality_rate
         outcome = run_collection(job, client, data_dir, Thresholds(min_quality_rate, min_items), now=now,
                                  export_base_url=export_base_url)
     return outcome.result, outcome.exit_code
-
-
-@app.command("fake-server")
-def fake_server(
-    port: int = typer.Option(8089, "--port", help="Port on 127.0.0.1 (0: any free port)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
-    latency_ms: float = typer.Option(0.0, "--latency-ms", min=0.0, help="Delay before every response."),
-    fault: Optional[list[str]] = typer.Option(None, "--fault", help="Repeatable: KIND:RATE (503:0.1) or KIND@MATCH[*N] (500@movie/popular?page=2*3, *all)."),
-    seed: int = typer.Option(7, "--seed", help="Seed of the data and of rate-based faults."),
-    rate_limit: Optional[float] = typer.Option(None, "--rate-limit", help="Requests a second before 429s."),
-    rate_limit_retry_after: Optional[str] = typer.Option(None, "--rate-limit-retry-after", help="Retry-After sent with rate-limit 429s (default: none, like TMDB's CDN)."),
-    retry_after: str = typer.Option("1", "--retry-after", help="Retry-After of 429-retry-after faults."),
-    movies: int = typer.Option(15000, "--movies", min=100, help="Size of the fake catalog."),
-    api_key: str = typer.Option("fake-api-key", "--api-key", help="The v3 key the server accepts."),
-    bearer_token: str = typer.Option("fake-read-token", "--bearer-token", help="The v4 token the server accepts."),
-    bad_data_rate: float = typer.Option(0.0, "--bad-data-rate", min=0.0, max=1.0, help="Share of movies with invalid fields."),
-    timeout_sleep: float = typer.Option(3.0, "--timeout-sleep", help="How long a timeout fault stalls (seconds)."),
-    export_bad_line_rate: float = typer.Option(0.0, "--export-bad-line-rate", min=0.0, max=1.0, help="Share of broken lines in the daily ID export."),
-    export_extra_ids: int = typer.Option(0, "--export-extra-ids", min=0, help="Ids beyond the catalog in the daily ID export (a big export cheaply)."),
-) -> None:
-    """Run the fake TMDB API until interrupted; prints its base URL as JSON on the first line."""
-    import json
-    import signal
-    import sys
-
-    from thresher.jobs.tmdb.fakeserver import FakeConfig, FakeTmdbServer, parse_fault
-
-    rates: dict[str, float] = {}
-    schedule = []
-    try:
-        for text in fault or []:
-            parsed = parse_fault(text)
-            if isinstance(parsed, tuple):
-                rates[parsed[0]] = parsed[1]
-            else:
-                schedule.append(parsed)
-        config = FakeConfig(seed=seed, movies=movies, api_key=api_key, bearer_token=bearer_token,
-                            latency_ms=latency_ms, fault_rates=rates, fault_schedule=schedule,
-                            rate_limit=rate_limit, retry_after=retry_after,
-                            rate_limit_retry_after=rate_limit_retry_after, timeout_sleep_s=timeout_sleep,
-                            bad_data_rate=bad_data_rate, export_bad_line_rate=export_bad_line_rate,
-                            export_extra_ids=export_extra_ids)
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    server = FakeTmdbServer(config, host, port)
-
-    def stop(*_):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    print(json.dumps({"baseUrl": server.base_url, "exportBaseUrl": server.export_base_url, "apiKey": api_key,
-                      "port": server.port}), flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.fake.stopping.set()
-        server.httpd.server_close()
-        print(json.dumps({"stats": server.stats()}), file=sys.stderr, flush=True)

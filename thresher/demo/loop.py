@@ -10,7 +10,8 @@ them), the demo adds the real node ``thresher-local`` and Thresher's jobs image,
 the TMDB schedules collect from the project's fake TMDB server on the host (offline demo data),
 a drone schedule processes generated sample fields on a local volume and the heartbeat runs its
 shell command, all as real containers; their run results, outputs and metrics are shown. Only
-the GPU example stays on kwok's simulated GPU node. Without the real node (``--no-node``, or a
+the GPU example stays on kwok's simulated GPU node (the kwok CPU nodes are tainted in that mode,
+so a user's own schedule lands on the real node too, unless it asks for kwok). Without the real node (``--no-node``, or a
 machine that cannot run it), every pod is simulated by kwok: the demo says so and runs the TMDB
 job for real as a local process instead, so the collector's own counts are still real.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,12 +31,20 @@ from pathlib import Path
 import typer
 import yaml
 
-from thresher.devcluster.pids import owned, read_pid, write_pid
+from thresher.api.names import RUN_NOW_ANNOTATION
+from thresher.demo.assets import AssetError, asset
+from thresher.devcluster import images
+from thresher.devcluster.binaries import BuildError
+from thresher.devcluster.cluster import ClusterError, DevCluster
+from thresher.devcluster.images import ImageError
+from thresher.devcluster.kwok.nodes import (CPU_NODES, GPU_NODE, SIMULATED_SELECTOR, SIMULATED_TAINT,
+                                            SIMULATED_TOLERATION)
+from thresher.devcluster.node import Node, NodeError
+from thresher.devcluster.process import free_port
 
 NAMESPACE = "thresher-demo"
 SYSTEM_NAMESPACE = "thresher-system"
 RELEASE = "thresher"
-REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = ("tmdb-daily.yaml", "tmdb-weekly.yaml", "drone-fields.yaml", "drone-gpu.yaml",
             "container-every-minute.yaml")
 REAL_NODE = "thresher-local"
@@ -49,68 +57,59 @@ SIMULATED_BANNER = (
 )
 
 
-def _repo_examples() -> Path:
-    return REPO / "manifests" / "examples"
-
-
 def load_examples() -> list[dict]:
-    return [yaml.safe_load((_repo_examples() / name).read_text()) for name in EXAMPLES]
+    return [yaml.safe_load((asset("examples") / name).read_text()) for name in EXAMPLES]
 
 
 def _say(text: str) -> None:
     typer.secho(text, fg=typer.colors.CYAN, err=True)
 
 
-def start_operator(cluster, metrics_port: int, kubeconfig: Path, job_image: str | None = None) -> None:
-    """The operator as a background process beside the dev cluster (stopped by `make demo-down`)."""
-    from thresher.devcluster.cluster import free_port
+# The demo's own processes, beside the cluster's in its state directory (`make demo-down` stops them).
+DEMO_PROCESSES = ("operator", "prometheus", "fake-tmdb")
 
-    pid = read_pid(cluster.pid_dir, "operator")
-    if pid is not None and owned(pid, "operator", attempts=1):
-        _say(f"operator already running (pid {pid})")
+
+def start_operator(cluster: DevCluster, metrics_port: int, kubeconfig: Path, job_image: str | None = None) -> None:
+    """The operator as a background process beside the dev cluster (stopped by `make demo-down`)."""
+    if cluster.procs.running("operator"):
+        _say(f"operator already running (pid {cluster.procs.pid('operator')})")
         return
-    log = open(cluster.log_dir / "operator.log", "ab")
-    proc = subprocess.Popen(
+    cluster.procs.start(
+        "operator",
         [sys.executable, "-m", "thresher.cli", "operator", "run", "--namespace", NAMESPACE,
          "--metrics-port", str(metrics_port), "--liveness-port", str(free_port()),
          *(["--job-image", job_image] if job_image else [])],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True, cwd=cluster.state_dir)
-    write_pid(cluster.pid_dir, "operator", proc.pid)
-    _say(f"started the operator (pid {proc.pid}), log {cluster.log_dir / 'operator.log'}")
+        _say, env={**os.environ, "KUBECONFIG": str(kubeconfig)})
+    _say(f"    operator log: {cluster.procs.log_path('operator')}")
 
 
-def stop_operator(cluster) -> None:
-    for name in ("operator", "prometheus", "fake-tmdb"):
-        _stop_recorded(cluster, name)
+def stop_operator(cluster: DevCluster) -> None:
+    for name in DEMO_PROCESSES:
+        cluster.procs.stop(name, _say, timeout=30)
 
 
-def _stop_recorded(cluster, name: str) -> None:
-    pid = read_pid(cluster.pid_dir, name)
-    if pid is None:
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 30
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if Path(f"/proc/{pid}").exists():
-        os.kill(pid, signal.SIGKILL)
+def chart_values() -> dict:
+    """The chart's operator Deployment stays on kwok (simulated): the demo runs the operator as a
+    local process with the Deployment's credentials instead. With the real node present the kwok
+    CPU nodes are tainted, so the Deployment says that it asks for kwok, as simulated pods must."""
+    return {"nodeSelector": dict(SIMULATED_SELECTOR), "tolerations": [dict(SIMULATED_TOLERATION)]}
 
 
-def install_chart(cluster) -> None:
-    """`helm upgrade --install` of charts/thresher with the pinned helm (CRDs from crds/)."""
+def install_chart(cluster: DevCluster) -> None:
+    """`helm upgrade --install` of the chart with the pinned helm (CRDs from crds/)."""
     from thresher.devcluster.binaries import ensure
 
     helm = ensure(["helm"], log=_say)["helm"]
-    subprocess.run([str(helm), "upgrade", "--install", RELEASE, str(REPO / "charts" / "thresher"),
-                    "--namespace", SYSTEM_NAMESPACE, "--create-namespace", "--wait", "--timeout", "120s",
-                    "--kubeconfig", str(cluster.kubeconfig)], check=True, capture_output=True, text=True)
+    chart = asset("chart")
+    values = cluster.state_dir / "chart-values.json"
+    values.write_text(json.dumps(chart_values()))
+    proc = subprocess.run([str(helm), "upgrade", "--install", RELEASE, str(chart), "--values", str(values),
+                           "--namespace", SYSTEM_NAMESPACE, "--create-namespace", "--wait", "--timeout", "120s",
+                           "--kubeconfig", str(cluster.kubeconfig)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ClusterError(f"helm upgrade --install {RELEASE} failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
     # Helm installs crds/ once and never upgrades them; apply the current CRD like an upgrade must.
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
-                    str(REPO / "charts" / "thresher" / "crds"))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(chart / "crds"))
 
 
 def service_account_kubeconfig(cluster, path: Path) -> Path:
@@ -133,10 +132,8 @@ def service_account_kubeconfig(cluster, path: Path) -> Path:
     return path
 
 
-def start_prometheus(cluster, metrics_port: int) -> str | None:
+def start_prometheus(cluster: DevCluster, metrics_port: int) -> str | None:
     """Debian's Prometheus with Thresher's alert rules, scraping the operator; its URL."""
-    from thresher.devcluster.cluster import free_port
-
     binary = shutil.which("prometheus")
     if binary is None:
         _say("prometheus is not installed (`make tools` installs it): skipping the alerts part")
@@ -144,7 +141,7 @@ def start_prometheus(cluster, metrics_port: int) -> str | None:
     workdir = cluster.state_dir / "prometheus"
     workdir.mkdir(exist_ok=True)
     rules = workdir / "thresher-rules.yaml"
-    shutil.copy(REPO / "manifests" / "monitoring" / "thresher-rules.yaml", rules)
+    shutil.copy(asset("rules"), rules)
     config = {
         "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
         "rule_files": [str(rules)],
@@ -153,11 +150,9 @@ def start_prometheus(cluster, metrics_port: int) -> str | None:
     }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
-    log = open(cluster.log_dir / "prometheus.log", "ab")
-    proc = subprocess.Popen([binary, f"--config.file={workdir / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=workdir)
-    write_pid(cluster.pid_dir, "prometheus", proc.pid)
+    cluster.procs.start("prometheus", [binary, f"--config.file={workdir / 'prometheus.yml'}",
+                                       f"--storage.tsdb.path={workdir / 'data'}",
+                                       f"--web.listen-address=127.0.0.1:{port}"], _say, cwd=workdir)
     return f"http://127.0.0.1:{port}"
 
 
@@ -209,7 +204,7 @@ def demo_objects(tmdb_key: str) -> str:
          "stringData": {"api-key": tmdb_key}},
     ]
     for name in DEMO_PREREQUISITES:
-        for doc in yaml.safe_load_all((_repo_examples() / "prerequisites" / name).read_text()):
+        for doc in yaml.safe_load_all((asset("examples") / "prerequisites" / name).read_text()):
             if doc["kind"] != "PriorityClass":  # the one cluster-scoped object there
                 doc["metadata"]["namespace"] = NAMESPACE
             objects.append(doc)
@@ -225,8 +220,6 @@ def _schedules(cluster) -> list[dict]:
 
 def real_node_problem() -> str | None:
     """Why this machine cannot run the real node (the first failing check), or None."""
-    from thresher.devcluster.node import Node, NodeError
-
     try:
         Node(Path(tempfile.gettempdir()) / "thresher-preflight").preflight()
     except NodeError as err:
@@ -271,6 +264,14 @@ def for_real_node(body: dict, jobs_image: str, tmdb_base_url: str | None) -> dic
     return body
 
 
+def node_roles() -> str:
+    """Which node does what in the real-node mode, as the demo says it."""
+    taint = f"{SIMULATED_TAINT['key']}={SIMULATED_TAINT['value']}:{SIMULATED_TAINT['effect']}"
+    return (f"    nodes: {REAL_NODE} REAL (kubelet + containerd): every pod that does not ask for kwok runs here\n"
+            f"           {GPU_NODE} SIMULATED GPU node (kwok): GPU pods are marked finished, nothing runs\n"
+            f"           {', '.join(CPU_NODES)} SIMULATED (kwok), tainted {taint}: only pods that tolerate it")
+
+
 def local_claim(claim: str, volume: str) -> dict:
     """A claim bound by name to one of the real node's static local PersistentVolumes."""
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
@@ -291,7 +292,7 @@ def _bind_local_claims(cluster, claims: list[str]) -> dict[str, Path]:
         mine = mine or next((v for v in local if v["status"].get("phase") == "Available"
                              and not v["spec"].get("claimRef")), None)
         if mine is None:
-            raise RuntimeError(f"no Available local PersistentVolume left for claim {claim} "
+            raise ClusterError(f"no Available local PersistentVolume left for claim {claim} "
                                "(`kubectl get pv`; `make demo-down` starts over)")
         local.remove(mine)
         cluster.kubectl("apply", "-f", "-", input=json.dumps(local_claim(claim, mine["metadata"]["name"])))
@@ -304,33 +305,35 @@ def _own_for_jobs(folder: Path) -> None:
         os.chown(path, JOBS_UID, JOBS_UID)
 
 
-def start_fake_tmdb(cluster, api_key: str) -> str:
-    """The fake TMDB server on every host address (pods reach the host over the bridge);
-    stopped by `make demo-down`. Returns its port."""
+def start_fake_tmdb(cluster: DevCluster, api_key: str) -> str:
+    """The fake TMDB server on the host, on every address (pods reach the host over the node's
+    bridge, so no image carries it); stopped by `make demo-down`. Returns its port."""
     out = cluster.log_dir / "fake-tmdb.out"
     out.unlink(missing_ok=True)
-    log = open(cluster.log_dir / "fake-tmdb.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "thresher.cli", "job", "tmdb", "fake-server", "--host", "0.0.0.0", "--port", "0",
-         "--movies", "2000", "--api-key", api_key],
-        stdout=open(out, "wb"), stderr=log, start_new_session=True, cwd=cluster.state_dir)
-    write_pid(cluster.pid_dir, "fake-tmdb", proc.pid)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        first = out.read_text().splitlines()[:1] if out.exists() else []
-        if first:
-            return str(json.loads(first[0])["port"])
-        if proc.poll() is not None:
-            raise RuntimeError(f"the fake TMDB server exited: see {cluster.log_dir / 'fake-tmdb.log'}")
-        time.sleep(0.2)
-    raise RuntimeError("the fake TMDB server did not start within 30 s")
+    cluster.procs.start(
+        "fake-tmdb", [sys.executable, "-m", "thresher.demo", "fake-tmdb", "--host", "0.0.0.0", "--port", "0",
+                      "--movies", "2000", "--api-key", api_key], _say, stdout=out)
+
+    def first_line() -> list[str]:
+        return out.read_text().splitlines()[:1] if out.exists() else []
+
+    cluster.procs.wait("fake-tmdb", lambda: bool(first_line()), 30, "announcing its port")
+    return str(json.loads(first_line()[0])["port"])
 
 
 # --- the demo --------------------------------------------------------------------------------
 
 def run_demo(down: bool = False, node: bool | None = None) -> None:
-    from thresher.devcluster.cluster import DevCluster
+    """`thresher demo`: a failure of the cluster, the node, an image or a demo file ends it with
+    its message (and the failing process's log tail), not a traceback."""
+    try:
+        _run_demo(down, node)
+    except (AssetError, BuildError, ClusterError, ImageError, NodeError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
 
+
+def _run_demo(down: bool, node: bool | None) -> None:
     if down:
         cluster = DevCluster()
         stop_operator(cluster)
@@ -348,8 +351,6 @@ def run_demo(down: bool = False, node: bool | None = None) -> None:
 
 def _install_and_start(cluster, step: str, job_image: str | None = None) -> tuple[int, str | None]:
     """helm install, the operator on the chart's ServiceAccount, Prometheus: metrics port and URL."""
-    from thresher.devcluster.cluster import free_port
-
     _say(f"{step} helm install {RELEASE} charts/thresher -n {SYSTEM_NAMESPACE} (CRD, RBAC, Deployment, "
          "Service); the operator as a local process with the chart's ServiceAccount token; Prometheus "
          "with Thresher's alert rules")
@@ -375,7 +376,7 @@ def _run_each_now(cluster, timeout: float) -> None:
         time.sleep(1)
     for body in _schedules(cluster):
         cluster.kubectl("annotate", "--overwrite", "collectionschedule", body["metadata"]["name"], "-n",
-                        NAMESPACE, f"thresher.dev/run-now={uuid.uuid4().hex}")
+                        NAMESPACE, f"{RUN_NOW_ANNOTATION}={uuid.uuid4().hex}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all((s.get("status") or {}).get("recentRuns") for s in _schedules(cluster)):
@@ -392,9 +393,6 @@ def _show_schedules(cluster) -> None:
 
 
 def _demo_on_real_node(cluster) -> None:
-    from thresher.devcluster import images
-    from thresher.devcluster.cluster import GPU_NODE
-
     _say("1/7 images: the sandbox (pause) and Thresher's jobs image, built with buildah on a local "
          "Debian base, no registry (cached: minutes the first time, seconds after)")
     images.build(["pause", "jobs"], _say)
@@ -417,7 +415,7 @@ def _demo_on_real_node(cluster) -> None:
          "fields, the examples")
     cluster.kubectl("apply", "-f", "-", input=demo_objects(live_key or OFFLINE_KEY) + claim_with_volume("drone-images"))
     folders = _bind_local_claims(cluster, ["thresher-data", "field-images"])
-    subprocess.run([sys.executable, "-m", "thresher.cli", "job", "drone", "sample", "--data-dir",
+    subprocess.run([sys.executable, "-m", "thresher.demo", "sample-fields", "--data-dir",
                     str(folders["field-images"]), "--input", "incoming", "--count", "4", "--multispectral", "1",
                     "--width", "640", "--height", "480"], check=True, capture_output=True)
     examples = load_examples()
@@ -435,6 +433,7 @@ def _demo_on_real_node(cluster) -> None:
     _apply_examples(cluster, real + simulated)
     _say(f"    REAL containers on {REAL_NODE}: {', '.join(b['metadata']['name'] for b in real)}\n"
          f"    SIMULATED by kwok (no GPU here): {', '.join(b['metadata']['name'] for b in simulated)}")
+    _say(node_roles())
 
     _say("6/7 run now: one manual run of each schedule")
     _run_each_now(cluster, timeout=300)
@@ -443,7 +442,7 @@ def _demo_on_real_node(cluster) -> None:
     _say("7/7 what the real runs produced")
     for body in _schedules(cluster):
         name = body["metadata"]["name"]
-        last = ((body.get("status") or {}).get("recentRuns") or [{}])[-1]
+        last = ((body.get("status") or {}).get("recentRuns") or [{}])[0]  # newest first
         where = "simulated by kwok" if name in {b["metadata"]["name"] for b in simulated} else f"real, on {REAL_NODE}"
         typer.echo(f"  {name:<14} {last.get('outcome', 'no run'):<10} ({where}) result: "
                    f"{json.dumps(last.get('result')) if last.get('result') else '-'}")
@@ -474,8 +473,6 @@ def _metrics_excerpt(metrics_port: int) -> str:
 
 
 def _demo_on_kwok(cluster) -> None:
-    from thresher.devcluster.cluster import GPU_NODE
-
     _say("1/6 local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok nodes)")
     cluster.up(log=_say)
     metrics_port, prometheus_url = _install_and_start(cluster, "2/6")
@@ -514,7 +511,7 @@ def _next_steps(cluster, metrics_port: int, prometheus_url: str | None) -> None:
 
 def _real_tmdb_run(data: Path) -> None:
     """Run `thresher job tmdb collect` against the fake server; print its run result."""
-    from thresher.jobs.tmdb.fakeserver import running_fake_server
+    from thresher.demo.fakes.tmdb_server import running_fake_server
 
     data.mkdir(parents=True, exist_ok=True)
     with running_fake_server() as server:

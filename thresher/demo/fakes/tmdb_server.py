@@ -1,6 +1,6 @@
 """A fake TMDB API v3 on a real loopback HTTP server, for tests, demos and the benchmark.
 
-It serves deterministic data (``fakedata``) for every endpoint the collector
+It serves deterministic data (``tmdb_data``) for every endpoint the collector
 uses: the movie lists, trending, /discover/movie with its filters, /movie/changes,
 /movie/{id} with append_to_response, /genre/movie/list, and the daily ID export
 ``/p/exports/movie_ids_MM_DD_YYYY.json.gz`` (gzipped JSON lines built from the
@@ -41,7 +41,7 @@ from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from thresher.jobs.tmdb import fakedata
+from thresher.demo.fakes import tmdb_data as fakedata
 
 FAULT_KINDS = ("429", "429-retry-after", "500", "502", "503", "504", "timeout", "malformed", "truncated", "reset",
                "404", "gzip-corrupt", "gzip-truncated")

@@ -44,9 +44,13 @@ def _install(wheel: Path, target: Path) -> dict[str, str]:
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target),
                            str(wheel)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # The installed copy first, then the project venv's dependencies (not its editable thresher:
-    # sys.path wins over the editable finder).
+    # The installed copy first, then the project venv's dependencies. Run with INSTALLED (python
+    # -S): no site processing, so the venv's editable-install finder (a .pth hook) cannot serve a
+    # module the wheel lacks from the checkout, as it would for thresher.demo.
     return {**os.environ, "PYTHONPATH": f"{target}:{sysconfig.get_paths()['purelib']}"}
+
+
+INSTALLED = [sys.executable, "-S"]
 
 
 def test_assets_prefer_the_installed_copy_then_the_checkout(tmp_path):
@@ -84,7 +88,7 @@ def test_the_wheel_carries_the_demo_files_and_the_demo_finds_them_installed(tmp_
         "print(json.dumps({'package': thresher.__file__, 'paths': paths, 'examples': len(load_examples()),\n"
         "                  'chart': (chart / 'Chart.yaml').is_file() and any((chart / 'crds').glob('*.yaml'))}))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True,
+    proc = subprocess.run([*INSTALLED, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
@@ -94,7 +98,7 @@ def test_the_wheel_carries_the_demo_files_and_the_demo_finds_them_installed(tmp_
     assert got["package"].startswith(site)
     assert all(p.startswith(site) for p in got["paths"].values()), got["paths"]
     assert got["examples"] == 5 and got["chart"]
-    demo_help = subprocess.run([sys.executable, "-m", "thresher.demo", "--help"], cwd=elsewhere, env=env,
+    demo_help = subprocess.run([*INSTALLED, "-m", "thresher.demo", "--help"], cwd=elsewhere, env=env,
                                capture_output=True, text=True, timeout=60)
     assert demo_help.returncode == 0 and "fake-tmdb" in demo_help.stdout
 
@@ -117,6 +121,6 @@ def test_a_wheel_built_like_the_images_has_no_demo_and_every_product_command_wor
     assert not [n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("thresher/demo")]
     env = _install(wheel, tmp_path / "site")
     for args in (["--help"], ["job", "tmdb", "--help"], ["job", "drone", "--help"], ["operator", "run", "--help"]):
-        proc = subprocess.run([sys.executable, "-m", "thresher.cli", *args], cwd=tmp_path, env=env,
+        proc = subprocess.run([*INSTALLED, "-m", "thresher.cli", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, (args, proc.stderr[-2000:])

@@ -17,7 +17,7 @@ schedule name within the CronJob limit of 52 characters always gives a valid Job
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 
 MAX_SCHEDULE_NAME = 52  # CronJob name limit: Kubernetes appends 11 characters for its Jobs
 MAX_JOB_NAME = 63  # a Job's name becomes a label value on its pods
@@ -45,3 +45,35 @@ def retry_job_name(schedule: str, first_job: str, attempt: int) -> str:
         raise ValueError("attempt 1 is the run's own Job; retries are attempts 2 and up")
     digest = hashlib.sha256(f"{first_job}\x00{attempt}".encode()).hexdigest()[:9]
     return f"{schedule}-r{digest}"
+
+
+# The logical time of a run: the schedule time it stands for (its due time, its backfilled
+# time, or the first attempt's time for a retry). Jobs get it in this variable, in RFC 3339 UTC,
+# so a payload can compute its data window from it instead of from the clock (the TMDB
+# ``changes`` collection does); the operator puts the same value on the Job as an annotation.
+LOGICAL_TIME_ENV = "THRESHER_LOGICAL_TIME"
+LOGICAL_TIME_ANNOTATION = "thresher.dev/logical-time"
+
+
+def format_logical_time(t: datetime) -> str:
+    """``2026-05-01T06:00:00Z``: the value of THRESHER_LOGICAL_TIME and of the annotation."""
+    if t.tzinfo is None:
+        raise ValueError("a run's time must be timezone-aware")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_instant(value: str, what: str) -> datetime:
+    """An RFC 3339 time with an offset, in UTC; ValueError with one line naming ``what`` otherwise."""
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValueError(f"{what} {value!r} is not an RFC 3339 time with an offset, such as 2026-05-01T06:00:00Z "
+                         "or 2026-05-01T08:00:00+02:00")
+    return parsed.astimezone(UTC)
+
+
+def parse_logical_time(value: str) -> datetime:
+    """The inverse of ``format_logical_time`` (any offset accepted)."""
+    return parse_instant(value, LOGICAL_TIME_ENV)

@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
+    "INTERVAL_PATTERN",
     "MAX_INTERVAL",
     "MIN_INTERVAL",
     "CronMapping",
@@ -54,6 +55,9 @@ MAX_INTERVAL = timedelta(days=366)  # beyond a year, a one-off run (runAt) says 
 DEFAULT_ANCHOR = "1970-01-01T00:00:00"
 
 _TERM = re.compile(r"(\d+)([hms])")
+# For CEL (``self.matches``, RE2) beside the cron pattern in schedule.py's SCHEDULE_REGEX: the
+# syntax only; bounds (>= 1 minute, whole minutes, <= 366 days) are checked by parse_interval.
+INTERVAL_PATTERN = r"\s*@every\s+(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?\s*"
 _UNITS = {"h": 3600, "m": 60, "s": 1}
 _DAY_MINUTES = 24 * 60
 

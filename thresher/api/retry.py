@@ -101,7 +101,7 @@ class AttemptRecord(BaseModel):
     completion_time: Timestamp | None = Field(default=None, alias="completionTime",
                                               description="When the Job finished.")
     outcome: AttemptOutcome | None = Field(default=None, description="How the attempt ended; unset while it runs.")
-    exit_code: int | None = Field(default=None, alias="exitCode", ge=0, le=255,
+    exit_code: int | None = Field(default=None, alias="exitCode",
                                   description="Exit code of the job container, when it ran and ended.")
     reason: str | None = Field(default=None, max_length=256,
                                description="Machine-readable reason: BackoffLimitExceeded, DeadlineExceeded, or "

@@ -66,3 +66,8 @@ class ExitCode(enum.IntEnum):
     UPSTREAM = 3  # an upstream (API, storage) failed after retries: retrying later may help
     QUALITY = 4  # the run finished but its data failed the quality thresholds
     PARTIAL = 5  # the run finished but some inputs failed (reported in the result)
+
+# The logical time of a run (its due time, or the window it backfills): passed to the job as an
+# environment variable and kept on the Job as an annotation (docs/scheduling.md).
+LOGICAL_TIME_ENV = "THRESHER_LOGICAL_TIME"
+LOGICAL_TIME_ANNOTATION = "thresher.dev/logical-time"

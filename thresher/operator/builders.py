@@ -7,7 +7,6 @@ under the Pod Security ``restricted`` profile, and Secrets are referenced, never
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from thresher.api.names import (
     ExitCode,
 )
 from thresher.api.schedule import CollectionSchedule, CollectionScheduleSpec
+from thresher.operator.runjobs import run_job
 
 CONTAINER_NAME = "job"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -240,24 +240,8 @@ def manual_job_name(cronjob_name: str, token: str) -> str:
 
 def manual_job(cronjob: dict, token: str) -> dict:
     """A Job from the CronJob's template, as `kubectl create job --from=cronjob/...` makes it."""
-    meta = cronjob["metadata"]
-    template = copy.deepcopy(cronjob["spec"]["jobTemplate"])
-    job_meta = template.get("metadata") or {}
-    annotations = {**(job_meta.get("annotations") or {}), MANUAL_ANNOTATION: "true",
-                   RUN_TOKEN_ANNOTATION: token}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": manual_job_name(meta["name"], token),
-            "namespace": meta["namespace"],
-            "labels": job_meta.get("labels") or {},
-            "annotations": annotations,
-            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": meta["name"],
-                                 "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}],
-        },
-        "spec": template["spec"],
-    }
+    return run_job(cronjob, manual_job_name(cronjob["metadata"]["name"], token),
+                   {MANUAL_ANNOTATION: "true", RUN_TOKEN_ANNOTATION: token})
 
 
 def drifted(desired: object, actual: object) -> bool:

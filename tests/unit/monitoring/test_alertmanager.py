@@ -11,6 +11,7 @@ import yaml
 
 from tests.helpers.prometheus import free_port, poll
 from tests.helpers.tools import REPO, require_tool, run_tool
+from tests.unit.monitoring.test_alert_rules import possible_severities
 
 CONFIG = REPO / "manifests" / "monitoring" / "alertmanager.yaml"
 RULES = REPO / "manifests" / "monitoring" / "thresher-rules.yaml"
@@ -39,6 +40,16 @@ def route(*labels: str, expect: str) -> None:
         (("alertname=ThresherScheduleSuspended", "severity=info", "namespace=data", "schedule=a"), "null"),
         # No severity label at all: still reaches a human.
         (("alertname=SomethingElse",), "thresher-slack"),
+        # Per team (issue 17): the schedule's alerting.labels.team, joined from thresher_schedule_info.
+        (("alertname=ThresherRunFailed", "severity=warning", "team=data-platform"), "data-platform-slack"),
+        (("alertname=ThresherConsecutiveFailures", "severity=critical", "team=data-platform"),
+         "data-platform-critical"),
+        (("alertname=ThresherRunFailed", "severity=warning", "team=agronomy"), "agronomy-email"),
+        (("alertname=ThresherScheduleStale", "severity=critical", "team=agronomy"), "agronomy-critical"),
+        (("alertname=ThresherScheduleSuspended", "severity=info", "team=agronomy"), "null"),
+        # A team without a route of its own falls back to the severity routes.
+        (("alertname=ThresherScheduleStale", "severity=critical", "team=unknown"), "thresher-critical"),
+        (("alertname=ThresherRunFailed", "severity=warning", "team=unknown"), "thresher-slack"),
     ],
 )
 def test_routes(labels, receiver):
@@ -46,12 +57,21 @@ def test_routes(labels, receiver):
 
 
 def test_every_rule_severity_routes_as_documented():
-    """Ties the rule file to the routing tree: a new severity value would fall through to the default."""
+    """Ties the rule file to the routing tree: a new severity value would fall through to the default.
+    A severity a schedule can override is routed with each value it can take."""
     expected = {"critical": "thresher-critical", "warning": "thresher-slack", "info": "null"}
     for group in yaml.safe_load(RULES.read_text())["groups"]:
         for rule in group["rules"]:
-            route(f"alertname={rule['alert']}", f"severity={rule['labels']['severity']}",
-                  expect=expected[rule["labels"]["severity"]])
+            for severity in possible_severities(rule):
+                route(f"alertname={rule['alert']}", f"severity={severity}", expect=expected[severity])
+
+
+def test_the_two_teams_get_slack_and_email():
+    receivers = {r["name"]: r for r in yaml.safe_load(CONFIG.read_text())["receivers"]}
+    assert set(receivers["data-platform-slack"]) == {"name", "slack_configs"}
+    assert set(receivers["agronomy-email"]) == {"name", "email_configs"}
+    for critical in ("data-platform-critical", "agronomy-critical"):
+        assert set(receivers[critical]) == {"name", "email_configs", "slack_configs"}
 
 
 def test_critical_receiver_emails_slacks_and_pages():

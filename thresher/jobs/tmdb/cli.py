@@ -81,7 +81,9 @@ def collect(
             at = datetime.fromisoformat(now).astimezone(timezone.utc) if now else None
         except ValueError:
             raise ConfigError(f"--now {now!r} is not an ISO date-time") from None
-        result, code = _run(job, credentials, base_url, export_url, directory, min_quality_rate, min_items, at)
+        logical_time = cfg.logical_time_from_env(os.environ)
+        result, code = _run(job, credentials, base_url, export_url, directory, min_quality_rate, min_items, at,
+                            logical_time)
     except JobError as err:
         result = RunResult(job_type="tmdb", succeeded=False, error=str(err), exit_code=int(err.exit_code))
         code = err.exit_code
@@ -97,7 +99,7 @@ def collect(
     raise typer.Exit(int(code))
 
 
-def _run(job, credentials, base_url, export_base_url, data_dir, min_quality_rate, min_items, now):
+def _run(job, credentials, base_url, export_base_url, data_dir, min_quality_rate, min_items, now, logical_time):
     from thresher.jobs.tmdb.client import TmdbClient
     from thresher.jobs.tmdb.collect import run_collection
     from thresher.jobs.tmdb.quality import Thresholds
@@ -109,5 +111,5 @@ def _run(job, credentials, base_url, export_base_url, data_dir, min_quality_rate
     with TmdbClient(credentials, base_url, limiter=limiter, policy=RetryPolicy(max_retries=job.max_retries),
                     timeout=job.request_timeout_seconds, pool_size=job.workers, language=job.language) as client:
         outcome = run_collection(job, client, data_dir, Thresholds(min_quality_rate, min_items), now=now,
-                                 export_base_url=export_base_url)
+                                 export_base_url=export_base_url, logical_time=logical_time)
     return outcome.result, outcome.exit_code

@@ -380,10 +380,13 @@ def skipped_outcome(job: TmdbJob, local_now: datetime) -> RunOutcome:
 
 def run_collection(job: TmdbJob, client: TmdbClient, data_dir: Path, thresholds: Thresholds | None = None,
                    now: datetime | None = None, clock: Callable[[], float] = time.time,
-                   export_base_url: str | None = None) -> RunOutcome:
+                   export_base_url: str | None = None, logical_time: datetime | None = None) -> RunOutcome:
     """Run one collection end to end and return its outcome (the caller writes the run result).
 
     ``export_base_url`` (sweep only) defaults to the spec's, else TMDB's file host.
+    ``logical_time`` (THRESHER_LOGICAL_TIME: the schedule time the run stands for, e.g. a
+    backfilled one) ends the ``changes`` window instead of ``now``, so a backfilled week
+    collects that week's changes; operating hours and timestamps stay on ``now``.
 
     Raises ``ConfigError`` when the credential is rejected and ``UpstreamError``
     when the data dir is locked by another run.
@@ -408,7 +411,8 @@ def run_collection(job: TmdbJob, client: TmdbClient, data_dir: Path, thresholds:
                 base_url = export_base_url or job.export_base_url or DEFAULT_EXPORT_BASE_URL
                 outcome = _sweep(job, client, base_url, data_dir, catalog, thresholds, now, clock, warnings)
             else:
-                outcome = _collect(job, client, data_dir, catalog, thresholds, now, clock, warnings)
+                outcome = _collect(job, client, data_dir, catalog, thresholds, now, clock, warnings,
+                                   window_end=logical_time or now)
     if outcome.result.duration_seconds is None:
         outcome.result.duration_seconds = round(time.monotonic() - started_mono, 3)
     return outcome
@@ -427,13 +431,13 @@ def _preflight(client: TmdbClient, warnings: list[str]) -> dict[int, str]:
 
 
 def _collect(job: TmdbJob, client: TmdbClient, data_dir: Path, catalog: Catalog, thresholds: Thresholds,
-             now: datetime, clock: Callable[[], float], warnings: list[str]) -> RunOutcome:
+             now: datetime, clock: Callable[[], float], warnings: list[str], window_end: datetime) -> RunOutcome:
     started_mono = time.monotonic()
     genre_names = _preflight(client, warnings)
     details: DetailPhase | None = None
     try:
         if job.collection == "changes":
-            pages = fetch_changes(client, job, now, job.workers, clock)
+            pages = fetch_changes(client, job, window_end, job.workers, clock)
             ids = list(dict.fromkeys(
                 obs.movie["id"] for obs in pages.observations
                 if isinstance(obs.movie, dict) and isinstance(obs.movie.get("id"), int)

@@ -7,11 +7,13 @@ precedence rules are unit-tested without touching ``os.environ``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from thresher.api.runnames import LOGICAL_TIME_ENV, parse_logical_time
 from thresher.api.tmdb import DEFAULT_EXPORT_BASE_URL, TmdbJob
 from thresher.jobs.harness import ConfigError, read_spec
 from thresher.jobs.tmdb.client import DEFAULT_BASE_URL, Credentials
@@ -78,6 +80,17 @@ def credentials_from_env(env: Mapping[str, str]) -> Credentials:
         return Credentials(bearer_token=token)
     raise ConfigError(f"no TMDB credential: set {API_KEY_ENV} (v3 API key) or {TOKEN_ENV} (v4 read access token); "
                       "in a cluster, apiKeySecretRef names the Secret mounted as that variable")
+
+
+def logical_time_from_env(env: Mapping[str, str]) -> datetime | None:
+    """THRESHER_LOGICAL_TIME, set by the operator on scheduled and backfilled runs; None when unset."""
+    value = (env.get(LOGICAL_TIME_ENV) or "").strip()
+    if not value:
+        return None
+    try:
+        return parse_logical_time(value)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def resolve_base_url(flag: str | None, job: TmdbJob, env: Mapping[str, str]) -> str:

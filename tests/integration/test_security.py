@@ -40,7 +40,7 @@ ALICE = "alice"
 
 # API class of the kubernetes client -> API group (CustomObjectsApi: the CRD's group).
 API_GROUPS = {"BatchV1Api": "batch", "CoreV1Api": "", "EventsV1Api": "events.k8s.io",
-              "CustomObjectsApi": kube.GROUP}
+              "SchedulingV1Api": "scheduling.k8s.io", "CustomObjectsApi": kube.GROUP}
 CLIENT_VERBS = {"read": "get", "get": "get", "list": "list", "create": "create", "patch": "patch",
                 "replace": "update", "delete": "delete", "watch": "watch"}
 KOPF_DECORATORS = {"on.create", "on.update", "on.resume", "on.field", "on.event", "timer", "daemon",
@@ -74,7 +74,8 @@ def _permission(api_class: str, method: str, call: ast.Call) -> set[tuple[str, s
     sub = ""
     if rest.endswith("_status"):
         rest, sub = rest.removesuffix("_status"), "/status"
-    resource = kube.PLURAL if rest == "custom_object" else rest.replace("_", "") + "s"
+    singular = rest.replace("_", "")
+    resource = kube.PLURAL if rest == "custom_object" else singular + ("es" if singular.endswith("s") else "s")
     group = API_GROUPS[api_class]
     needs = {(group, resource + sub, CLIENT_VERBS[verb])}
     content_type = next((k.value for k in call.keywords if k.arg == "_content_type"), None)

@@ -18,7 +18,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from thresher.api.schedule import Timestamp
+from thresher.api.timestamp import Timestamp
 
 ActivePhase = Literal["Pending", "Running", "Blocked"]
 

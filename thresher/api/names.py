@@ -40,6 +40,10 @@ RUN_TOKEN_ANNOTATION = f"{GROUP}/run-now-token"
 MANUAL_ANNOTATION = f"{GROUP}/manual-run"
 # On a finished Job whose run is in its schedule's status (recording is idempotent).
 RECORDED_ANNOTATION = f"{GROUP}/recorded"
+# On a Job the operator ended because it was blocked longer than spec.startupTimeoutSeconds:
+# JSON {"outcome": "FailedToStart"|"NodeLost", "reason": BLOCKED_REASON, "message": "..."}, set
+# in the same patch that stops the Job, so the run is recorded with it whenever the Job ends.
+STARTUP_VERDICT_ANNOTATION = f"{GROUP}/startup-verdict"
 # Set by the CronJob controller on the Jobs it creates (upstream's name, read here).
 SCHEDULED_TIMESTAMP_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 # kopf's own bookkeeping (progress, diff base) lives in annotations under this prefix.

@@ -21,30 +21,33 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from thresher.api import cron
+from thresher.api.activerun import ActiveRun
 from thresher.api.drone import DroneJob
 from thresher.api.names import API_VERSION, KIND
 from thresher.api.runresult import RunResult
 from thresher.api.tmdb import CUSTOM_NEEDS_SOURCES_CEL, TmdbJob
+from thresher.api.timestamp import Timestamp
 
 # A CronJob's name is at most 52 characters: its Jobs append an 11-character suffix.
 MAX_NAME_LENGTH = 52
 # Bounded status lists keep the object well below etcd's size limit and CEL cost low: at most
 # 20 runs of 10 warnings of 512 characters each is about 100 KiB of warnings per schedule.
 MAX_RECENT_RUNS = 20
+MAX_ACTIVE_RUNS = 20  # concurrencyPolicy Allow could pile up more; the oldest are listed
 MAX_RESULT_WARNINGS = 10
 # Bounds of a run record's free text (a job may report longer text than status holds).
 MAX_RUN_REASON, MAX_RUN_MESSAGE, MAX_RESULT_PROBLEM = 256, 1024, 512
+# How long a run may stay blocked before it is ended (spec.startupTimeoutSeconds).
+DEFAULT_STARTUP_TIMEOUT_SECONDS = 300
 # Used when alerting.staleAfterSeconds is unset (and timeoutSeconds is shorter).
 DEFAULT_STALE_GRACE_SECONDS = 3600
 
@@ -95,20 +98,6 @@ def _rule(rule: str, message: str, field_path: str | None = None, reason: str | 
 
 def _rules(*rules: dict) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
-
-
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("timestamps must carry a time zone (RFC 3339, e.g. 2025-01-01T00:00:00Z)")
-    return value.astimezone(UTC).replace(microsecond=0)  # metav1.Time has whole seconds
-
-
-# RFC 3339 in UTC at second precision, like metav1.Time.
-Timestamp = Annotated[
-    datetime,
-    AfterValidator(_utc),
-    PlainSerializer(lambda v: v.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), return_type=str, when_used="json"),
-]
 
 
 class _Spec(BaseModel):
@@ -357,6 +346,11 @@ class CollectionScheduleSpec(_Spec):
         default=None, alias="timeoutSeconds", ge=1,
         description="Wall-clock limit of one run, retries included (the Job's activeDeadlineSeconds). "
         "Unset: no limit.")
+    startup_timeout_seconds: int = Field(
+        default=DEFAULT_STARTUP_TIMEOUT_SECONDS, alias="startupTimeoutSeconds", ge=0, le=86400,
+        description="A run blocked this long (status.active[].blockedSince: an image that cannot be pulled, "
+        "a missing Secret, no node that fits, a lost node) is stopped and recorded as FailedToStart or "
+        "NodeLost. 0: never (the run waits for timeoutSeconds, if any).")
     priority_class_name: str | None = Field(
         default=None, alias="priorityClassName", max_length=253, pattern=DNS_SUBDOMAIN_PATTERN,
         description="PriorityClass of the job's pods.")
@@ -432,9 +426,12 @@ class ConditionType(StrEnum):
     READY = "Ready"  # the CronJob exists and matches the spec; False with the reason otherwise
     STALE = "Stale"  # no successful run within the expected interval plus grace
     FAILING = "Failing"  # consecutiveFailures reached alerting.consecutiveFailureThreshold
+    RUN_BLOCKED = "RunBlocked"  # an active run waits on a cause that will not fix itself (status.active)
+    PREREQUISITES_MISSING = "PrerequisitesMissing"  # a PriorityClass, PVC or ServiceAccount of the spec is missing
 
 
-Outcome = Literal["Succeeded", "Failed", "TimedOut"]
+# FailedToStart / NodeLost: a blocked run ended by the operator after spec.startupTimeoutSeconds.
+Outcome = Literal["Succeeded", "Failed", "TimedOut", "FailedToStart", "NodeLost"]
 
 
 class Condition(_Status):
@@ -442,7 +439,7 @@ class Condition(_Status):
 
     type: str = Field(max_length=316, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                       r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
-                      description="Condition type: Ready, Stale or Failing.")
+                      description="Condition type: Ready, Stale, Failing, RunBlocked or PrerequisitesMissing.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
                         description="CamelCase reason for the last transition.")
@@ -492,7 +489,9 @@ class RunRecord(_Status):
     start_time: Timestamp | None = Field(default=None, alias="startTime", description="When the Job started.")
     completion_time: Timestamp | None = Field(default=None, alias="completionTime",
                                               description="When the Job finished.")
-    outcome: Outcome = Field(description="Succeeded, Failed or TimedOut (activeDeadlineSeconds reached).")
+    outcome: Outcome = Field(description="Succeeded, Failed, TimedOut (activeDeadlineSeconds reached), "
+                             "FailedToStart (blocked longer than startupTimeoutSeconds) or NodeLost (its node "
+                             "went away for that long).")
     duration_seconds: float | None = Field(default=None, alias="durationSeconds", ge=0.0,
                                            description="Completion minus start time.")
     reason: str | None = Field(default=None, max_length=MAX_RUN_REASON, description="Machine-readable reason, "
@@ -534,7 +533,7 @@ class CollectionScheduleStatus(_Status):
     conditions: list[Condition] = Field(
         default_factory=list, max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Ready, Stale and Failing.")
+        description="Ready, Stale, Failing, RunBlocked and PrerequisitesMissing.")
     cron_job_ref: CronJobRef | None = Field(default=None, alias="cronJobRef", description="The managed CronJob.")
     effective_schedule: str | None = Field(default=None, alias="effectiveSchedule", max_length=256,
                                            description="The schedule with H resolved, as in the CronJob.")
@@ -553,6 +552,11 @@ class CollectionScheduleStatus(_Status):
     recent_runs: list[RunRecord] = Field(default_factory=list, alias="recentRuns", max_length=MAX_RECENT_RUNS,
                                          description=f"The newest {MAX_RECENT_RUNS} finished runs, newest first.")
     stats: RunStats | None = Field(default=None, description="Statistics over recentRuns.")
+    active: list[ActiveRun] = Field(default_factory=list, max_length=MAX_ACTIVE_RUNS,
+                                    json_schema_extra={"x-kubernetes-list-type": "map",
+                                                       "x-kubernetes-list-map-keys": ["name"]},
+                                    description="The unfinished runs (Jobs), oldest first: phase, node and, "
+                                    "when blocked, the reason and what exactly is wrong.")
 
 
 # --- the object ----------------------------------------------------------------------------------

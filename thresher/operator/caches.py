@@ -38,6 +38,16 @@ class Caches:
     # resync walks these, instead of kopf keeping a timer task and a full body per schedule.
     schedules: dict[Key, dict] = field(default_factory=dict)
     fire_times: FireTimes = field(default_factory=lambda: FireTimes())
+    # The unfinished Jobs and the Pods of each schedule as their watches last showed them
+    # (slimmed): status.active is classified from these, so a schedule without an unfinished
+    # Job costs no API call at all. Job name -> Job; Pod name -> Pod.
+    jobs: dict[Key, dict[str, dict]] = field(default_factory=dict)
+    pods: dict[Key, dict[str, dict]] = field(default_factory=dict)
+    # Nodes read for the active runs' pods, with the monotonic time they were read (None: gone).
+    nodes: dict[str, tuple[float, dict | None]] = field(default_factory=dict)
+    # Schedules to look at again soon, with the monotonic time when: a run without a pod whose
+    # events are worth reading, a blocked run whose startup timeout runs out.
+    soon: dict[Key, float] = field(default_factory=dict)
 
     def observe_cronjob(self, cronjob: dict, deleted: bool = False) -> None:
         key = key_of(cronjob)
@@ -47,14 +57,41 @@ class Caches:
         else:
             self.cronjobs[key] = slim_cronjob(cronjob)
 
-    def observe_job(self, key: Key, job: dict) -> None:
-        """Track whether one of the schedule's Jobs is running, and since when."""
+    def observe_job(self, key: Key, job: dict, deleted: bool = False) -> None:
+        """Track the schedule's unfinished Jobs, and since when each runs."""
         running = self.active_starts.setdefault(key, {})
+        name = job["metadata"]["name"]
         start = parse_time((job.get("status") or {}).get("startTime"))
-        if finished_condition(job) is None and start is not None:
-            running[job["metadata"]["name"]] = start.timestamp()
+        unfinished = not deleted and finished_condition(job) is None
+        if unfinished and start is not None:
+            running[name] = start.timestamp()
         else:
-            running.pop(job["metadata"]["name"], None)
+            running.pop(name, None)
+        if unfinished:
+            self.jobs.setdefault(key, {})[name] = slim_job(job)
+        else:
+            self.jobs.get(key, {}).pop(name, None)
+            pods = self.pods.get(key, {})
+            for pod in [p for p, body in pods.items() if _job_of(body) == name]:
+                pods.pop(pod)  # its pods matter no more (a late pod event is ignored below)
+
+    def observe_pod(self, key: Key, pod: dict, deleted: bool = False) -> bool:
+        """Keep a live Pod of the schedule (terminal ones do not count for ``active_run``, so
+        only running pods take memory); True when its Job is unfinished (worth a refresh). A
+        pod seen before its Job is kept: the Job's event may come second."""
+        name = pod["metadata"]["name"]
+        pods = self.pods.setdefault(key, {})
+        if deleted or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            pods.pop(name, None)
+        else:
+            pods[name] = slim_pod(pod)
+        return _job_of(pod) in self.jobs.get(key, {})
+
+    def unfinished(self, key: Key) -> list[tuple[dict, list[dict]]]:
+        """The schedule's unfinished Jobs, each with its Pods, as last watched."""
+        jobs = self.jobs.get(key) or {}
+        pods = list((self.pods.get(key) or {}).values())
+        return [(job, [p for p in pods if _job_of(p) == name]) for name, job in jobs.items()]
 
     def running_since(self, key: Key) -> tuple[float, ...]:
         return tuple(self.active_starts.get(key, {}).values())
@@ -64,6 +101,34 @@ class Caches:
         self.active_starts.pop(key, None)
         self.cronjobs.pop(key, None)
         self.in_sync.pop(key, None)
+        self.jobs.pop(key, None)
+        self.pods.pop(key, None)
+        self.soon.pop(key, None)
+
+
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller on its pods
+
+
+def _job_of(pod: dict) -> str | None:
+    return (pod["metadata"].get("labels") or {}).get(JOB_NAME_LABEL)
+
+
+def slim_job(job: dict) -> dict:
+    """What ``activeruns.active_run`` and a stop read of a Job: name, times, annotations, status."""
+    meta = job["metadata"]
+    return {"metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations", "creationTimestamp")
+                         if k in meta},
+            "status": dict(job.get("status") or {})}
+
+
+def slim_pod(pod: dict) -> dict:
+    """What ``activeruns.active_run`` reads of a Pod: its node, claims and status."""
+    meta, spec = pod["metadata"], pod.get("spec") or {}
+    return {"metadata": {k: meta[k] for k in ("name", "namespace", "labels", "creationTimestamp",
+                                              "deletionTimestamp") if k in meta},
+            "spec": {"nodeName": spec.get("nodeName"),
+                     "volumes": [v for v in spec.get("volumes") or [] if v.get("persistentVolumeClaim")]},
+            "status": dict(pod.get("status") or {})}
 
 
 class FireTimes:

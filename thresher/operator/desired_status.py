@@ -11,23 +11,26 @@ Recording is idempotent by construction: a run is keyed by its Job name, and a r
 in ``recentRuns`` changes nothing, so an operator restarted between writing status and marking
 the Job never counts a run twice.
 
-Adding an input and output later (for example the active runs with phase, node and reason, and
-a ``RunBlocked`` condition) is one more field of ``Observed``, one more status field or
-condition set in ``_valid`` (and a ``ScheduleState`` field if the metrics need it); the writer
-and the metrics adapter do not change.
+The active runs (``status.active``, classified by ``activeruns.active_run`` from what the
+reconciler read) and the checks of what the spec names (PriorityClass, PVC, ServiceAccount)
+are inputs the same way: ``Observed.active`` gives ``status.active``, the ``RunBlocked``
+condition and the blocked counts of ``ScheduleState``; ``Observed.missing`` the
+``PrerequisitesMissing`` condition.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from thresher.api import cron
+from thresher.api.activerun import ActiveRun
 from thresher.api.schedule import (
+    MAX_ACTIVE_RUNS,
     MAX_RECENT_RUNS,
     CollectionSchedule,
     CollectionScheduleStatus,
@@ -38,6 +41,7 @@ from thresher.api.schedule import (
     RunStats,
     SpecInvalid,
 )
+from thresher.operator.activeruns import blocked_counts, run_blocked_condition
 from thresher.operator.runs import SUCCEEDED, format_time, parse_time
 
 CONDITION_MESSAGE_LIMIT = 1000  # well inside the schema's bound; a condition is read by people
@@ -70,6 +74,10 @@ class Observed:
     cronjob: dict | None = None  # as last watched (name and status); None: not known
     finished: Sequence[RunRecord] = ()  # finished runs, recorded or not (duplicates are ignored)
     running_since: Sequence[float] = ()  # unix start times of the schedule's running Jobs
+    active: Sequence[ActiveRun] = ()  # the unfinished Jobs, classified (activeruns.active_run)
+    # What the spec names and does not exist, one line each; None: not checked this pass (the
+    # PrerequisitesMissing condition stays as it is).
+    missing: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class ScheduleState:
     expected_duration_seconds: float | None
     cron: str
     time_zone: str
+    blocked: Mapping[str, int] = field(default_factory=dict)  # blocked active runs per reason
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,11 @@ class Desired:
     new_runs: tuple[RunRecord, ...]  # newest last
     schedule: CollectionSchedule | None  # None when the spec is invalid
     state: ScheduleState | None  # None when the spec is invalid
+    # Transitions worth a Normal/Warning Event, decided against the current status (so a
+    # restarted operator does not repeat them): runs new in status.active, and the RunBlocked
+    # condition when it turned True in this step.
+    started: tuple[ActiveRun, ...] = ()
+    newly_blocked: Condition | None = None
 
 
 def desired_status(body: dict, parsed: CollectionSchedule | SpecInvalid, observed: Observed, now: datetime,
@@ -126,7 +140,16 @@ def desired_status(body: dict, parsed: CollectionSchedule | SpecInvalid, observe
         return Desired(status, status_patch(current_raw, current, status), new, None, None)
     current = parsed.status or CollectionScheduleStatus()
     status, new, state = _valid(parsed, current, observed, now, times)
-    return Desired(status, status_patch(current_raw, current, status), new, parsed, state)
+    known = {run.name for run in current.active} | {run.job_name for run in status.recent_runs}
+    started = tuple(run for run in status.active if run.name not in known)
+    was_blocked = _condition_true(current.conditions, ConditionType.RUN_BLOCKED)
+    blocked = next((c for c in status.conditions if c.type == ConditionType.RUN_BLOCKED and c.status == "True"), None)
+    return Desired(status, status_patch(current_raw, current, status), new, parsed, state, started,
+                   None if was_blocked else blocked)
+
+
+def _condition_true(conditions: list[Condition], type_: str) -> bool:
+    return any(c.type == type_ and c.status == "True" for c in conditions)
 
 
 def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observed: Observed, now: datetime,
@@ -150,7 +173,18 @@ def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observ
     conditions = set_condition(conditions, ConditionType.FAILING, failing,
                                "ConsecutiveFailures" if failing else "BelowThreshold",
                                f"{failures} consecutive failed runs (threshold {threshold})", now, generation)
+    entries = sorted(observed.active, key=_active_order)[:MAX_ACTIVE_RUNS]
+    blocked, blocked_reason, blocked_message = run_blocked_condition(entries)
+    conditions = set_condition(conditions, ConditionType.RUN_BLOCKED, blocked, blocked_reason or "Blocked",
+                               blocked_message, now, generation)
+    if observed.missing is not None:
+        conditions = set_condition(conditions, ConditionType.PREREQUISITES_MISSING, bool(observed.missing),
+                                   "NotFound" if observed.missing else "AllFound",
+                                   "; ".join(observed.missing) if observed.missing
+                                   else "the PriorityClass, PVC and ServiceAccount the spec names exist",
+                                   now, generation)
     update: dict[str, Any] = {
+        "active": entries,
         "observed_generation": generation,
         "effective_schedule": effective,
         "next_schedule_time": next_run,
@@ -175,9 +209,15 @@ def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observ
         active_runs=active,
         oldest_active_start=min(observed.running_since, default=None) if active else None,
         expected_duration_seconds=float(spec.timeout_seconds) if spec.timeout_seconds else None,
-        cron=effective, time_zone=zone,
+        cron=effective, time_zone=zone, blocked=blocked_counts(entries),
     )
     return status, new, state
+
+
+def _active_order(entry: ActiveRun) -> tuple[str, str]:
+    """Oldest first, by the time the run was due (a Job name sorts equal runs)."""
+    when = entry.scheduled_time or entry.start_time
+    return (when.isoformat() if when else "", entry.name)
 
 
 def _staleness(parsed: CollectionSchedule, effective: str, last_success: datetime | None,

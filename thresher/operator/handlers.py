@@ -28,6 +28,7 @@ from thresher.operator.reconciler import Reconciler
 MANAGED = {MANAGED_BY: MANAGED_BY_VALUE}
 RESYNC_SECONDS = 60.0
 RESYNC_LANES = 4
+RECHECK_TICK_SECONDS = 2.0  # how often due rechecks of active runs are looked for
 log = logging.getLogger("thresher.operator")
 
 
@@ -137,13 +138,31 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
 
             await asyncio.gather(*(lane() for _ in range(RESYNC_LANES)))
 
+    def recheck_one(key: tuple[str, str]) -> None:
+        try:
+            with measured("recheck"):
+                reconciler.refresh_active(*key)
+        except Exception:  # counted as an error above; the resync tries again
+            log.exception("recheck failed", extra={"schedule": "/".join(key)})
+
+    async def recheck_loop(executor) -> None:
+        """Active runs that are not running are looked at again when due (events worth reading,
+        a startup timeout running out), not only once a minute."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(RECHECK_TICK_SECONDS)
+            for key in reconciler.due_rechecks():
+                await loop.run_in_executor(executor, recheck_one, key)
+
     @kopf.on.startup(registry=registry)
     async def start_resync(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
         memo.resync = asyncio.create_task(resync_loop(settings.execution.executor), name="resync")
+        memo.recheck = asyncio.create_task(recheck_loop(settings.execution.executor), name="recheck")
 
     @kopf.on.cleanup(registry=registry)
     async def stop_resync(memo: kopf.Memo, **_):
         memo.resync.cancel()
+        memo.recheck.cancel()
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry)
     def job_changed(event, body, **_):
@@ -152,6 +171,13 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
         else:
             with measured("job"):
                 reconciler.record_job_or_defer(dict(body))
+
+    # The runs' pods, by the managed-by label (never every pod of the cluster): a pod that
+    # starts, waits on a pull or a Secret, or loses its node changes its run's status.active.
+    @kopf.on.event("", "v1", "pods", labels=MANAGED, registry=registry)
+    def pod_changed(event, body, **_):
+        with measured("pod"):
+            reconciler.pod_changed(dict(body), deleted=event.get("type") == "DELETED")
 
     @kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED, registry=registry)
     def cronjob_changed(event, body, **_):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from kubernetes import client
@@ -24,12 +25,23 @@ def _json(response) -> dict:
     return json.loads(response.data)
 
 
+def _found(read: Callable[[], object]) -> dict | None:
+    """The object a read returns, or None when it does not exist (404)."""
+    try:
+        return _json(read())
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.events = client.EventsV1Api(api_client)
+        self.scheduling = client.SchedulingV1Api(api_client)
 
     # --- CronJobs -----------------------------------------------------------------
 
@@ -41,12 +53,7 @@ class Kube:
             _content_type="application/apply-patch+yaml", _preload_content=False))
 
     def get_cronjob(self, namespace: str, name: str) -> dict | None:
-        try:
-            return _json(self.batch.read_namespaced_cron_job(name, namespace, _preload_content=False))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+        return _found(lambda: self.batch.read_namespaced_cron_job(name, namespace, _preload_content=False))
 
     # --- Jobs and Pods ------------------------------------------------------------
 
@@ -77,16 +84,47 @@ class Kube:
             if err.status != 404:  # deleted meanwhile: nothing left to mark
                 raise
 
+    def stop_job(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """End a Job now, as a failure: its deadline lowered to 1 s (activeDeadlineSeconds counts
+        from its start, so the Job controller fails it at once, DeadlineExceeded) and the
+        annotations in the same patch. A patch, not a delete: the Job, its pods and their events
+        stay for people to read, and the operator has no delete permission."""
+        try:
+            self.batch.patch_namespaced_job(name, namespace, {"metadata": {"annotations": annotations},
+                                                              "spec": {"activeDeadlineSeconds": 1}},
+                                            _preload_content=False)
+        except ApiException as err:
+            if err.status != 404:  # deleted meanwhile: nothing left to stop
+                raise
+
+    # --- what a run waits on (read only while a run is unfinished) ---------------------
+
+    def events_about(self, namespace: str, name: str) -> list[dict]:
+        """The core Events about one object of the namespace (a Job or a Pod), by field selector."""
+        return _json(self.core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={name}", _preload_content=False))["items"]
+
+    def get_node(self, name: str) -> dict | None:
+        return _found(lambda: self.core.read_node(name, _preload_content=False))
+
+    def get_pvc(self, namespace: str, name: str) -> dict | None:
+        return _found(lambda: self.core.read_namespaced_persistent_volume_claim(name, namespace,
+                                                                               _preload_content=False))
+
+    # --- what a spec names (checked at reconcile time) ----------------------------------
+
+    def priority_class_exists(self, name: str) -> bool:
+        return _found(lambda: self.scheduling.read_priority_class(name, _preload_content=False)) is not None
+
+    def service_account_exists(self, namespace: str, name: str) -> bool:
+        return _found(lambda: self.core.read_namespaced_service_account(name, namespace,
+                                                                        _preload_content=False)) is not None
+
     # --- CollectionSchedules -----------------------------------------------------------
 
     def get_schedule(self, namespace: str, name: str) -> dict | None:
-        try:
-            return _json(self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, _preload_content=False))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+        return _found(lambda: self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, _preload_content=False))
 
     def list_schedules(self, namespace: str | None = None) -> list[dict]:
         if namespace:

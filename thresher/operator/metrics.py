@@ -10,7 +10,7 @@ Conventions (kube-state-metrics best practices; the table is in docs/metrics.md)
 * names carry the ``thresher_`` prefix and base units (``_seconds``,
   ``_timestamp_seconds`` as unix seconds, ``_ratio`` in [0, 1], ``_total``);
 * labels are bounded: namespace, schedule, job_type (tmdb, drone, container),
-  outcome (three values), handler (the operator's handler names). Messages,
+  outcome (five values), reason (the closed set of blocked reasons), handler (the operator's handler names). Messages,
   job names and run ids never become labels;
 * a value the operator does not know (no success yet, no next run while
   suspended, no threshold configured) *removes* the series instead of writing
@@ -30,11 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from thresher.api.activerun import BLOCKED_REASONS
+from thresher.operator.activeruns import BLOCKED_GAUGE
+
 if TYPE_CHECKING:  # the metrics export the pure step's state; they do not compute it
     from thresher.operator.desired_status import ScheduleState
 
-OUTCOMES = ("succeeded", "failed", "timed_out")
-FAILED_OUTCOMES = frozenset({"failed", "timed_out"})
+OUTCOMES = ("succeeded", "failed", "timed_out", "failed_to_start", "node_lost")
+FAILED_OUTCOMES = frozenset(OUTCOMES) - {"succeeded"}
 
 # Batch jobs run from seconds (hourly trending pull) to hours (monthly TMDB
 # refresh, large drone batches): 1 s .. 6 h.
@@ -93,7 +96,7 @@ class OperatorMetrics:
         self.suspended = gauge("thresher_schedule_suspended", "1 while the schedule is suspended.", _SCHEDULE)
         self.runs = Counter(
             "thresher_schedule_runs",  # exposed as thresher_schedule_runs_total
-            "Finished runs by outcome (succeeded, failed, timed_out).",
+            "Finished runs by outcome (succeeded, failed, timed_out, failed_to_start, node_lost).",
             ("namespace", "schedule", "job_type", "outcome"),
             registry=r,
         )
@@ -156,6 +159,11 @@ class OperatorMetrics:
             "thresher_schedule_oldest_active_run_start_timestamp_seconds",
             "Start of the oldest run in progress; absent when none runs.",
             _SCHEDULE,
+        )
+        self.runs_blocked = gauge(
+            BLOCKED_GAUGE,
+            "Active runs blocked on a cause that will not fix itself, per reason (status.active).",
+            ("namespace", "schedule", "reason"),
         )
         self.expected_duration = gauge(
             "thresher_schedule_expected_duration_seconds",
@@ -293,6 +301,8 @@ class OperatorMetrics:
         self._set_or_drop(self.oldest_active_start, key, s,
                           state.oldest_active_start if state.active_runs > 0 else None)
         self._set_or_drop(self.expected_duration, key, s, state.expected_duration_seconds)
+        for reason in BLOCKED_REASONS:  # every reason, 0 included: the alert sees it clear
+            self._child(self.runs_blocked, key, namespace, schedule, reason).set(state.blocked.get(reason, 0))
 
     def forget_schedule(self, *, namespace: str, schedule: str) -> None:
         """Remove every series of a deleted schedule (counters and histograms included)."""

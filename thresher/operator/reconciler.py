@@ -8,16 +8,19 @@ remembered between events lives in ``caches``.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from thresher.api import cron
-from thresher.api.names import RECORDED_ANNOTATION, SCHEDULE_LABEL
+from thresher.api.activerun import ActiveRun
+from thresher.api.names import RECORDED_ANNOTATION, SCHEDULE_LABEL, STARTUP_VERDICT_ANNOTATION
 from thresher.api.schedule import CollectionSchedule, RunRecord, SpecInvalid, parse_schedule
 from thresher.operator import builders, runs
-from thresher.operator.caches import Caches, cronjob_needs_check, in_sync_marker, key_of, slim_schedule
+from thresher.operator.activeruns import Grace, active_run, startup_verdict
+from thresher.operator.caches import Caches, Key, cronjob_needs_check, in_sync_marker, key_of, slim_schedule
 from thresher.operator.desired_status import Desired, Observed, desired_status
 from thresher.operator.kube import Kube, is_conflict
 from thresher.operator.metrics import OperatorMetrics
@@ -26,7 +29,15 @@ log = logging.getLogger("thresher.operator")
 
 Clock = Callable[[], datetime]
 STATUS_WRITE_ATTEMPTS = 8
-OUTCOME_LABELS = {runs.SUCCEEDED: "succeeded", runs.FAILED: "failed", runs.TIMED_OUT: "timed_out"}
+OUTCOME_LABELS = {runs.SUCCEEDED: "succeeded", runs.FAILED: "failed", runs.TIMED_OUT: "timed_out",
+                  runs.FAILED_TO_START: "failed_to_start", runs.NODE_LOST: "node_lost"}
+# The API budget of active runs (issue 19): Events are read only for a run that has been
+# without a running pod this long (a pod starting normally never costs a read), a run that
+# is not Running is looked at again this soon (until it runs, blocks or ends), and a Node is
+# read at most this often.
+EVENTS_AFTER = timedelta(seconds=5)
+RECHECK = timedelta(seconds=10)
+NODE_MAX_AGE = timedelta(seconds=15)
 
 
 def utcnow() -> datetime:
@@ -40,6 +51,7 @@ class Reconciler:
     images: builders.JobImages = field(default_factory=builders.JobImages)
     clock: Clock = utcnow
     caches: Caches = field(default_factory=Caches)
+    grace: Grace = field(default_factory=Grace)
 
     # --- schedule -> CronJob ----------------------------------------------------------
 
@@ -53,7 +65,22 @@ class Reconciler:
                                current=body)
             return
         applied = self._apply(builders.build_cronjob(body, parsed, self.images))
-        self.refresh(body, parsed, applied)
+        self.refresh(body, parsed, applied, missing=self.missing_prerequisites(parsed))
+
+    def missing_prerequisites(self, parsed: CollectionSchedule) -> list[str]:
+        """What the spec names and does not exist (one get each; Secrets stay unread): the
+        PriorityClass, the PVC and the ServiceAccount. Runs are still attempted and show the
+        cause in status.active; this says so before the first one fires."""
+        spec, namespace = parsed.spec, parsed.metadata.namespace
+        missing = []
+        if spec.priority_class_name and not self.kube.priority_class_exists(spec.priority_class_name):
+            missing.append(f'PriorityClass "{spec.priority_class_name}" does not exist')
+        if spec.storage and self.kube.get_pvc(namespace, spec.storage.claim_name) is None:
+            missing.append(f'PersistentVolumeClaim "{spec.storage.claim_name}" does not exist in namespace '
+                           f"{namespace}")
+        if spec.service_account_name and not self.kube.service_account_exists(namespace, spec.service_account_name):
+            missing.append(f'ServiceAccount "{spec.service_account_name}" does not exist in namespace {namespace}')
+        return missing
 
     def _apply(self, desired: dict) -> dict:
         applied = self.kube.apply_cronjob(desired)
@@ -91,22 +118,43 @@ class Reconciler:
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         self.record_deferred(namespace, name)
-        self.refresh(body)
+        parsed = parse_schedule(body)
+        # A missing prerequisite is looked at again until it exists (then the condition clears).
+        missing = None
+        if not isinstance(parsed, SpecInvalid) and any(
+                c.type == "PrerequisitesMissing" and c.status == "True" for c in (parsed.status.conditions
+                                                                                  if parsed.status else [])):
+            missing = self.missing_prerequisites(parsed)
+        self.refresh(body, parsed, missing=missing)
 
-    def refresh(self, body: dict, parsed: CollectionSchedule | None = None,
-                cronjob: dict | None = None) -> None:
-        """Level-based status refresh: next run, staleness, conditions and metrics.
+    def refresh_active(self, namespace: str, name: str) -> None:
+        """Refresh a schedule as last watched because one of its runs changed (a Pod or Job
+        event, or a recheck that came due); writes only what changed."""
+        self.caches.soon.pop((namespace, name), None)
+        body = self.caches.schedules.get((namespace, name))
+        if body is not None and not body["metadata"].get("deletionTimestamp"):
+            self.refresh(body)
+
+    def due_rechecks(self) -> list[Key]:
+        now = self.clock()
+        return [key for key, when in list(self.caches.soon.items()) if when <= now]
+
+    def refresh(self, body: dict, parsed: CollectionSchedule | SpecInvalid | None = None,
+                cronjob: dict | None = None, missing: list[str] | None = None) -> None:
+        """Level-based status refresh: next run, staleness, active runs, conditions and metrics.
         ``body`` is used as the current object for a first compare-and-swap attempt (kopf hands
         handlers the latest body it watched); a conflict re-reads it."""
         parsed = parsed or parse_schedule(body)
         if isinstance(parsed, SpecInvalid):
             return
         cronjob = cronjob or self._cronjob_for(body, parsed)
-        _, desired = self._write_status(
-            body, lambda cur: self._desired(cur, parsed if cur is body else parse_schedule(cur), cronjob),
+        active = self.active_runs(key_of(body))
+        schedule, desired = self._write_status(
+            body, lambda cur: self._desired(cur, parsed if cur is body else parse_schedule(cur), cronjob,
+                                            active=active, missing=missing),
             current=body)
-        if desired is not None and desired.state is not None:
-            self.metrics.set_schedule_state(desired.state)
+        if schedule is not None and desired is not None:
+            self._after_write(schedule, desired)
 
     def _cronjob_for(self, body: dict, parsed: CollectionSchedule) -> dict:
         """The schedule's CronJob as last watched; read when unknown, re-applied when gone."""
@@ -124,11 +172,94 @@ class Reconciler:
         return cronjob
 
     def _desired(self, current: dict, parsed: CollectionSchedule | SpecInvalid, cronjob: dict | None = None,
-                 finished: tuple = ()) -> Desired:
+                 finished: tuple = (), active: tuple[ActiveRun, ...] = (), missing: list[str] | None = None
+                 ) -> Desired:
         """The pure step, fed from what this process observed (its caches) at the clock's now."""
         observed = Observed(cronjob=cronjob, finished=finished,
-                            running_since=self.caches.running_since(key_of(current)))
+                            running_since=self.caches.running_since(key_of(current)), active=active,
+                            missing=missing)
         return desired_status(current, parsed, observed, self.clock(), self.caches.fire_times)
+
+    # --- unfinished Jobs -> status.active ---------------------------------------------
+
+    def active_runs(self, key: Key) -> tuple[ActiveRun, ...]:
+        """Classify the schedule's unfinished Jobs from the watched Jobs and Pods, reading only
+        what a run that is not running needs (its Events, its Node, its claims); no API call
+        for a schedule without an unfinished Job. Asks for a recheck while a run is not
+        Running (``caches.soon``)."""
+        now, namespace = self.clock(), key[0]
+        entries, recheck = [], None
+        for job, pods in self.caches.unfinished(key):
+            live = [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+            running = any((p.get("status") or {}).get("phase") == "Running" for p in live)
+            created = runs.parse_time(job["metadata"].get("creationTimestamp")) or now
+            events: list[dict] = []
+            if not running and now - created >= EVENTS_AFTER:
+                newest = max(live, key=lambda p: p["metadata"].get("creationTimestamp", ""), default=None)
+                events = self.kube.events_about(namespace, newest["metadata"]["name"] if newest
+                                                else job["metadata"]["name"])
+            node_names = {n for p in live if (n := (p.get("spec") or {}).get("nodeName"))}
+            nodes = [n for n in map(self._node, sorted(node_names)) if n is not None]
+            claims = {v["persistentVolumeClaim"]["claimName"] for p in live if not (p.get("spec") or {}).get("nodeName")
+                      for v in (p.get("spec") or {}).get("volumes") or [] if v.get("persistentVolumeClaim")}
+            pvcs = [c for c in (self.kube.get_pvc(namespace, name) for name in sorted(claims)) if c is not None]
+            entry = active_run(job, pods, events, nodes, pvcs, self.grace, now)
+            if entry is None:
+                continue
+            entries.append(entry)
+            if entry.phase == "Pending":
+                due = created + EVENTS_AFTER if now - created < EVENTS_AFTER else now + RECHECK
+                recheck = min(filter(None, (recheck, due)))
+        if recheck is not None:
+            self.caches.soon[key] = min(recheck, self.caches.soon.get(key, recheck))
+        return tuple(entries)
+
+    def _node(self, name: str) -> dict | None:
+        now = self.clock()
+        hit = self.caches.nodes.get(name)
+        if hit is not None and now - hit[0] < NODE_MAX_AGE:
+            return hit[1]
+        node = self.kube.get_node(name)
+        self.caches.nodes[name] = (now, node)
+        return node
+
+    def _stop_blocked(self, schedule: dict, desired: Desired) -> None:
+        """End the runs blocked longer than startupTimeoutSeconds: the verdict goes onto the
+        Job with the patch that stops it, and the run is recorded from the Job when it fails
+        (``runs.run_record``), once, like any run. Blocked runs still waiting get a recheck
+        when their timeout runs out."""
+        parsed, now = desired.schedule, self.clock()
+        if parsed is None:
+            return
+        timeout, key = parsed.spec.startup_timeout_seconds, key_of(schedule)
+        jobs = self.caches.jobs.get(key) or {}
+        for entry in desired.status.active:
+            verdict = startup_verdict(entry, timeout, now)
+            job = jobs.get(entry.name)
+            if job is None or runs.startup_verdict_of(job) is not None:
+                continue  # unknown here, or stopped already (its end is on the way)
+            if verdict is None:
+                if entry.phase == "Blocked" and timeout and entry.blocked_since is not None:
+                    due = entry.blocked_since + timedelta(seconds=timeout)
+                    self.caches.soon[key] = min(due, self.caches.soon.get(key, due))
+                continue
+            annotations = {STARTUP_VERDICT_ANNOTATION: json.dumps(
+                {"outcome": verdict.outcome, "reason": verdict.reason, "message": verdict.message})}
+            self.kube.stop_job(key[0], entry.name, annotations)
+            job["metadata"]["annotations"] = {**(job["metadata"].get("annotations") or {}), **annotations}
+            log.warning("run stopped", extra={"schedule": _name(schedule), "job": entry.name,
+                                              "outcome": verdict.outcome, "reason": verdict.reason})
+
+    def _after_write(self, schedule: dict, desired: Desired) -> None:
+        """Events of the transitions just written, stops of runs blocked too long, metrics."""
+        for entry in desired.started:
+            self.kube.post_event(schedule, "Normal", "RunStarted",
+                                 f"run {entry.name} started ({entry.phase})")
+        if desired.newly_blocked is not None:
+            self.kube.post_event(schedule, "Warning", "RunBlocked", desired.newly_blocked.message)
+        self._stop_blocked(schedule, desired)
+        if desired.state is not None:
+            self.metrics.set_schedule_state(desired.state)
 
     # --- run now --------------------------------------------------------------------
 
@@ -155,18 +286,24 @@ class Reconciler:
         if not schedule_name:
             return None
         self.caches.observe_job((namespace, schedule_name), job)
-        if annotations.get(RECORDED_ANNOTATION) or runs.finished_condition(job) is None:
+        if runs.finished_condition(job) is None:
+            self.refresh_active(namespace, schedule_name)  # it started, or its status moved
+            return None
+        if annotations.get(RECORDED_ANNOTATION):
             return None
         record = runs.run_record(job, self.kube.job_pods(namespace, meta["name"]))
         # Read before the write: the compute step below makes no API calls.
         cronjob = self._known_cronjob(namespace, schedule_name)
-        # Conditions and next run in the same write as the run: one PATCH per run, not two.
+        active = self.active_runs((namespace, schedule_name))
+        # Conditions, next run and active runs in the same write as the run: one PATCH per run.
         schedule, desired = self._write_status(
             {"metadata": {"namespace": namespace, "name": schedule_name}},
-            lambda cur: self._desired(cur, parse_schedule(cur), cronjob, (record,)))
+            lambda cur: self._desired(cur, parse_schedule(cur), cronjob, (record,), active=active))
         new = desired is not None and bool(desired.new_runs)
-        if schedule is not None and new:
-            self._after_new_run(schedule, desired)
+        if schedule is not None and desired is not None:
+            if new:
+                self._after_new_run(schedule, desired)
+            self._after_write(schedule, desired)
         # Marked after the status write: a crash in between is harmless (the fold dedupes).
         self.kube.annotate_job(namespace, meta["name"], {RECORDED_ANNOTATION: "true"})
         return record if new else None
@@ -193,7 +330,15 @@ class Reconciler:
     def job_deleted(self, job: dict) -> None:
         meta = job["metadata"]
         schedule = (meta.get("labels") or {}).get(SCHEDULE_LABEL)
-        self.caches.active_starts.get((meta["namespace"], schedule), {}).pop(meta["name"], None)
+        if schedule:
+            self.caches.observe_job((meta["namespace"], schedule), job, deleted=True)
+
+    def pod_changed(self, pod: dict, deleted: bool = False) -> None:
+        """A Pod of a run changed: refresh its schedule's active runs if its Job is unfinished."""
+        meta = pod["metadata"]
+        schedule = (meta.get("labels") or {}).get(SCHEDULE_LABEL)
+        if schedule and self.caches.observe_pod((meta["namespace"], schedule), pod, deleted):
+            self.refresh_active(meta["namespace"], schedule)
 
     def forget(self, namespace: str, schedule: str) -> None:
         self.caches.forget((namespace, schedule))
@@ -213,7 +358,10 @@ class Reconciler:
                 valid=result.valid if result else None, quality=result.quality if result else None)
             if record.outcome != runs.SUCCEEDED:
                 self.kube.post_event(schedule, "Warning", "RunFailed",
-                                     f"run {record.job_name} {record.outcome.lower()}: {record.message or ''}")
+                                     f"run {record.job_name} {record.outcome}: {record.message or ''}")
+            else:
+                took = f" in {record.duration_seconds:g} s" if record.duration_seconds is not None else ""
+                self.kube.post_event(schedule, "Normal", "RunSucceeded", f"run {record.job_name} succeeded{took}")
         if parsed is None:
             return
         limit = parsed.spec.stop_after_consecutive_failures
@@ -224,8 +372,6 @@ class Reconciler:
                                  f"suspended after {failures} consecutive failed runs "
                                  f"(stopAfterConsecutiveFailures={limit}); resume with "
                                  f"`thresher resume {meta['name']}`")
-        # The level state as written with the runs (authoritative for every gauge it covers).
-        self.metrics.set_schedule_state(state)
 
     # --- missed runs ----------------------------------------------------------------
 

@@ -7,9 +7,10 @@ reconstituted from the world").
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
-from thresher.api.names import MANUAL_ANNOTATION, SCHEDULED_TIMESTAMP_ANNOTATION
+from thresher.api.names import MANUAL_ANNOTATION, SCHEDULED_TIMESTAMP_ANNOTATION, STARTUP_VERDICT_ANNOTATION
 from thresher.api.runresult import RunResult, parse_message
 from thresher.api.schedule import (
     MAX_RESULT_PROBLEM,
@@ -21,6 +22,7 @@ from thresher.api.schedule import (
 )
 
 SUCCEEDED, FAILED, TIMED_OUT = "Succeeded", "Failed", "TimedOut"
+FAILED_TO_START, NODE_LOST = "FailedToStart", "NodeLost"
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -36,11 +38,34 @@ def format_time(value: datetime | None) -> str | None:
 
 
 def finished_condition(job: dict) -> dict | None:
-    """The Job's terminal condition (Complete or Failed, status True), or None while it runs."""
-    for cond in job.get("status", {}).get("conditions") or []:
+    """The Job's terminal condition (Complete or Failed, status True), or None while it runs.
+
+    A Job the operator stopped (``startup_verdict``) is finished at ``FailureTarget`` already:
+    the Job controller sets ``Failed`` only once every pod has terminated, and a pod on a lost
+    node stays Terminating until the node returns or is deleted."""
+    conditions = job.get("status", {}).get("conditions") or []
+    for cond in conditions:
         if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
             return cond
+    if startup_verdict_of(job) is not None:
+        for cond in conditions:
+            if cond.get("type") == "FailureTarget" and cond.get("status") == "True":
+                return cond
     return None
+
+
+def startup_verdict_of(job: dict) -> dict | None:
+    """The verdict the operator wrote on a Job it stopped (outcome, reason, message), or None."""
+    raw = ((job.get("metadata") or {}).get("annotations") or {}).get(STARTUP_VERDICT_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        verdict = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(verdict, dict) or verdict.get("outcome") not in (FAILED_TO_START, NODE_LOST):
+        return None  # written by hand or by another version: the Job's own condition decides
+    return verdict
 
 
 def _terminated_state(pod: dict) -> dict | None:
@@ -74,7 +99,9 @@ def run_record(job: dict, pods: list[dict]) -> RunRecord | None:
         return None
     meta, status = job["metadata"], job.get("status", {})
     annotations = meta.get("annotations") or {}
-    outcome = _outcome(condition)
+    # Stopped by the operator: recorded with its verdict, unless it completed meanwhile.
+    verdict = startup_verdict_of(job) if condition["type"] != "Complete" else None
+    outcome = verdict["outcome"] if verdict else _outcome(condition)
     start = parse_time(status.get("startTime")) or parse_time(meta.get("creationTimestamp"))
     end = parse_time(status.get("completionTime")) or parse_time(condition.get("lastTransitionTime"))
     terminated = last_terminated(pods)
@@ -92,8 +119,10 @@ def run_record(job: dict, pods: list[dict]) -> RunRecord | None:
         # Trimmed to the status schema's bounds (RunSummary.from_result trims the result).
         result=RunSummary.from_result(parsed.result) if parsed.result is not None else None,
         result_problem=None if parsed.result is not None else parsed.problem[:MAX_RESULT_PROBLEM],
-        reason=(condition.get("reason") or outcome)[:MAX_RUN_REASON] if failed else None,
-        message=failure_message(condition, terminated, parsed.result) if failed else None,
+        reason=(str(verdict.get("reason") or outcome) if verdict else (condition.get("reason") or outcome)
+                )[:MAX_RUN_REASON] if failed else None,
+        message=(str(verdict.get("message") or outcome)[:MAX_RUN_MESSAGE] if verdict
+                 else failure_message(condition, terminated, parsed.result)) if failed else None,
     )
 
 

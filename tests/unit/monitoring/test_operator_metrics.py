@@ -227,7 +227,7 @@ def test_labels_are_bounded():
     m.set_schedule_state(ScheduleState(**full_state()))
     m.observe_reconcile(handler="schedule_update", ok=False, seconds=0.2)
     allowed = {"namespace", "schedule", "job_type", "outcome", "cron", "time_zone", "le", "handler", "result",
-               "version"}
+               "version", "reason"}
     all_samples = samples(m)
     used = {k for (_, lbls) in all_samples for (k, _) in lbls}
     assert used <= allowed

@@ -48,7 +48,7 @@ def test_first_refresh_writes_schedule_fields_and_a_second_writes_nothing():
     assert first.patch["cronJobRef"] == {"name": "s"} and first.patch["observedGeneration"] == 4
     assert first.patch["consecutiveFailures"] == 0
     assert {c["type"]: c["status"] for c in first.patch["conditions"]} == {
-        "Ready": "True", "Stale": "False", "Failing": "False"}
+        "Ready": "True", "Stale": "False", "Failing": "False", "RunBlocked": "False"}
     assert "recentRuns" not in first.patch and "stats" not in first.patch
     state = first.state
     assert (state.namespace, state.schedule, state.job_type, state.cron, state.time_zone) == (

@@ -60,6 +60,6 @@ def test_run_recording_reads_the_logical_time_as_the_scheduled_time():
     job["metadata"]["creationTimestamp"] = "2026-05-11T12:00:00Z"
     job["status"] = {"startTime": "2026-05-11T12:00:01Z", "completionTime": "2026-05-11T12:00:09Z",
                      "conditions": [{"type": "Complete", "status": "True"}]}
-    record = run_record(job, [])
+    record = run_record(job, []).model_dump(by_alias=True, mode="json")
     assert record["scheduledTime"] == "2026-05-10T08:00:00Z" and record["jobName"] == run.job_name
     assert record["outcome"] == "Succeeded" and record["manual"] is False

@@ -24,6 +24,7 @@ from pathlib import Path
 from thresher.api.drone import DroneJob
 from thresher.jobs.drone import compute as cp
 from thresher.jobs.drone import decode as dc
+from thresher.jobs.drone import healthmap as hm
 from thresher.jobs.drone import report as rp
 from thresher.jobs.drone.discovery import Item, group, scan
 from thresher.jobs.drone.state import DB_NAME, Claimed, Outcome, StateDB, StateLock
@@ -153,16 +154,17 @@ class Processor:
 
     def frame_result(self, item: Item, frame: dc.Decoded, computed: cp.Computed) -> dict:
         rel = None
-        if computed.map_index is not None and computed.primary:
-            veg, stressed = self.params.threshold(computed.primary)
-            rel = map_rel(item.key, frame.frame_time)
-            atomic_write_bytes(self.paths.output / rel, cp.png_bytes(cp.colorize(computed.map_index, veg, stressed)))
         primary = computed.stats.get(computed.primary) if computed.primary else None
+        if computed.map_index is not None and primary is not None:
+            rel = map_rel(item.key, frame.frame_time)
+            atomic_write_bytes(self.paths.output / rel, hm.render(computed.primary, primary, computed.map_index))
         return {
             "frame_time": frame.frame_time, "width": frame.width, "height": frame.height, "gps": frame.gps,
             "pixels": computed.pixels, "saturated": computed.saturated, "nodata": computed.nodata,
-            "primary": computed.primary,
+            "input_kind": computed.kind, "primary": computed.primary,
+            # cover is a share of the field's valid pixels, stressed a share of its vegetation (docs/drone.md)
             "cover": primary.cover if primary else None, "stressed": primary.stressed if primary else None,
+            "stressed_of_field": primary.stressed_of_field if primary else None,
             "indices": {name: s.to_dict() for name, s in computed.stats.items()},
             "map": rel,
         }
@@ -286,11 +288,6 @@ def run_process(spec: DroneJob, paths: Paths, engine=None, now: Callable[[], flo
     return stats
 
 
-def thresholds_table(spec: DroneJob) -> dict[str, tuple[float, float]]:
-    return {name: (t.vegetation, t.stressed) for name, t in
-            ((n, spec.thresholds.for_index(n)) for n in ("VARI", "GLI", "ExG", "TGI", "NDVI", "NDRE", "GNDVI", "SAVI"))}
-
-
 def write_run_report(spec: DroneJob, paths: Paths, stats: RunStats, backend: str, started: float,
                      finished: float) -> Path:
     folder = paths.output / "runs" / stats.run_id
@@ -300,5 +297,5 @@ def write_run_report(spec: DroneJob, paths: Paths, stats: RunStats, backend: str
     })
     atomic_write_text(folder / "summary.json", rp.to_json(summary))
     atomic_write_text(folder / "summary.csv", rp.to_csv(stats.items))
-    atomic_write_text(folder / "report.html", rp.to_html(summary, "../../", thresholds_table(spec)))
+    atomic_write_text(folder / "report.html", rp.to_html(summary, "../../"))
     return folder / "summary.json"

@@ -21,11 +21,12 @@ import numpy as np
 SOIL, HEALTHY, STRESSED = 0, 1, 2
 BLOCK = 16
 RGB_COLOURS = {SOIL: (140, 110, 80), HEALTHY: (60, 140, 50), STRESSED: (130, 150, 60)}
-# Reflectance per band: B, G, R, N, RE.
+# Reflectance per band: B, G, R, N, RE. Soil rises steadily from blue to NIR (a dry loam); healthy crop has
+# the red trough and NIR plateau; stressed crop is moderate stress (NDVI 0.56 beside 0.85), not dead plants.
 MS_REFLECTANCE = {
-    SOIL: {"B": 0.08, "G": 0.10, "R": 0.16, "N": 0.20, "RE": 0.18},
+    SOIL: {"B": 0.06, "G": 0.09, "R": 0.13, "N": 0.19, "RE": 0.16},
     HEALTHY: {"B": 0.03, "G": 0.08, "R": 0.04, "N": 0.50, "RE": 0.25},
-    STRESSED: {"B": 0.05, "G": 0.10, "R": 0.14, "N": 0.24, "RE": 0.20},
+    STRESSED: {"B": 0.05, "G": 0.10, "R": 0.09, "N": 0.32, "RE": 0.22},
 }
 MICASENSE_SUFFIX = {"B": 1, "G": 2, "R": 3, "N": 4, "RE": 5}
 

@@ -64,8 +64,8 @@ _RATIO_CUTS: dict[str, tuple[float, float]] = {
 }
 DEFAULT_THRESHOLDS: dict[str, dict[str, tuple[float, float]]] = {
     "photo8": {**_RATIO_CUTS, "TGI": (0.08, 0.29)},
-    "dn16": {**_RATIO_CUTS, "TGI": (0.015, 0.04)},
-    "reflectance": {**_RATIO_CUTS, "TGI": (0.015, 0.04)},
+    "dn16": {**_RATIO_CUTS, "TGI": (0.025, 0.04)},
+    "reflectance": {**_RATIO_CUTS, "TGI": (0.025, 0.04)},
 }
 # Zoning used by ``zoning: auto``: where absolute cuts are unreliable (no radiometric calibration:
 # photos with auto exposure and gamma, raw DN), stress is judged against the field's own level.
@@ -85,7 +85,7 @@ class Thresholds(BaseModel):
                                         "vegetation 0.1, stressed 0.3.")
     tgi: IndexThresholds | None = Field(default=None, description="TGI G-0.39R-0.61B on 0..1 scale. Unset: "
                                         "8-bit photos vegetation 0.08, stressed 0.29; 16-bit DN and "
-                                        "reflectance 0.015 and 0.04.")
+                                        "reflectance 0.025 and 0.04.")
     ndvi: IndexThresholds | None = Field(default=None, description="NDVI (N-R)/(N+R). Unset: vegetation 0.3, "
                                          "stressed 0.6.")
     ndre: IndexThresholds | None = Field(default=None, description="NDRE (N-Re)/(N+Re). Unset: vegetation "

@@ -62,7 +62,7 @@ def exit_code_for(items: int, failed: int) -> ExitCode:
     return ExitCode.PARTIAL if failed else ExitCode.OK
 
 
-def process_result(items: list[dict], output: str, duration: float, warnings: list[str]) -> RunResult:
+def process_result(items: list[dict], output: str | None, duration: float, warnings: list[str]) -> RunResult:
     """RunResult of process runs: items = inputs handled (image, multispectral capture or video),
     valid = processed, failed = skipped as bad, quality = valid / items (None when no inputs)."""
     failed = [i for i in items if not i["ok"]]
@@ -112,7 +112,8 @@ def _execute(spec, paths, started, watch_seconds, settle_seconds, stop) -> RunRe
         engine = select_engine(spec.backend)
         if watch_seconds is None:
             stats = run_process(spec, paths, engine)
-            return process_result(stats.items, str(stats.summary_path), time.monotonic() - started, stats.warnings)
+            return process_result(stats.items, str(stats.summary_path) if stats.summary_path else None,
+                                  time.monotonic() - started, stats.warnings)
         from thresher.jobs.drone.watch import watch
 
         items = watch(spec, paths, engine, stop or threading.Event(), watch_seconds, settle_seconds)

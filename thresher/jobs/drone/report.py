@@ -74,10 +74,13 @@ def pooled(stats: list[dict]) -> dict:
     }
 
 
-def summarize(items: list[dict], meta: dict) -> dict:
-    """The summary document of a run (or a report period) from its item results."""
-    ok = [i for i in items if i.get("ok")]
-    bad = [i for i in items if not i.get("ok")]
+def summarize(items: list[dict], meta: dict, recovered: list[dict] = ()) -> dict:
+    """The summary document of a run (or a report period) from its item results. ``recovered``: items
+    completed by interrupted runs, reported here once (tagged ``recovered_from``), not counted as
+    this run's inputs but in its pixel statistics and tables."""
+    recovered = list(recovered)
+    ok = [i for i in items + recovered if i.get("ok")]
+    bad = [i for i in items + recovered if not i.get("ok")]
     rows = frame_rows(ok)
     frames = [f for i in ok for f in i["frames"]]
     primaries = sorted({f["primary"] for f in frames if f.get("primary")}, key=ALL_INDEX_NAMES.index)
@@ -92,8 +95,10 @@ def summarize(items: list[dict], meta: dict) -> dict:
              for p in primaries}
     return {
         **meta,
-        "items": len(items), "valid": len(ok), "failed": len(bad), "frames": len(rows),
-        "quality": (len(ok) / len(items)) if items else None,
+        "items": len(items), "valid": sum(1 for i in items if i.get("ok")),
+        "failed": sum(1 for i in items if not i.get("ok")), "frames": len(rows),
+        "quality": (sum(1 for i in items if i.get("ok")) / len(items)) if items else None,
+        "recovered_items": len(recovered),
         "headline": headline,
         "indices": per_index,
         "primary_histograms": hists,
@@ -177,7 +182,8 @@ def to_html(summary: dict, map_prefix: str) -> str:
     facts = [("Generated", summary.get("generated")), ("Period", summary.get("period")),
              ("Run", summary.get("run_id")), ("Backend", summary.get("backend")),
              ("Inputs", summary["items"]), ("Processed", summary["valid"]), ("Skipped", summary["failed"]),
-             ("Frames", summary["frames"])]
+             ("Frames", summary["frames"]),
+             ("Recovered from interrupted runs", summary.get("recovered_items") or None)]
     out.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>"
                                    for k, v in facts if v is not None) + "</table>")
     if summary.get("headline"):
@@ -208,7 +214,8 @@ def to_html(summary: dict, map_prefix: str) -> str:
                    f"width='160' loading='lazy' alt='health map with legend'></a>") if frame.get("map") else ""
             t = frame.get("frame_time")
             label = esc(p or "")
-            out.append(f"<tr><td>{esc(item['key'])}</td><td>{'' if t is None else t}</td><td>{esc(gps_text)}</td>"
+            key = item["key"] + (f" (recovered from run {item['recovered_from']})" if item.get("recovered_from") else "")
+            out.append(f"<tr><td>{esc(key)}</td><td>{'' if t is None else t}</td><td>{esc(gps_text)}</td>"
                        f"<td>{label}</td><td>{label} {_num(stats.get('mean'))}</td>"
                        f"<td>{label} {_num(stats.get('median'))}</td>"
                        f"<td>{_pct(frame.get('cover'))}</td><td>{_pct(frame.get('stressed'))}</td>"

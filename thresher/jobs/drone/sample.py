@@ -69,6 +69,34 @@ def band_field(labels: np.ndarray, band: str, noise: float = 0.003, seed: int = 
     return np.clip(np.round(refl * 65535), 0, 65534).astype(np.uint16)  # 65535 would read as saturated
 
 
+def reflectance_planes(labels: np.ndarray, spectra: dict[int, dict[str, float]], noise: float = 0.003,
+                       seed: int = 0) -> dict[str, np.ndarray]:
+    """Float32 reflectance per band (B, G, R, N, RE) of a label image, with Gaussian noise."""
+    rng = np.random.default_rng(seed + 7)
+    out = {}
+    for band in ("B", "G", "R", "N", "RE"):
+        lut = np.zeros(int(labels.max()) + 1, np.float32)
+        for cls, spectrum in spectra.items():
+            lut[cls] = spectrum[band]
+        out[band] = np.clip(lut[labels] + rng.normal(0, noise, labels.shape).astype(np.float32), 0, 1)
+    return out
+
+
+def to_dn16(planes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Reflectance -> 16-bit DN as an uncalibrated camera stores it (65535 would read as saturated)."""
+    return {b: np.clip(np.round(p * 65535), 0, 65534).astype(np.uint16) for b, p in planes.items()}
+
+
+def camera_rgb(planes: dict[str, np.ndarray], exposure: float = 2.0, gamma: float = 2.2,
+               chroma: float = 1.5) -> np.ndarray:
+    """An 8-bit photo of the same scene as an RGB camera renders it: exposure, sRGB-like gamma, the
+    saturation boost of the camera's colour matrix (chroma x around the pixel's grey level), rounding."""
+    rgb = np.stack([planes["R"], planes["G"], planes["B"]], axis=-1)
+    encoded = 255 * np.clip(rgb * exposure, 0, 1) ** (1 / gamma)
+    grey = encoded.mean(axis=-1, keepdims=True)
+    return np.round(grey + chroma * (encoded - grey)).clip(0, 254).astype(np.uint8)
+
+
 def _dms(value: float) -> tuple:
     value = abs(value)
     deg = int(value)

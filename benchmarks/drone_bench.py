@@ -131,7 +131,7 @@ def exactness(path: Path, spec: DroneJob, items: list[dict]) -> dict[str, float]
     bands = {b: p.astype(np.float32) for b, p in frame.planes.items()}
     sat = np.any([p == 255 for p in frame.planes.values()], axis=0)
     worst = {"mean": 0.0, "quantiles": 0.0}
-    for name in RGB_INDICES:
+    for name in got:
         v = ix.values(name, bands, np, 255.0, spec.min_denominator)
         v = v[np.isfinite(v) & ~sat].astype(np.float64)
         worst["mean"] = max(worst["mean"], abs(got[name]["mean"] - v.mean()))
@@ -183,11 +183,13 @@ def main() -> None:
     parser.add_argument("--no-naive", action="store_true", help="Skip the (slow) naive loop.")
     parser.add_argument("--backend", choices=["cpu", "cuda", "torch-cpu"], default="cpu")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--indices", default="", help="Comma-separated indices for Thresher (default: all four).")
     parser.add_argument("--json", action="store_true", help="Print one JSON line with the results.")
     args = parser.parse_args()
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    spec = DroneJob(backend="cpu", batchSize=args.batch_size, workers=args.workers, healthMapMaxSize=1024)
+    spec = DroneJob(backend="cpu", batchSize=args.batch_size, workers=args.workers, healthMapMaxSize=1024,
+                    indices=[i for i in args.indices.split(",") if i])
     params = cp.ComputeParams.from_spec(spec)
     cuts = {n: spec.thresholds.cuts(n, "photo8") for n in RGB_INDICES}
     with tempfile.TemporaryDirectory() as tmpdir:

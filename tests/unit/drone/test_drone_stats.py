@@ -143,3 +143,13 @@ def test_nodata_pixels_are_excluded():
     planes = {"R": rgb[..., 0], "G": rgb[..., 1], "B": rgb[..., 2]}
     out = cp.compute_numpy(Decoded(planes, 255.0, nodata), cp.ComputeParams.from_spec(DroneJob()))
     assert out.nodata == 1 and out.stats["VARI"].valid_pixels == 3
+
+
+def test_numba_cache_goes_to_tmp_when_the_package_is_read_only():
+    """Job pods have a read-only root filesystem: with cache=True and nowhere to write, numba fails at
+    import, so the cache moves to the writable /tmp; an explicit NUMBA_CACHE_DIR wins."""
+    from thresher.jobs.drone.fused import numba_cache_dir
+
+    assert numba_cache_dir({}, package_writable=False, tmp="/tmp") == "/tmp/thresher-numba-cache"
+    assert numba_cache_dir({}, package_writable=True, tmp="/tmp") is None
+    assert numba_cache_dir({"NUMBA_CACHE_DIR": "/x"}, package_writable=False, tmp="/tmp") is None

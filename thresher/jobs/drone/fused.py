@@ -15,13 +15,38 @@ counts; the statistics would again need NumPy passes and a quantile selection (t
 path: four passes plus selection per index, ~12 % of decode speed). numba compiles this
 loop to vectorised machine code, keeps nothing per pixel and releases the GIL (``nogil``),
 so decode and compute threads run side by side. ``cache=True`` keeps the compiled code on
-disk, so only the first process on a machine pays the few seconds of compilation.
+disk, so only the first process on a machine pays the compilation (~10 s); in a job pod
+(read-only root filesystem) the cache goes to /tmp, so each pod compiles once.
 """
 
 from __future__ import annotations
 
-import numba
-import numpy as np
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def numba_cache_dir(environ: Mapping[str, str], package_writable: bool, tmp: str) -> str | None:
+    """Where numba should cache compiled code, when its default (next to this file) will not do.
+
+    With ``cache=True`` and no writable place numba fails at import; job pods run with a read-only
+    root filesystem and a writable /tmp (an emptyDir), so the cache goes there. An explicit
+    NUMBA_CACHE_DIR wins."""
+    if environ.get("NUMBA_CACHE_DIR") or package_writable:
+        return None
+    return os.path.join(tmp, "thresher-numba-cache")
+
+
+_CACHE_DIR = numba_cache_dir(os.environ, os.access(Path(__file__).parent, os.W_OK), tempfile.gettempdir())
+if _CACHE_DIR:
+    os.environ["NUMBA_CACHE_DIR"] = _CACHE_DIR
+
+import numba  # noqa: E402 - after NUMBA_CACHE_DIR is settled
+import numpy as np  # noqa: E402
+
+if _CACHE_DIR:
+    numba.config.CACHE_DIR = _CACHE_DIR  # in case numba was imported before this module
 
 from thresher.api.drone import ALL_INDEX_NAMES
 

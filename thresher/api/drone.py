@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 IndexName = Literal["VARI", "GLI", "ExG", "TGI", "NDVI", "NDRE", "GNDVI", "SAVI"]
 RGB_INDEX_NAMES: tuple[str, ...] = ("VARI", "GLI", "ExG", "TGI")
@@ -237,12 +237,12 @@ class DroneJob(BaseModel):
         description="Task cleanup only reports what it would delete.",
     )
 
-    @model_validator(mode="after")
-    def _no_parent_paths(self) -> DroneJob:
-        for name, info in type(self).model_fields.items():
-            if info.alias in PATH_ALIASES and ".." in getattr(self, name).split("/"):
-                raise ValueError(f"drone {info.alias} must not contain '..'")
-        return self
+    @field_validator("input_path", "output_path", "state_path", "backup_path")
+    @classmethod
+    def _no_parent(cls, value: str, info) -> str:
+        if ".." in value.split("/"):
+            raise ValueError(f"drone {cls.model_fields[info.field_name].alias} must not contain '..'")
+        return value
 
     @model_validator(mode="after")
     def _primary_computed(self) -> DroneJob:

@@ -50,9 +50,16 @@ def load_spec(text: str) -> Any:
     try:
         return DroneJob.model_validate(data or {})
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise ConfigError(f"{source}: {where}: {first['msg']} ({err.error_count()} error(s))") from None
+        raise ConfigError(f"{source}: {spec_error(err)}") from None
+
+
+def spec_error(err: Any) -> str:
+    """One line from a pydantic ValidationError: where, what, and how many errors there were."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(root)"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" ({err.error_count()} errors)" if err.error_count() > 1 else ""
+    return f"{where}: {message}{more}"
 
 
 # --- results (pure) --------------------------------------------------------------------------
@@ -187,8 +194,7 @@ def _with(overrides: dict, base: str | None) -> Any:
     try:
         return DroneJob.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        raise ConfigError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+        raise ConfigError(spec_error(err)) from None
 
 
 @app.command()

@@ -13,7 +13,7 @@ from thresher.api.drone import DroneJob
 from thresher.jobs.drone import compute as cp
 from thresher.jobs.drone import indices as ix
 from thresher.jobs.drone.decode import Decoded
-from thresher.jobs.drone.stats import HIST_BINS, QUANTILE_ERROR, Zoning, coarse_histogram, bin_index, reference_stats
+from thresher.jobs.drone.stats import HIST_BINS, QUANTILE_ERROR, Zoning, bin_index, coarse_histogram, reference_stats
 
 ABS = Zoning("absolute", 0.2, 0.4)
 

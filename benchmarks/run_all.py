@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 
 BENCHMARKS = {
     "tmdb": (["tmdb_bench.py", "--repeat", "3", "--scale", "0.25"], ["tmdb_bench.py", "--repeat", "1", "--scale", "0.05"]),
-    "drone": (["drone_bench.py", "--images", "6"], ["drone_bench.py", "--images", "2"]),
+    "drone": (["drone_bench.py", "--images", "8", "--rounds", "5"], ["drone_bench.py", "--images", "2", "--rounds", "1"]),
     "scale": (["scale_bench.py", "--sizes", "1000", "--json", "/tmp/thresher-scale-bench.json"],
               ["scale_bench.py", "--sizes", "100", "--steady-seconds", "20",
                "--json", "/tmp/thresher-scale-bench.json"]),

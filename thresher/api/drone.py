@@ -6,15 +6,16 @@ JSON-schema friendly: no free-form dicts, explicit objects for thresholds.
 
 Thresholds follow one rule for every index: a valid pixel is *vegetation* when
 its index value is >= ``vegetation``, and a vegetation pixel is *stressed* when
-its value is < ``stressed``. The defaults are starting points for the synthetic
-and typical field cases described in docs/drone.md; real crops need tuning.
+its value is < ``stressed`` (absolute zoning), or below a share of the field's own
+healthy reference (relative zoning). The built-in cuts depend on the input kind and
+each is sourced in docs/drone.md; real crops may still need tuning.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 IndexName = Literal["VARI", "GLI", "ExG", "TGI", "NDVI", "NDRE", "GNDVI", "SAVI"]
 RGB_INDEX_NAMES: tuple[str, ...] = ("VARI", "GLI", "ExG", "TGI")
@@ -50,43 +51,88 @@ class IndexThresholds(BaseModel):
         return self
 
 
-def _t(vegetation: float, stressed: float):
-    return lambda: IndexThresholds(vegetation=vegetation, stressed=stressed)
+InputKind = Literal["photo8", "dn16", "reflectance"]
+INPUT_KINDS: tuple[str, ...] = ("photo8", "dn16", "reflectance")
+
+# Built-in (vegetation, stressed) cuts per input kind and index; docs/drone.md gives the source of each.
+# photo8: 8-bit camera photos (gamma-encoded, auto-exposed); dn16: 16-bit raw DN of multispectral
+# cameras without calibration panels (DN / 65535); reflectance: calibrated float reflectance 0..1.
+# Normalized ratios do not depend on the scale, so they share cuts; TGI and SAVI do not.
+_RATIO_CUTS: dict[str, tuple[float, float]] = {
+    "NDVI": (0.3, 0.6), "NDRE": (0.15, 0.25), "GNDVI": (0.45, 0.6), "SAVI": (0.2, 0.45),
+    "VARI": (0.0, 0.2), "GLI": (0.05, 0.2), "ExG": (0.1, 0.3),
+}
+DEFAULT_THRESHOLDS: dict[str, dict[str, tuple[float, float]]] = {
+    "photo8": {**_RATIO_CUTS, "TGI": (0.08, 0.29)},
+    "dn16": {**_RATIO_CUTS, "TGI": (0.025, 0.04)},
+    "reflectance": {**_RATIO_CUTS, "TGI": (0.025, 0.04)},
+}
+# Zoning used by ``zoning: auto``: where absolute cuts are unreliable (no radiometric calibration:
+# photos with auto exposure and gamma, raw DN), stress is judged against the field's own level.
+AUTO_ZONING: dict[str, str] = {"photo8": "relative", "dn16": "relative", "reflectance": "absolute"}
 
 
 class Thresholds(BaseModel):
-    """Per-index thresholds. Index values are computed on reflectance 0..1 (see docs/drone.md)."""
+    """Per-index overrides of the built-in cuts (which depend on the input kind, see docs/drone.md)."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
-    vari: IndexThresholds = Field(default_factory=_t(0.05, 0.2),
-                                  description="VARI (G-R)/(G+R-B). Default vegetation 0.05, stressed 0.2.")
-    gli: IndexThresholds = Field(default_factory=_t(0.1, 0.3),
-                                 description="GLI (2G-R-B)/(2G+R+B). Default vegetation 0.1, stressed 0.3.")
-    exg: IndexThresholds = Field(default_factory=_t(0.1, 0.45),
-                                 description="ExG 2g-r-b on chromatic coordinates. Default vegetation 0.1, "
-                                             "stressed 0.45.")
-    tgi: IndexThresholds = Field(default_factory=_t(0.08, 0.29),
-                                 description="TGI G-0.39R-0.61B on reflectance. Default vegetation 0.08, "
-                                             "stressed 0.29.")
-    ndvi: IndexThresholds = Field(default_factory=_t(0.2, 0.33),
-                                  description="NDVI (N-R)/(N+R). Default vegetation 0.2 (bare soil is about "
-                                              "-0.1..0.2), stressed 0.33 (common 'unhealthy' bound).")
-    ndre: IndexThresholds = Field(default_factory=_t(0.05, 0.2),
-                                  description="NDRE (N-Re)/(N+Re). Default vegetation 0.05, stressed 0.2.")
-    gndvi: IndexThresholds = Field(default_factory=_t(0.2, 0.4),
-                                   description="GNDVI (N-G)/(N+G). Default vegetation 0.2, stressed 0.4.")
-    savi: IndexThresholds = Field(default_factory=_t(0.15, 0.3),
-                                  description="SAVI 1.5(N-R)/(N+R+0.5). Default vegetation 0.15, stressed 0.3.")
+    vari: IndexThresholds | None = Field(default=None, description="VARI (G-R)/(G+R-B). Unset: built-in cuts "
+                                         "(vegetation 0.0, stressed 0.2).")
+    gli: IndexThresholds | None = Field(default=None, description="GLI (2G-R-B)/(2G+R+B). Unset: vegetation "
+                                        "0.05, stressed 0.2.")
+    exg: IndexThresholds | None = Field(default=None, description="ExG 2g-r-b on chromatic coordinates. Unset: "
+                                        "vegetation 0.1, stressed 0.3.")
+    tgi: IndexThresholds | None = Field(default=None, description="TGI G-0.39R-0.61B on 0..1 scale. Unset: "
+                                        "8-bit photos vegetation 0.08, stressed 0.29; 16-bit DN and "
+                                        "reflectance 0.025 and 0.04.")
+    ndvi: IndexThresholds | None = Field(default=None, description="NDVI (N-R)/(N+R). Unset: vegetation 0.3, "
+                                         "stressed 0.6.")
+    ndre: IndexThresholds | None = Field(default=None, description="NDRE (N-Re)/(N+Re). Unset: vegetation "
+                                         "0.15, stressed 0.25.")
+    gndvi: IndexThresholds | None = Field(default=None, description="GNDVI (N-G)/(N+G). Unset: vegetation "
+                                          "0.45, stressed 0.6.")
+    savi: IndexThresholds | None = Field(default=None, description="SAVI 1.5(N-R)/(N+R+0.5). Unset: "
+                                         "vegetation 0.2, stressed 0.45.")
 
-    def for_index(self, name: str) -> IndexThresholds:
-        return getattr(self, name.lower())
+    def cuts(self, name: str, kind: str) -> tuple[float, float]:
+        """(vegetation, stressed) for index ``name`` on input of ``kind``: the override, else the built-in."""
+        override = getattr(self, name.lower())
+        if override is not None:
+            return override.vegetation, override.stressed
+        return DEFAULT_THRESHOLDS[kind][name]
+
+
+class RelativeZoning(BaseModel):
+    """Stress relative to the field's own healthy level (a virtual reference, as in Holland & Schepers 2013)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    reference_quantile: float = Field(
+        default=0.95, ge=0.5, le=1.0, alias="referenceQuantile",
+        description="The field's healthy reference is this quantile of its vegetation pixels' index values.",
+    )
+    stressed_below: float = Field(
+        default=0.8, gt=0.0, lt=1.0, alias="stressedBelow",
+        description="A vegetation pixel is stressed when its index / the reference is below this "
+                    "(a sufficiency index).",
+    )
+
+
+def _no_parent_rule(alias: str) -> dict:
+    # Same check as storage.subPath: the data directory is the volume; '..' would leave it.
+    return {"rule": f"!has(self.{alias}) || !self.{alias}.matches('(^|/)[.][.](/|$)')",
+            "message": f"drone {alias} must not contain '..'", "fieldPath": f".{alias}"}
+
+
+PATH_ALIASES = ("inputPath", "outputPath", "statePath", "backupPath")
 
 
 class DroneJob(BaseModel):
     """Crop-health processing of drone images in a folder of the schedule's storage."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", json_schema_extra={
+        "x-kubernetes-validations": [_no_parent_rule(alias) for alias in PATH_ALIASES]})
 
     task: Literal["process", "report", "backup", "cleanup"] = Field(
         default="process",
@@ -144,7 +190,22 @@ class DroneJob(BaseModel):
     )
     thresholds: Thresholds = Field(
         default_factory=Thresholds,
-        description="Vegetation and stressed thresholds per index.",
+        description="Overrides of the vegetation and stressed cuts per index (built-ins depend on the "
+                    "input kind: 8-bit photo, 16-bit DN, reflectance).",
+    )
+    zoning: Literal["auto", "absolute", "relative"] = Field(
+        default="auto",
+        description="How stressed vegetation is found: absolute (index below the stressed cut), relative "
+                    "(index below stressedBelow x the field's own healthy reference), or auto: relative for "
+                    "uncalibrated input (8-bit photos, 16-bit DN), absolute for float reflectance.",
+    )
+    relative: RelativeZoning = Field(default_factory=RelativeZoning,
+                                     description="Settings of relative zoning.")
+    min_denominator: float = Field(
+        default=0.06, ge=0.0, le=0.5, alias="minDenominator",
+        description="A pixel is invalid for a ratio index when its denominator is 0 or smaller than this "
+                    "share of full scale (dark or bluish pixels: shadow, water, sky); invalid pixels are "
+                    "reported as a share and left out of every statistic.",
     )
     video_frame_interval_seconds: float = Field(
         default=5.0, gt=0.0, le=3600.0, alias="videoFrameIntervalSeconds",
@@ -175,6 +236,13 @@ class DroneJob(BaseModel):
         default=False, alias="dryRun",
         description="Task cleanup only reports what it would delete.",
     )
+
+    @field_validator("input_path", "output_path", "state_path", "backup_path")
+    @classmethod
+    def _no_parent(cls, value: str, info) -> str:
+        if ".." in value.split("/"):
+            raise ValueError(f"drone {cls.model_fields[info.field_name].alias} must not contain '..'")
+        return value
 
     @model_validator(mode="after")
     def _primary_computed(self) -> DroneJob:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from thresher.api.drone import ALL_INDEX_NAMES, DroneJob, Thresholds
+from thresher.api.drone import ALL_INDEX_NAMES, INPUT_KINDS, DroneJob, Thresholds
 
 
 def _walk(schema: dict, defs: dict, seen: set, path: str = ""):
@@ -55,8 +55,24 @@ def test_rejects_invalid_specs(bad):
         DroneJob.model_validate(bad)
 
 
-def test_thresholds_cover_every_index_with_stressed_not_below_vegetation():
+def test_thresholds_cover_every_index_and_input_kind_with_stressed_not_below_vegetation():
     t = Thresholds()
-    for name in ALL_INDEX_NAMES:
-        pair = t.for_index(name)
-        assert pair.stressed >= pair.vegetation
+    for kind in INPUT_KINDS:
+        for name in ALL_INDEX_NAMES:
+            vegetation, stressed = t.cuts(name, kind)
+            assert stressed >= vegetation
+    assert Thresholds(ndvi={"vegetation": 0.1, "stressed": 0.5}).cuts("NDVI", "dn16") == (0.1, 0.5)
+
+
+@pytest.mark.parametrize("alias", ["inputPath", "outputPath", "statePath", "backupPath"])
+@pytest.mark.parametrize("value", ["..", "../x", "a/../../etc", "a/.."])
+def test_parent_directory_in_a_path_is_refused_with_one_line(alias, value):
+    """Issue 14: '..' in the drone paths escaped the data volume; refused like storage.subPath."""
+    with pytest.raises(ValidationError, match=f"drone {alias} must not contain '..'"):
+        DroneJob.model_validate({alias: value})
+    assert DroneJob.model_validate({alias: "a..b/c"})  # '..' inside a name is fine
+
+
+def test_path_rules_are_in_the_schema_for_admission():
+    rules = DroneJob.model_json_schema(by_alias=True)["x-kubernetes-validations"]
+    assert {r["fieldPath"] for r in rules} == {".inputPath", ".outputPath", ".statePath", ".backupPath"}

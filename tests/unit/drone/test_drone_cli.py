@@ -106,3 +106,14 @@ def test_watch_processes_a_file_that_arrives(tmp_path: Path):
         thread.join(30)
     assert not thread.is_alive()
     assert [r["key"] for r in results] == ["arrived.png"]
+
+
+def test_parent_directory_in_a_path_is_a_one_line_config_error(tmp_path):
+    """Issue 14: '..' in a drone path is refused with one readable line (exit 2), also from --input."""
+    from thresher.jobs.drone.cli import app
+
+    result_path = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["process", "--data-dir", str(tmp_path), "--input", "../etc",
+                                   "--result-path", str(result_path)])
+    assert res.exit_code == 2
+    assert json.loads(result_path.read_text())["error"] == "inputPath: drone inputPath must not contain '..'"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -161,6 +162,11 @@ def test_sigkill_mid_run_then_rerun_completes_each_file_once(data_dir):
     assert state == {f"k{i:02d}.png": ("done", 1) for i in range(24)}
     if killed:  # the usual case; if the first run won the race, the check above still holds
         assert 0 < done < 24
+        statuses = sorted(s for s, _ in runs(db).values())
+        assert statuses == ["finished", "interrupted"]  # the killed run is closed, not unfinished forever
+        result = json.loads((data_dir / "r.json").read_text())
+        summary = json.loads(Path(result["output"]).read_text())
+        assert summary["recovered_items"] + summary["items"] == 24  # every file in exactly one summary
 
 
 def test_state_lock_refuses_a_second_concurrent_run(tmp_path: Path):
@@ -182,3 +188,60 @@ def test_band_arriving_later_completes_a_failed_capture(data_dir, spec, paths, e
     files[-1].write_bytes(held)
     second = run_process(spec, paths, engine)
     assert second.items[0]["ok"] and second.items[0]["frames"][0]["cover"] == pytest.approx(0.5)
+
+
+def runs(db_path: Path) -> dict[str, tuple]:
+    with sqlite3.connect(db_path) as conn:
+        return {r: (s, i) for r, s, i in conn.execute("SELECT run_id, status, items FROM runs")}
+
+
+def test_killed_run_is_closed_as_interrupted_and_its_items_reported_next(data_dir, paths, engine):
+    """Issue 14: items finished by a run that was then killed appeared in no summary, and the run stayed
+    unfinished in the state database forever."""
+    from thresher.api.drone import DroneJob
+
+    spec = DroneJob(workers=1, batchSize=2, healthMapMaxSize=64)
+    for i in range(5):
+        small_rgb(data_dir / "input" / f"img{i}.png", i)
+    batches = {"n": 0}
+
+    def after_outputs(claimed):
+        batches["n"] += 1
+        if batches["n"] == 2:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        run_process(spec, paths, engine, after_outputs=after_outputs, run_id="dead-run")
+    assert runs(paths.db)["dead-run"] == ("running", None)
+    assert not (paths.output / "runs" / "dead-run").exists()
+    second = run_process(spec, paths, engine, run_id="next-run")
+    assert runs(paths.db) == {"dead-run": ("interrupted", 2), "next-run": ("finished", 3)}
+    summary = json.loads(second.summary_path.read_text())
+    recovered = [r for r in summary["results"] if r.get("recovered_from") == "dead-run"]
+    assert sorted(r["key"] for r in recovered) == ["img0.png", "img1.png"]
+    assert summary["recovered_items"] == 2 and summary["items"] == 3 and summary["frames"] == 5
+    assert summary["recovered_runs"][0]["run_id"] == "dead-run"
+    assert any("dead-run was interrupted" in w for w in second.warnings)
+    third = run_process(spec, paths, engine, run_id="third-run")  # reported once, not again
+    assert third.recovered == [] and third.summary_path is None
+
+
+def test_empty_run_writes_no_run_folder(data_dir, spec, paths, engine):
+    small_rgb(data_dir / "input" / "a.png")
+    first = run_process(spec, paths, engine)
+    second = run_process(spec, paths, engine)
+    assert first.summary_path is not None and second.summary_path is None
+    assert [p.name for p in (paths.output / "runs").iterdir()] == [first.run_id]
+    assert runs(paths.db)[second.run_id] == ("finished", 0)
+
+
+def test_state_database_from_before_run_status_is_upgraded(tmp_path: Path):
+    db = tmp_path / "drone.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, task TEXT NOT NULL, started_at REAL NOT NULL, "
+                     "finished_at REAL, items INTEGER, valid INTEGER, failed INTEGER, exit_code INTEGER, "
+                     "summary_path TEXT)")
+        conn.execute("INSERT INTO runs (run_id, task, started_at) VALUES ('old', 'process', 1.0)")
+    with StateDB(db) as state:
+        closed = state.close_interrupted("process", 2.0)
+        assert [r.run_id for r in closed] == ["old"] and state.run_row("old")["status"] == "interrupted"

@@ -46,20 +46,32 @@ def ms_frame(seed: int) -> Decoded:
                    65535.0, width=80, height=64)
 
 
+def reflectance_frame(seed: int) -> Decoded:
+    """Float reflectance (absolute zoning by default) with NaN pixels and no-data."""
+    labels, _ = sm.field_labels(48, 64, 0.5, 0.4, seed=seed)
+    planes = sm.reflectance_planes(labels, sm.MS_REFLECTANCE, noise=0.01, seed=seed)
+    planes["N"][0, :3] = np.nan
+    nodata = np.zeros((48, 64), bool)
+    nodata[5, :7] = True
+    return Decoded(planes, None, nodata, width=64, height=48)
+
+
 def assert_same(a: cp.Computed, b: cp.Computed) -> None:
-    assert a.primary == b.primary and a.saturated == b.saturated and a.pixels == b.pixels
+    assert a.primary == b.primary and a.saturated == b.saturated and a.pixels == b.pixels and a.nodata == b.nodata
     assert set(a.stats) == set(b.stats)
     for name in a.stats:
         x, y = a.stats[name], b.stats[name]
         assert (x.valid_pixels, x.vegetation_pixels, x.stressed_pixels) == \
                (y.valid_pixels, y.vegetation_pixels, y.stressed_pixels), name
+        assert (x.invalid_pixels, x.zoning, x.stressed_cut, x.reference) == \
+               (y.invalid_pixels, y.zoning, y.stressed_cut, y.reference), name
         for field in ("mean", "median", "p10", "p90", "cover", "stressed"):
             assert getattr(x, field) == pytest.approx(getattr(y, field), abs=TOL), (name, field)
         assert x.histogram == y.histogram, name
     np.testing.assert_allclose(a.map_index, b.map_index, atol=TOL, equal_nan=True)
 
 
-@pytest.mark.parametrize("make", [rgb_frame, ms_frame])
+@pytest.mark.parametrize("make", [rgb_frame, ms_frame, reflectance_frame])
 def test_torch_cpu_batch_equals_numpy(make):
     params = cp.ComputeParams.from_spec(DroneJob(healthMapMaxSize=64))
     frames = [make(s) for s in range(3)]

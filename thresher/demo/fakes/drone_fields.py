@@ -21,11 +21,12 @@ import numpy as np
 SOIL, HEALTHY, STRESSED = 0, 1, 2
 BLOCK = 16
 RGB_COLOURS = {SOIL: (140, 110, 80), HEALTHY: (60, 140, 50), STRESSED: (130, 150, 60)}
-# Reflectance per band: B, G, R, N, RE.
+# Reflectance per band: B, G, R, N, RE. Soil rises steadily from blue to NIR (a dry loam); healthy crop has
+# the red trough and NIR plateau; stressed crop is moderate stress (NDVI 0.56 beside 0.85), not dead plants.
 MS_REFLECTANCE = {
-    SOIL: {"B": 0.08, "G": 0.10, "R": 0.16, "N": 0.20, "RE": 0.18},
+    SOIL: {"B": 0.06, "G": 0.09, "R": 0.13, "N": 0.19, "RE": 0.16},
     HEALTHY: {"B": 0.03, "G": 0.08, "R": 0.04, "N": 0.50, "RE": 0.25},
-    STRESSED: {"B": 0.05, "G": 0.10, "R": 0.14, "N": 0.24, "RE": 0.20},
+    STRESSED: {"B": 0.05, "G": 0.10, "R": 0.09, "N": 0.32, "RE": 0.22},
 }
 MICASENSE_SUFFIX = {"B": 1, "G": 2, "R": 3, "N": 4, "RE": 5}
 
@@ -66,6 +67,34 @@ def band_field(labels: np.ndarray, band: str, noise: float = 0.003, seed: int = 
     if noise:
         refl = refl + np.random.default_rng(seed + 7).normal(0, noise, refl.shape).astype(np.float32)
     return np.clip(np.round(refl * 65535), 0, 65534).astype(np.uint16)  # 65535 would read as saturated
+
+
+def reflectance_planes(labels: np.ndarray, spectra: dict[int, dict[str, float]], noise: float = 0.003,
+                       seed: int = 0) -> dict[str, np.ndarray]:
+    """Float32 reflectance per band (B, G, R, N, RE) of a label image, with Gaussian noise."""
+    rng = np.random.default_rng(seed + 7)
+    out = {}
+    for band in ("B", "G", "R", "N", "RE"):
+        lut = np.zeros(int(labels.max()) + 1, np.float32)
+        for cls, spectrum in spectra.items():
+            lut[cls] = spectrum[band]
+        out[band] = np.clip(lut[labels] + rng.normal(0, noise, labels.shape).astype(np.float32), 0, 1)
+    return out
+
+
+def to_dn16(planes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Reflectance -> 16-bit DN as an uncalibrated camera stores it (65535 would read as saturated)."""
+    return {b: np.clip(np.round(p * 65535), 0, 65534).astype(np.uint16) for b, p in planes.items()}
+
+
+def camera_rgb(planes: dict[str, np.ndarray], exposure: float = 2.0, gamma: float = 2.2,
+               chroma: float = 1.5) -> np.ndarray:
+    """An 8-bit photo of the same scene as an RGB camera renders it: exposure, sRGB-like gamma, the
+    saturation boost of the camera's colour matrix (chroma x around the pixel's grey level), rounding."""
+    rgb = np.stack([planes["R"], planes["G"], planes["B"]], axis=-1)
+    encoded = 255 * np.clip(rgb * exposure, 0, 1) ** (1 / gamma)
+    grey = encoded.mean(axis=-1, keepdims=True)
+    return np.round(grey + chroma * (encoded - grey)).clip(0, 254).astype(np.uint8)
 
 
 def _dms(value: float) -> tuple:

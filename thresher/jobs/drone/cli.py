@@ -50,9 +50,16 @@ def load_spec(text: str) -> Any:
     try:
         return DroneJob.model_validate(data or {})
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise ConfigError(f"{source}: {where}: {first['msg']} ({err.error_count()} error(s))") from None
+        raise ConfigError(f"{source}: {spec_error(err)}") from None
+
+
+def spec_error(err: Any) -> str:
+    """One line from a pydantic ValidationError: where, what, and how many errors there were."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(root)"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" ({err.error_count()} errors)" if err.error_count() > 1 else ""
+    return f"{where}: {message}{more}"
 
 
 # --- results (pure) --------------------------------------------------------------------------
@@ -62,7 +69,7 @@ def exit_code_for(items: int, failed: int) -> ExitCode:
     return ExitCode.PARTIAL if failed else ExitCode.OK
 
 
-def process_result(items: list[dict], output: str, duration: float, warnings: list[str]) -> RunResult:
+def process_result(items: list[dict], output: str | None, duration: float, warnings: list[str]) -> RunResult:
     """RunResult of process runs: items = inputs handled (image, multispectral capture or video),
     valid = processed, failed = skipped as bad, quality = valid / items (None when no inputs)."""
     failed = [i for i in items if not i["ok"]]
@@ -112,7 +119,8 @@ def _execute(spec, paths, started, watch_seconds, settle_seconds, stop) -> RunRe
         engine = select_engine(spec.backend)
         if watch_seconds is None:
             stats = run_process(spec, paths, engine)
-            return process_result(stats.items, str(stats.summary_path), time.monotonic() - started, stats.warnings)
+            return process_result(stats.items, str(stats.summary_path) if stats.summary_path else None,
+                                  time.monotonic() - started, stats.warnings)
         from thresher.jobs.drone.watch import watch
 
         items = watch(spec, paths, engine, stop or threading.Event(), watch_seconds, settle_seconds)
@@ -186,8 +194,7 @@ def _with(overrides: dict, base: str | None) -> Any:
     try:
         return DroneJob.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        raise ConfigError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+        raise ConfigError(spec_error(err)) from None
 
 
 @app.command()

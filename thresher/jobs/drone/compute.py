@@ -1,8 +1,9 @@
-"""The NumPy (CPU) backend: raw planes -> index statistics and a small primary-index map.
+"""The CPU backend: raw planes -> index statistics and a small primary-index map, in one pass.
 
-Work is float32 and one index at a time, so a 12-megapixel image needs a few
-hundred MB at most; the full-resolution index array is dropped as soon as its
-statistics (and, for the primary index, the downsampled map) are taken.
+``fused._kernel`` reads each pixel once, at the input's own precision (uint8, uint16 or
+float32), computes every requested index with its validity, and accumulates sums, counts,
+fine histograms and the health map's block sums; ``stats.finish`` turns those into
+``IndexStats``. No full-size float array is ever allocated.
 """
 
 from __future__ import annotations
@@ -12,9 +13,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from thresher.api.drone import AUTO_ZONING, DroneJob, Thresholds
+from thresher.jobs.drone import fused
 from thresher.jobs.drone import indices as ix
 from thresher.jobs.drone.decode import Decoded
-from thresher.jobs.drone.stats import IndexStats, index_stats
+from thresher.jobs.drone.stats import QBINS, QRANGE, QSCALE, IndexStats, Zoning, finish
+
+
+def input_kind(max_dn: float | None) -> str:
+    """photo8 (8-bit), dn16 (any wider integer DN) or reflectance (float input)."""
+    if max_dn is None:
+        return "reflectance"
+    return "photo8" if max_dn <= 255 else "dn16"
 
 
 @dataclass(frozen=True)
@@ -22,23 +32,26 @@ class ComputeParams:
     """What the backends need from the job spec, as plain values."""
 
     indices: tuple[str, ...] = ()  # empty: every applicable index
-    thresholds: tuple[tuple[str, float, float], ...] = ()  # (index, vegetation, stressed)
+    thresholds: Thresholds = field(default_factory=Thresholds)
     primary: str = "auto"
     map_max: int = 1024
+    zoning: str = "auto"
+    reference_quantile: float = 0.95
+    relative_stressed: float = 0.8
+    min_denominator: float = 0.06
 
-    def threshold(self, name: str) -> tuple[float, float]:
-        for index, veg, stressed in self.thresholds:
-            if index == name:
-                return veg, stressed
-        raise KeyError(name)
+    def zoning_for(self, name: str, kind: str) -> Zoning:
+        veg, stressed = self.thresholds.cuts(name, kind)
+        mode = AUTO_ZONING[kind] if self.zoning == "auto" else self.zoning
+        return Zoning(mode, veg, stressed, self.reference_quantile, self.relative_stressed)
 
     @classmethod
-    def from_spec(cls, spec) -> ComputeParams:
+    def from_spec(cls, spec: DroneJob) -> ComputeParams:
         return cls(
-            indices=tuple(spec.indices),
-            thresholds=tuple((name, spec.thresholds.for_index(name).vegetation,
-                              spec.thresholds.for_index(name).stressed) for name in ix.FORMULAS),
-            primary=spec.primary_index, map_max=spec.health_map_max_size,
+            indices=tuple(spec.indices), thresholds=spec.thresholds, primary=spec.primary_index,
+            map_max=spec.health_map_max_size, zoning=spec.zoning,
+            reference_quantile=spec.relative.reference_quantile, relative_stressed=spec.relative.stressed_below,
+            min_denominator=spec.min_denominator,
         )
 
 
@@ -51,6 +64,7 @@ class Computed:
     nodata: int  # pixels without data (alpha 0), excluded
     map_index: np.ndarray | None = None  # downsampled primary index, NaN where nothing valid
     warnings: list[str] = field(default_factory=list)
+    kind: str = "photo8"
 
 
 def map_factor(height: int, width: int, map_max: int) -> int:
@@ -58,109 +72,61 @@ def map_factor(height: int, width: int, map_max: int) -> int:
     return max(1, math.ceil(max(height, width) / map_max))
 
 
-def block_mean(index: np.ndarray, k: int) -> np.ndarray:
-    """Mean of finite values over k x k blocks (edge rows/columns that do not fill a block are dropped,
-    unless the image is smaller than one block); NaN where a block has no finite value.
-
-    Sums k*k strided slices in a fixed order (much faster than reducing a tiny inner axis); the torch
-    backend adds the same slices in the same order, so both give identical float32 maps."""
-    h, w = index.shape
-    hb, wb = max(1, h // k), max(1, w // k)
-    kh, kw = min(k, h), min(k, w)
-    x = index[: hb * kh, : wb * kw]
-    finite = np.isfinite(x)
-    zeroed = np.where(finite, x, np.float32(0))
-    total = np.zeros((hb, wb), dtype=np.float32)
-    count = np.zeros((hb, wb), dtype=np.int32)
-    for i in range(kh):
-        for j in range(kw):
-            total += zeroed[i::kh, j::kw]
-            count += finite[i::kh, j::kw]
-    out = np.full((hb, wb), np.nan, dtype=np.float32)
-    np.divide(total, count, out=out, where=count > 0, casting="unsafe")
-    return out
+def map_grid(height: int, width: int, k: int) -> tuple[int, int, int, int]:
+    """(blocks down, blocks across, block height, block width): k x k blocks; edge rows/columns that
+    do not fill a block are left out of the map, unless the image is smaller than one block."""
+    return max(1, height // k), max(1, width // k), min(k, height), min(k, width)
 
 
-def reflectance(plane: np.ndarray, max_dn: float | None) -> np.ndarray:
-    """DN -> 0..1 by the sensor's maximum DN (multiplying by a float32 reciprocal, as the torch path does)."""
-    if max_dn is None:
-        return plane.astype(np.float32, copy=False)
-    return np.multiply(plane, np.float32(1.0 / max_dn), dtype=np.float32)
-
-
-def saturation_mask(planes: dict[str, np.ndarray], max_dn: float | None) -> np.ndarray | None:
-    if max_dn is None:
-        return None
-    mask = None
-    for plane in planes.values():
-        hit = plane == plane.dtype.type(max_dn)
-        mask = hit if mask is None else np.logical_or(mask, hit, out=mask)
-    return mask
+def full_scale(max_dn: float | None) -> float:
+    return 1.0 if max_dn is None else float(max_dn)
 
 
 def compute_numpy(decoded: Decoded, params: ComputeParams) -> Computed:
     planes = decoded.planes
     names = ix.applicable(planes, params.indices)
     primary = ix.primary(planes, names, params.primary)
-    saturated = saturation_mask(planes, decoded.max_dn)
-    mask = saturated
-    if decoded.nodata is not None:
-        mask = decoded.nodata if mask is None else (mask | decoded.nodata)
-    bands = {name: reflectance(plane, decoded.max_dn) for name, plane in planes.items()}
-    stats: dict[str, IndexStats] = {}
-    map_index = None
-    for name in names:
-        values = ix.FORMULAS[name](bands, np)
-        veg, stressed = params.threshold(name)
-        stats[name] = index_stats(values, mask, veg, stressed, with_histogram=name == primary)
-        if name == primary:
-            if mask is not None:
-                values[mask] = np.nan
-            map_index = block_mean(values, map_factor(*values.shape, params.map_max))
-        del values
-    h, w = next(iter(planes.values())).shape
-    return Computed(
-        stats=stats, primary=primary, pixels=h * w,
-        saturated=int(np.count_nonzero(saturated)) if saturated is not None else 0,
-        nodata=int(np.count_nonzero(decoded.nodata)) if decoded.nodata is not None else 0,
-        map_index=map_index,
-    )
+    kind = input_kind(decoded.max_dn)
+    first = next(iter(planes.values()))
+    h, w = first.shape
+    dummy = np.zeros(1, dtype=first.dtype)
+    pixels, channels = fused.pixel_array(planes)
+    if pixels is None:
+        pixels = np.zeros((1, 1, 3), dtype=first.dtype)
+        bands = [fused.flat(planes[b]) if b in planes else dummy for b in fused.BANDS]
+    else:  # read from the interleaved array; the per-band views are not touched
+        bands = [dummy if b in "RGB" else (fused.flat(planes[b]) if b in planes else dummy) for b in fused.BANDS]
+    present = np.array([b in planes for b in fused.BANDS], dtype=np.bool_)
+    nodata = (fused.flat(decoded.nodata).view(np.uint8) if decoded.nodata is not None
+              else np.zeros(1, np.uint8))
+    zonings = [params.zoning_for(name, kind) for name in names]
+    scale = full_scale(decoded.max_dn)
+    hb, wb, kh, kw = map_grid(h, w, map_factor(h, w, params.map_max))
+    hist = np.zeros((len(names), 2, QBINS + 1), dtype=np.int32)
+    sums = np.zeros(len(names), dtype=np.float64)
+    counts = np.zeros((len(names), 2), dtype=np.int64)
+    map_sum = np.zeros((hb, wb), dtype=np.float64)
+    map_cnt = np.zeros((hb, wb), dtype=np.int64)
+    masked = np.zeros(3, dtype=np.int64)
+    f32 = np.float32
+    fused.image_pass(
+        np.array([fused.CODES[n] for n in names], dtype=np.int64), *bands, pixels, channels, present, nodata,
+        decoded.nodata is not None, f32(decoded.max_dn if decoded.max_dn is not None else -1.0), h, w,
+        f32(scale), f32(params.min_denominator * scale),
+        np.array([z.vegetation for z in zonings], dtype=f32), np.array([z.stressed for z in zonings], dtype=f32),
+        f32(QRANGE[0]), f32(QSCALE), names.index(primary) if primary else -1, kh, kw, hb, wb,
+        hist, sums, counts, map_sum, map_cnt, masked)
+    stats = {}
+    for s, name in enumerate(names):
+        fine = hist[s, 0, :QBINS].astype(np.int64) + hist[s, 1, :QBINS]
+        valid = int(fine.sum())
+        stats[name] = finish(fine, valid, int(counts[s, 0]), int(counts[s, 1]), h * w - valid - int(masked[2]),
+                             float(sums[s]), zonings[s], with_histogram=name == primary)
+    return Computed(stats=stats, primary=primary, pixels=h * w, saturated=int(masked[0]), nodata=int(masked[1]),
+                    map_index=block_means(map_sum, map_cnt) if primary else None, kind=kind)
 
 
-# --- health map colours ------------------------------------------------------------------
-
-NODATA_RGB = (0, 0, 0)
-
-
-def colorize(small: np.ndarray, vegetation: float, stressed: float) -> np.ndarray:
-    """Primary index -> RGB: below the vegetation threshold browns (soil), from vegetation to
-    stressed red -> yellow, above stressed yellow-green -> dark green; black where no data."""
-    span = max(stressed - vegetation, 0.05)
-    eps = 1e-6
-    stops = [
-        (vegetation - 2 * span, (70, 50, 35)),
-        (vegetation - eps, (190, 160, 120)),
-        (vegetation, (215, 25, 28)),
-        (stressed - eps, (253, 220, 60)),
-        (stressed, (200, 230, 100)),
-        (stressed + 2 * span, (0, 104, 55)),
-    ]
-    xs = np.array([s[0] for s in stops], dtype=np.float64)
-    out = np.zeros(small.shape + (3,), dtype=np.uint8)
-    finite = np.isfinite(small)
-    values = np.where(finite, small, 0).astype(np.float64)
-    for channel in range(3):
-        ys = np.array([s[1][channel] for s in stops], dtype=np.float64)
-        out[..., channel] = np.round(np.interp(values, xs, ys)).astype(np.uint8)
-    out[~finite] = NODATA_RGB
+def block_means(total: np.ndarray, count: np.ndarray) -> np.ndarray:
+    out = np.full(total.shape, np.nan, dtype=np.float32)
+    np.divide(total, count, out=out, where=count > 0, casting="unsafe")
     return out
-
-
-def png_bytes(rgb: np.ndarray) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, format="PNG", compress_level=3)  # maps are small; speed over size
-    return buf.getvalue()

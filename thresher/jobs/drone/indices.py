@@ -1,10 +1,17 @@
-"""Vegetation index formulas, written once for NumPy arrays and PyTorch tensors.
+"""Vegetation index formulas at the input's own precision, for NumPy arrays and PyTorch tensors.
 
-Inputs are reflectance-like float32 planes in 0..1 (DN divided by the sensor's
-maximum DN, see ``decode.py``). Only arithmetic operators and ``xp.where`` are
-used, so the same function runs on ``numpy`` and on ``torch`` (pass the module as
-``xp``). A zero denominator gives NaN explicitly (never inf, never a warning);
-callers mask NaN out of statistics.
+Every index is written as a numerator and a denominator in the **source units** of the
+bands (8-bit or 16-bit DN, or reflectance for float input), so that for integer input
+both are exact integers: a zero denominator is detected exactly (issue 14: VARI on the
+scaled float32 values turned G+R == B shadows into +-1e7). A pixel is *invalid* for an
+index when its denominator is 0 or smaller in magnitude than ``min_denominator`` times
+the full scale (255, 65535 or 1.0): near-zero denominators are dark or bluish pixels
+(shadow, water, sky) whose ratio is noise, and they must not dominate a mean. Invalid
+pixels get NaN here, are not counted in statistics and are reported as a share.
+
+``values`` is the reference definition: the NumPy backend's fused kernel (``fused.py``)
+and the torch backend compute exactly these float64 operations in the same order, and
+tests hold them together bit for bit.
 """
 
 from __future__ import annotations
@@ -22,37 +29,51 @@ SAVI_L = 0.5
 NAN = float("nan")
 
 
-def ratio(num: Any, den: Any, xp: Any) -> Any:
-    """num / den with NaN where den == 0 (dividing by a patched 1 avoids inf and warnings)."""
-    zero = den == 0
-    if getattr(xp, "__name__", "") == "numpy":
-        # Fast path: divide in place into ``num`` (every caller passes a fresh temporary), then
-        # overwrite x/0 (inf) and 0/0 (NaN already) with NaN: fewer passes and no new 48 MB buffers.
-        with xp.errstate(divide="ignore", invalid="ignore"):
-            out = xp.divide(num, den, out=num if num.dtype == xp.result_type(num, den) else None)
-        out[zero] = NAN
-        return out
-    safe = xp.where(zero, xp.ones_like(den), den)
-    return xp.where(zero, xp.full_like(num, NAN), num / safe)
+def terms(name: str, b: Mapping[str, Any], full_scale: float) -> tuple[Any, Any]:
+    """(numerator, denominator) of index ``name`` on bands in source units (float64 arrays or tensors).
+
+    TGI has no ratio: its "denominator" is the full scale (the value is on 0..1 reflectance);
+    SAVI's soil term L is 0.5 in reflectance, so 0.5 * full scale in source units."""
+    if name == "VARI":
+        return b["G"] - b["R"], b["G"] + b["R"] - b["B"]
+    if name == "GLI":
+        return 2.0 * b["G"] - b["R"] - b["B"], 2.0 * b["G"] + b["R"] + b["B"]
+    if name == "ExG":  # 2g - r - b on chromatic coordinates = (2G - R - B) / (R + G + B)
+        return 2.0 * b["G"] - b["R"] - b["B"], b["R"] + b["G"] + b["B"]
+    if name == "TGI":
+        return b["G"] - TGI_RED_COEF * b["R"] - TGI_BLUE_COEF * b["B"], full_scale
+    if name == "NDVI":
+        return b["N"] - b["R"], b["N"] + b["R"]
+    if name == "NDRE":
+        return b["N"] - b["RE"], b["N"] + b["RE"]
+    if name == "GNDVI":
+        return b["N"] - b["G"], b["N"] + b["G"]
+    if name == "SAVI":
+        return (1.0 + SAVI_L) * (b["N"] - b["R"]), b["N"] + b["R"] + SAVI_L * full_scale
+    raise KeyError(name)
 
 
-def vari(b: Mapping[str, Any], xp: Any) -> Any:
-    r, g, bl = b["R"], b["G"], b["B"]
-    return ratio(g - r, g + r - bl, xp)
+def values(name: str, b: Mapping[str, Any], xp: Any, full_scale: float = 1.0, min_denominator: float = 0.0) -> Any:
+    """Index values with NaN where the pixel is invalid (|den| == 0 or < min_denominator * full_scale)."""
+    num, den = terms(name, b, full_scale)
+    if not hasattr(den, "shape"):  # TGI: a constant, never small
+        return num / den
+    floor = min_denominator * full_scale
+    bad = (den == 0) | (abs(den) < floor)
+    safe = xp.where(bad, xp.ones_like(den), den)
+    return xp.where(bad, xp.full_like(num, NAN), num / safe)
 
 
-def gli(b: Mapping[str, Any], xp: Any) -> Any:
-    g2, rb = 2 * b["G"], b["R"] + b["B"]
-    return ratio(g2 - rb, g2 + rb, xp)
+def _formula(name: str) -> Callable[[Mapping[str, Any], Any], Any]:
+    def formula(b: Mapping[str, Any], xp: Any) -> Any:
+        """The index on reflectance bands (full scale 1.0), NaN only where the denominator is exactly 0."""
+        return values(name, b, xp)
+    formula.__name__ = name.lower()
+    return formula
 
 
-def exg(b: Mapping[str, Any], xp: Any) -> Any:
-    """Excess green on chromatic coordinates: 2g - r - b with g = G/(R+G+B) etc.
-
-    Algebraically (2G - R - B)/(R + G + B): one division instead of three; black pixels -> NaN.
-    """
-    g, rb = b["G"], b["R"] + b["B"]
-    return ratio(2 * g - rb, g + rb, xp)
+FORMULAS: dict[str, Callable[[Mapping[str, Any], Any], Any]] = {name: _formula(name) for name in ALL_INDEX_NAMES}
+vari, gli, exg, tgi_default, ndvi, ndre, gndvi, savi = (FORMULAS[n] for n in ALL_INDEX_NAMES)
 
 
 def tgi(b: Mapping[str, Any], xp: Any, red_coef: float = TGI_RED_COEF, blue_coef: float = TGI_BLUE_COEF) -> Any:
@@ -66,27 +87,6 @@ def tgi_coefficients(red_nm: float, green_nm: float, blue_nm: float) -> tuple[fl
     span = red_nm - blue_nm
     return (green_nm - blue_nm) / span, (red_nm - green_nm) / span
 
-
-def ndvi(b: Mapping[str, Any], xp: Any) -> Any:
-    return ratio(b["N"] - b["R"], b["N"] + b["R"], xp)
-
-
-def ndre(b: Mapping[str, Any], xp: Any) -> Any:
-    return ratio(b["N"] - b["RE"], b["N"] + b["RE"], xp)
-
-
-def gndvi(b: Mapping[str, Any], xp: Any) -> Any:
-    return ratio(b["N"] - b["G"], b["N"] + b["G"], xp)
-
-
-def savi(b: Mapping[str, Any], xp: Any) -> Any:
-    return ratio((1 + SAVI_L) * (b["N"] - b["R"]), b["N"] + b["R"] + SAVI_L, xp)
-
-
-FORMULAS: dict[str, Callable[[Mapping[str, Any], Any], Any]] = {
-    "VARI": vari, "GLI": gli, "ExG": exg, "TGI": tgi,
-    "NDVI": ndvi, "NDRE": ndre, "GNDVI": gndvi, "SAVI": savi,
-}
 
 BANDS_NEEDED: dict[str, frozenset[str]] = {
     "VARI": frozenset("RGB"), "GLI": frozenset("RGB"), "ExG": frozenset("RGB"), "TGI": frozenset("RGB"),
@@ -115,4 +115,5 @@ def primary(bands: Iterable[str], computed: Iterable[str], choice: str = "auto")
     return computed[0] if computed else None
 
 
-__all__ = ["FORMULAS", "BANDS_NEEDED", "RGB_INDEX_NAMES", "NIR_INDEX_NAMES", "applicable", "primary", "ratio"]
+__all__ = ["FORMULAS", "BANDS_NEEDED", "RGB_INDEX_NAMES", "NIR_INDEX_NAMES", "applicable", "primary", "terms",
+           "values"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from thresher.api.drone import DroneJob
 from thresher.jobs.drone import report as rp
-from thresher.jobs.drone.pipeline import Paths, thresholds_table
+from thresher.jobs.drone.pipeline import Paths
 from thresher.jobs.drone.state import StateDB
 from thresher.jobs.harness import ConfigError, atomic_write_text
 
@@ -48,7 +48,7 @@ def run_report(spec: DroneJob, paths: Paths, now: float) -> dict:
     folder = paths.output / "reports" / stamp
     atomic_write_text(folder / "summary.json", rp.to_json(summary))
     atomic_write_text(folder / "summary.csv", rp.to_csv(items))
-    atomic_write_text(folder / "report.html", rp.to_html(summary, "../../", thresholds_table(spec)))
+    atomic_write_text(folder / "report.html", rp.to_html(summary, "../../"))
     summary["path"] = str(folder / "summary.json")
     return summary
 

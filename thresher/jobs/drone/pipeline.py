@@ -24,9 +24,10 @@ from pathlib import Path
 from thresher.api.drone import DroneJob
 from thresher.jobs.drone import compute as cp
 from thresher.jobs.drone import decode as dc
+from thresher.jobs.drone import healthmap as hm
 from thresher.jobs.drone import report as rp
 from thresher.jobs.drone.discovery import Item, group, scan
-from thresher.jobs.drone.state import DB_NAME, Claimed, Outcome, StateDB, StateLock
+from thresher.jobs.drone.state import DB_NAME, Claimed, Outcome, RecoveredRun, StateDB, StateLock
 from thresher.jobs.harness import ConfigError, atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger("thresher.drone")
@@ -121,8 +122,9 @@ class RunStats:
     run_id: str
     items: list[dict] = field(default_factory=list)  # item results (ok and failed)
     warnings: list[str] = field(default_factory=list)
-    summary_path: Path | None = None
+    summary_path: Path | None = None  # None: nothing to report, no run folder written
     unsettled: list[str] = field(default_factory=list)  # files left for later (still being written)
+    recovered: list[RecoveredRun] = field(default_factory=list)  # interrupted runs closed by this one
 
     @property
     def valid(self) -> int:
@@ -153,16 +155,17 @@ class Processor:
 
     def frame_result(self, item: Item, frame: dc.Decoded, computed: cp.Computed) -> dict:
         rel = None
-        if computed.map_index is not None and computed.primary:
-            veg, stressed = self.params.threshold(computed.primary)
-            rel = map_rel(item.key, frame.frame_time)
-            atomic_write_bytes(self.paths.output / rel, cp.png_bytes(cp.colorize(computed.map_index, veg, stressed)))
         primary = computed.stats.get(computed.primary) if computed.primary else None
+        if computed.map_index is not None and primary is not None:
+            rel = map_rel(item.key, frame.frame_time)
+            atomic_write_bytes(self.paths.output / rel, hm.render(computed.primary, primary, computed.map_index))
         return {
             "frame_time": frame.frame_time, "width": frame.width, "height": frame.height, "gps": frame.gps,
             "pixels": computed.pixels, "saturated": computed.saturated, "nodata": computed.nodata,
-            "primary": computed.primary,
+            "input_kind": computed.kind, "primary": computed.primary,
+            # cover is a share of the field's valid pixels, stressed a share of its vegetation (docs/drone.md)
             "cover": primary.cover if primary else None, "stressed": primary.stressed if primary else None,
+            "stressed_of_field": primary.stressed_of_field if primary else None,
             "indices": {name: s.to_dict() for name, s in computed.stats.items()},
             "map": rel,
         }
@@ -248,10 +251,11 @@ class Processor:
 
 def run_process(spec: DroneJob, paths: Paths, engine=None, now: Callable[[], float] = time.time,
                 settle_seconds: float = 0.0, run_id: str | None = None,
-                after_outputs: Callable[[list[Claimed]], None] | None = None,
-                report_empty: bool = True) -> RunStats:
+                after_outputs: Callable[[list[Claimed]], None] | None = None) -> RunStats:
     """One process run under the state lock. ``after_outputs`` runs between writing a batch's outputs
-    and committing it (crash-injection point for tests; None in production)."""
+    and committing it (crash-injection point for tests; None in production). Runs that died before
+    finishing are closed as interrupted and their completed items reported in this run's summary;
+    a run with nothing to report writes no run folder."""
     if not paths.input.is_dir():
         raise ConfigError(f"input folder {paths.input} does not exist")
     engine = engine or select_engine(spec.backend)
@@ -262,6 +266,10 @@ def run_process(spec: DroneJob, paths: Paths, engine=None, now: Callable[[], flo
         settle_ns = int((started - settle_seconds) * 1e9) if settle_seconds > 0 else None
         files = scan(paths.input, spec.normalized_extensions(), spec.recursive, settle_ns, stats.unsettled)
         counts = db.sync(group(files), started)
+        stats.recovered = db.close_interrupted("process", started)
+        for run in stats.recovered:
+            stats.warnings.append(f"run {run.run_id} was interrupted; its {len(run.items)} completed item(s) "
+                                  "are reported in this run's summary")
         db.start_run(run_id, "process", started)
         log.info("discovered inputs", extra={"files": len(files), **counts, "run_id": run_id})
         processor = Processor(spec, paths, engine)
@@ -279,26 +287,24 @@ def run_process(spec: DroneJob, paths: Paths, engine=None, now: Callable[[], flo
             for r in results:
                 if not r["ok"]:
                     log.warning("skipped input", extra={"key": r["key"], "reason": r["reason"]})
-        if stats.items or report_empty:
+        if stats.items or any(run.items for run in stats.recovered):
             stats.summary_path = write_run_report(spec, paths, stats, engine.name, started, now())
         db.finish_run(run_id, now(), len(stats.items), stats.valid, stats.failed,
-                      0 if not stats.failed else 5, str(stats.summary_path))
+                      0 if not stats.failed else 5, str(stats.summary_path) if stats.summary_path else None)
     return stats
-
-
-def thresholds_table(spec: DroneJob) -> dict[str, tuple[float, float]]:
-    return {name: (t.vegetation, t.stressed) for name, t in
-            ((n, spec.thresholds.for_index(n)) for n in ("VARI", "GLI", "ExG", "TGI", "NDVI", "NDRE", "GNDVI", "SAVI"))}
 
 
 def write_run_report(spec: DroneJob, paths: Paths, stats: RunStats, backend: str, started: float,
                      finished: float) -> Path:
     folder = paths.output / "runs" / stats.run_id
+    recovered = [item for run in stats.recovered for item in run.items]
     summary = rp.summarize(stats.items, {
         "title": f"Drone crop-health run {stats.run_id}", "run_id": stats.run_id, "backend": backend,
         "generated": rp.iso(finished), "started": rp.iso(started), "duration_seconds": round(finished - started, 3),
-    })
+        "recovered_runs": [{"run_id": run.run_id, "started": rp.iso(run.started_at), "items": len(run.items)}
+                           for run in stats.recovered],
+    }, recovered)
     atomic_write_text(folder / "summary.json", rp.to_json(summary))
-    atomic_write_text(folder / "summary.csv", rp.to_csv(stats.items))
-    atomic_write_text(folder / "report.html", rp.to_html(summary, "../../", thresholds_table(spec)))
+    atomic_write_text(folder / "summary.csv", rp.to_csv(stats.items + recovered))
+    atomic_write_text(folder / "report.html", rp.to_html(summary, "../../"))
     return folder / "summary.json"

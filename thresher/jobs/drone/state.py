@@ -8,7 +8,9 @@ The protocol that makes a run killable at any point:
 4. ``complete``: one transaction marks them done/failed with their results.
 
 A kill before 4 leaves claims that the next run redoes (outputs are simply rewritten);
-a kill after 4 leaves nothing to redo. ``completions`` counts how often an item was
+a kill after 4 leaves nothing to redo. A killed run never finishes its ``runs`` row: the
+next run closes it as ``interrupted`` and reports the items it had completed
+(``close_interrupted``), so they are neither lost from the reports nor counted twice. ``completions`` counts how often an item was
 completed for its current fingerprint, so "exactly once" is checkable: it is 1.
 
 Only one process may run the protocol at a time: ``StateLock`` holds an exclusive
@@ -63,7 +65,8 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at REAL,
     items INTEGER, valid INTEGER, failed INTEGER,
     exit_code INTEGER,
-    summary_path TEXT
+    summary_path TEXT,
+    status TEXT                          -- running | finished | interrupted (NULL: written before status existed)
 );
 """
 
@@ -72,6 +75,25 @@ CREATE TABLE IF NOT EXISTS runs (
 class Claimed:
     item: Item
     attempts: int
+
+
+@dataclass
+class RecoveredRun:
+    """A run that died before finishing, and the item results it had committed."""
+
+    run_id: str
+    started_at: float
+    items: list[dict]
+
+
+def recovered_item(row: sqlite3.Row, run_id: str) -> dict:
+    """An item result as the process run wrote it, tagged with the interrupted run that completed it."""
+    if row["status"] == "done" and row["result"]:
+        result = json.loads(row["result"])
+    else:
+        result = {"key": row["key"], "kind": row["kind"], "ok": False, "reason": row["reason"], "frames": [],
+                  "warnings": []}
+    return {**result, "recovered_from": run_id}
 
 
 @dataclass
@@ -116,6 +138,9 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")  # readers (report, backup) never block the writer
     conn.execute("PRAGMA synchronous=FULL")  # a committed 'done' survives power loss
     conn.executescript(SCHEMA)
+    columns = {row["name"] for row in conn.execute("PRAGMA table_info(runs)")}
+    if "status" not in columns:  # databases from before run status: add the column, old rows stay NULL
+        conn.execute("ALTER TABLE runs ADD COLUMN status TEXT")
     conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     return conn
 
@@ -199,15 +224,36 @@ class StateDB:
 
     def start_run(self, run_id: str, task: str, now: float) -> None:
         with self._tx():
-            self.conn.execute("INSERT OR REPLACE INTO runs (run_id, task, started_at) VALUES (?, ?, ?)",
-                              (run_id, task, now))
+            self.conn.execute("INSERT OR REPLACE INTO runs (run_id, task, started_at, status) "
+                              "VALUES (?, ?, ?, 'running')", (run_id, task, now))
 
     def finish_run(self, run_id: str, now: float, items: int, valid: int, failed: int, exit_code: int,
                    summary_path: str | None) -> None:
         with self._tx():
             self.conn.execute("UPDATE runs SET finished_at=?, items=?, valid=?, failed=?, exit_code=?, "
-                              "summary_path=? WHERE run_id=?",
+                              "summary_path=?, status='finished' WHERE run_id=?",
                               (now, items, valid, failed, exit_code, summary_path, run_id))
+
+    def close_interrupted(self, task: str, now: float) -> list[RecoveredRun]:
+        """Close every unfinished run of ``task`` as interrupted (called with the state lock held, so
+        such a run is dead) and return what each had completed, for the next summary."""
+        out: list[RecoveredRun] = []
+        with self._tx():
+            dead = self.conn.execute("SELECT run_id, started_at FROM runs WHERE task=? AND finished_at IS NULL "
+                                     "ORDER BY started_at", (task,)).fetchall()
+            for run in dead:
+                rows = self.conn.execute(
+                    "SELECT key, kind, status, reason, result FROM items WHERE run_id=? "
+                    "AND status IN ('done', 'failed') ORDER BY key", (run["run_id"],)).fetchall()
+                items = [recovered_item(row, run["run_id"]) for row in rows]
+                valid = sum(1 for i in items if i["ok"])
+                self.conn.execute("UPDATE runs SET finished_at=?, items=?, valid=?, failed=?, status='interrupted' "
+                                  "WHERE run_id=?", (now, len(items), valid, len(items) - valid, run["run_id"]))
+                out.append(RecoveredRun(run["run_id"], run["started_at"], items))
+        return out
+
+    def run_row(self, run_id: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
 
     # --- queries ----------------------------------------------------------------------
 

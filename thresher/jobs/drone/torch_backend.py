@@ -1,8 +1,8 @@
 """The PyTorch backend: batched JPEG decode on the GPU (nvJPEG) and batched index maths.
 
-Same definitions as the NumPy backend (``compute.py``, ``stats.py``), written for
-tensors. Given the same decoded pixels, both give the same statistics to within
-float32 rounding (the equivalence test checks 1e-5); with nvJPEG decoding, pixels
+Same definitions as the NumPy backend (``fused.py``, ``stats.py``), written for
+tensors: the same float32 operations, so values, bins and counts are identical and
+means differ only by summation order (the equivalence test checks 1e-5); with nvJPEG decoding, pixels
 differ from libjpeg-turbo's by a few DN, which moves means by ~1e-3 (docs/drone.md).
 
 ``torch`` and ``torchvision`` are imported only when this backend is built, so the
@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from thresher.jobs.drone import indices as ix
-from thresher.jobs.drone.compute import ComputeParams, Computed, map_factor
+from thresher.jobs.drone.compute import ComputeParams, Computed, full_scale, input_kind, map_factor, map_grid
 from thresher.jobs.drone.decode import Decoded
-from thresher.jobs.drone.stats import HIST_BINS, HIST_RANGE, IndexStats, fractions, quantile_positions
+from thresher.jobs.drone.stats import QBINS, QRANGE, QSCALE, IndexStats, finish
 
 
 def torch_available() -> bool:
@@ -87,106 +87,69 @@ class TorchBackend:
         return results  # type: ignore[return-value]
 
     def _compute_group(self, frames: list[Decoded], params: ComputeParams) -> list[Computed]:
+        """The kernel's definitions (``fused.py``) on a stack of frames: float32 terms, validity,
+        float32 bins, counts, float64 sums; ``stats.finish`` does the rest, as on the CPU."""
         torch = self.torch
         band_names = list(frames[0].planes)
         max_dn = frames[0].max_dn
+        kind = input_kind(max_dn)
         raw = {b: torch.stack([self._plane(f.planes[b]) for f in frames]) for b in band_names}
         names = ix.applicable(band_names, params.indices)
         primary = ix.primary(band_names, names, params.primary)
-        saturated = None
+        batch, h, w = raw[band_names[0]].shape
+        saturated = torch.zeros((batch, h, w), dtype=torch.bool, device=self.device)
         if max_dn is not None:
             for plane in raw.values():
-                hit = plane == int(max_dn)
-                saturated = hit if saturated is None else saturated | hit
-        nodata = None
-        if any(f.nodata is not None for f in frames):
-            nodata = torch.stack([
-                self._plane(f.nodata) if f.nodata is not None
-                else torch.zeros(raw[band_names[0]].shape[1:], dtype=torch.bool, device=self.device)
-                for f in frames])
-        mask = saturated
-        if nodata is not None:
-            mask = nodata if mask is None else mask | nodata
-        if max_dn is None:
-            bands = {b: p.float() for b, p in raw.items()}
-        else:
-            scale = float(np.float32(1.0 / max_dn))
-            bands = {b: p.float() * scale for b, p in raw.items()}
+                saturated |= plane == int(max_dn)
+        nodata = torch.zeros((batch, h, w), dtype=torch.bool, device=self.device)
+        for j, f in enumerate(frames):
+            if f.nodata is not None:
+                nodata[j] = self._plane(f.nodata)
+        mask = saturated | nodata
+        bands = {b: p.float() for b, p in raw.items()}
         del raw
+        scale = full_scale(max_dn)
+        floor = float(np.float32(params.min_denominator * scale))
+        k = map_factor(h, w, params.map_max)
+        hb, wb, kh, kw = map_grid(h, w, k)
         per_image: list[dict[str, IndexStats]] = [{} for _ in frames]
         maps: list[np.ndarray | None] = [None] * len(frames)
+        masked_union = mask.sum(dim=(1, 2)).tolist()
         for name in names:
-            values = ix.FORMULAS[name](bands, torch)
-            veg, stressed = params.threshold(name)
-            for j in range(len(frames)):
-                m = mask[j] if mask is not None else None
-                per_image[j][name] = self.index_stats(values[j], m, veg, stressed, with_histogram=name == primary)
+            zoning = params.zoning_for(name, kind)
+            num, den = ix.terms(name, bands, float(np.float32(scale)))
+            if not isinstance(den, torch.Tensor):
+                den = torch.full_like(num, den)
+            bad = (den == 0) | (den.abs() < floor) | mask
+            v = num / torch.where(bad, torch.ones_like(den), den)
+            bad |= ~(v.abs() <= 3.0e38)
+            v = v.masked_fill(bad, 0.0)
+            t = ((v - float(np.float32(QRANGE[0]))) * float(np.float32(QSCALE))).clamp(0, QBINS - 1)
+            bins = t.to(torch.int64).masked_fill(bad, QBINS)
+            offsets = (torch.arange(batch, device=self.device) * (QBINS + 1)).view(batch, 1, 1)
+            hist = torch.bincount((bins + offsets).reshape(-1), minlength=batch * (QBINS + 1))
+            hist = hist.view(batch, QBINS + 1)[:, :QBINS].cpu().numpy()
+            good = ~bad
+            below_veg = (good & (v < float(np.float32(zoning.vegetation)))).sum(dim=(1, 2)).tolist()
+            below_str = (good & (v < float(np.float32(zoning.stressed)))).sum(dim=(1, 2)).tolist()
+            sums = v.sum(dim=(1, 2), dtype=torch.float64).tolist()
+            for j in range(batch):
+                valid = int(hist[j].sum())
+                per_image[j][name] = finish(hist[j], valid, below_veg[j], below_str[j],
+                                            h * w - valid - int(masked_union[j]), sums[j], zoning,
+                                            with_histogram=name == primary)
             if name == primary:
-                if mask is not None:
-                    values = values.masked_fill(mask, float("nan"))
-                h, w = values.shape[1:]
-                k = map_factor(h, w, params.map_max)
-                for j in range(len(frames)):
-                    maps[j] = self.block_mean(values[j], k).cpu().numpy()
-            del values
-        h, w = bands[band_names[0]].shape[1:]
-        out = []
-        for j, f in enumerate(frames):
-            out.append(Computed(
-                stats=per_image[j], primary=primary, pixels=int(h * w),
-                saturated=int(saturated[j].sum().item()) if saturated is not None else 0,
-                nodata=int(nodata[j].sum().item()) if nodata is not None and f.nodata is not None else 0,
-                map_index=maps[j],
-            ))
-        return out
-
-    def index_stats(self, values: Any, mask: Any, vegetation: float, stressed: float,
-                    with_histogram: bool = False) -> IndexStats:
-        torch = self.torch
-        valid = torch.isfinite(values)
-        if mask is not None:
-            valid &= ~mask
-        v = values[valid]
-        n = int(v.numel())
-        if n == 0:
-            return IndexStats(None, None, None, None, 0, 0, 0, None, None, [0] * HIST_BINS if with_histogram else [])
-        veg = v >= vegetation
-        n_veg = int(veg.sum().item())
-        n_stressed = int((veg & (v < stressed)).sum().item())
-        positions = quantile_positions(n)
-        order = torch.sort(v).values
-        wanted = sorted({k for lo, hi, _ in positions for k in (lo, hi)})
-        picked = dict(zip(wanted, order[torch.tensor(wanted, device=v.device)].cpu().tolist()))
-        p10, median, p90 = [picked[lo] + wgt * (picked[hi] - picked[lo]) for lo, hi, wgt in positions]
-        cover, stress = fractions(n, n_veg, n_stressed)
-        hist: list[int] = []
-        if with_histogram:
-            lo, hi = HIST_RANGE
-            scaled = ((v - lo) * float(np.float32(HIST_BINS / (hi - lo)))).clamp(0, HIST_BINS - 1)
-            idx = scaled.to(torch.int64)
-            hist = [int(c) for c in torch.bincount(idx, minlength=HIST_BINS).cpu().tolist()]
-        return IndexStats(
-            mean=float(v.sum(dtype=torch.float64).item()) / n, median=median, p10=p10, p90=p90,
-            valid_pixels=n, vegetation_pixels=n_veg, stressed_pixels=n_stressed,
-            cover=cover, stressed=stress, histogram=hist,
-        )
-
-    def block_mean(self, index: Any, k: int) -> Any:
-        torch = self.torch
-        h, w = index.shape
-        hb, wb = max(1, h // k), max(1, w // k)
-        kh, kw = min(k, h), min(k, w)
-        x = index[: hb * kh, : wb * kw]
-        finite = torch.isfinite(x)
-        zeroed = torch.where(finite, x, torch.zeros_like(x))
-        total = torch.zeros((hb, wb), dtype=torch.float32, device=x.device)
-        count = torch.zeros((hb, wb), dtype=torch.int32, device=x.device)
-        for i in range(kh):  # same slices in the same order as compute.block_mean: identical sums
-            for j in range(kw):
-                total += zeroed[i::kh, j::kw]
-                count += finite[i::kh, j::kw]
-        out = total / count.clamp(min=1)
-        return out.masked_fill(count == 0, math.nan)
+                block = (batch, hb, kh, wb, kw)
+                total = v[:, :hb * kh, :wb * kw].to(torch.float64).reshape(block).sum(dim=(2, 4))
+                count = good[:, :hb * kh, :wb * kw].reshape(block).sum(dim=(2, 4))
+                means = (total / count.clamp(min=1)).masked_fill(count == 0, math.nan).to(torch.float32)
+                for j in range(batch):
+                    maps[j] = means[j].cpu().numpy()
+            del num, den, v, bad, bins
+        sat_counts = saturated.sum(dim=(1, 2)).tolist()
+        nodata_counts = nodata.sum(dim=(1, 2)).tolist()
+        return [Computed(stats=per_image[j], primary=primary, pixels=int(h * w), saturated=int(sat_counts[j]),
+                         nodata=int(nodata_counts[j]), map_index=maps[j], kind=kind) for j in range(batch)]
 
 
 def _has_gpu_jpeg() -> bool:

@@ -47,7 +47,7 @@ def watch(spec: DroneJob, paths: Paths, engine, stop: threading.Event, seconds: 
             if stop.is_set():
                 break
             wake.clear()
-            stats = run_process(spec, paths, engine, settle_seconds=settle, report_empty=False)
+            stats = run_process(spec, paths, engine, settle_seconds=settle)
             results.extend(stats.items)
             if stats.unsettled:
                 # Files still settling were skipped: look again once they have settled.

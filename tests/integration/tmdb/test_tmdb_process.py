@@ -202,3 +202,25 @@ def test_sweep_command_against_the_fake_server_command(tmp_path):
         _, err = server.communicate(timeout=30)
     stats = json.loads(err.strip().splitlines()[-1])["stats"]
     assert stats["byRoute"]["movie/{id}"] == 25 and stats["faults"]["gzip-corrupt"] == 1
+
+
+def test_a_down_api_ends_the_weekly_run_in_seconds_with_exit_3(tmp_path):
+    """Bug (issue 15): with the API's port closed, the weekly preset ran its whole plan (~580
+    connection attempts) and exited 3 after 109 s. The preflight now ends it at once: exit 3 well
+    under 10 s, process start included, with one line naming the URL and what happened."""
+    import socket
+    import time
+
+    with socket.socket() as probe:  # bound, then closed: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/3"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "thresher.cli", "job", "tmdb", "collect", "--collection", "weekly",
+                           "--api-base-url", dead, "--data-dir", str(tmp_path / "d")], cwd=REPO,
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 3 and elapsed < 10, (elapsed, done.stderr[-2000:])
+    result = parse_message((tmp_path / "result.json").read_text()).result
+    assert result.exit_code == 3 and "\n" not in result.error
+    assert f"GET {dead}/genre/movie/list: connection refused" in result.error
+    assert list_snapshots(tmp_path / "d") == []

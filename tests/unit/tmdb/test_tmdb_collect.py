@@ -7,7 +7,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from thresher.jobs.harness import ConfigError, ExitCode
+import socket
+import time
+
+from thresher.jobs.harness import ConfigError, ExitCode, UpstreamError
 from thresher.jobs.tmdb.client import Credentials
 from thresher.jobs.tmdb.collect import SKIPPED_OUTSIDE_HOURS, decide_exit, run_collection
 from thresher.jobs.tmdb.fakeserver import FAULT_KINDS, PERMANENT_FAULT_KINDS, FaultRule
@@ -107,6 +110,47 @@ def test_nothing_fetched_is_an_upstream_failure_without_a_snapshot(make_client, 
     outcome = run_collection(_custom(pages=2), make_client(max_retries=1), tmp_path, now=NOON)
     assert outcome.exit_code == ExitCode.UPSTREAM and outcome.snapshot is None
     assert "3 of 3 pages failed" in outcome.result.error and list_snapshots(tmp_path) == []
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as probe:  # bound, then closed: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}/3"
+
+
+@pytest.mark.parametrize("where, says", [
+    ("closed", "connection refused"),
+    ("http://tmdb.invalid/3", "DNS lookup failed"),  # RFC 6761: .invalid never resolves
+    ("tls", "TLS handshake failed"),
+])
+def test_an_unreachable_api_ends_the_run_at_the_preflight(make_client, server, tmp_path, where, says):
+    """Bug (issue 15): with the API down the preflight's failure was only a warning and the whole
+    weekly plan ran: exit 3 after 109 s and ~580 connection attempts. Now one attempt, one line."""
+    base = {"closed": _closed_port_url(), "tls": server.base_url.replace("http://", "https://")}.get(where, where)
+    client = make_client(base_url=base, max_retries=5)
+    started = time.monotonic()
+    with pytest.raises(UpstreamError) as err:
+        run_collection(job(collection="weekly"), client, tmp_path, now=NOON)
+    message = str(err.value)
+    assert time.monotonic() - started < 5 and client.stats.requests == 1
+    assert says in message and f"{base}/genre/movie/list" in message and "\n" not in message
+    assert list_snapshots(tmp_path) == []
+
+
+def test_an_html_answer_to_the_preflight_ends_the_run_naming_the_content_type(make_client, server, tmp_path):
+    """Bug (issue 15): an HTML 200 body on every path ran the whole plan and ended as "malformed after 6
+    attempts: invalid JSON (100 bytes)"."""
+    server.fake.set_faults(schedule=[FaultRule("html", "", times=None)])
+    with pytest.raises(UpstreamError, match=r"genre/movie/list: HTTP 200 with an HTML page \(text/html"):
+        run_collection(job(collection="weekly"), make_client(), tmp_path, now=NOON)
+    assert server.stats()["requests"] == 1
+
+
+def test_a_flaky_preflight_is_retried_and_the_run_goes_on(make_client, server, tmp_path):
+    server.fake.set_faults(schedule=[FaultRule("503", "genre/movie/list", times=None)])
+    outcome = run_collection(_custom(pages=1), make_client(max_retries=1), tmp_path, now=NOON)
+    assert outcome.exit_code == ExitCode.OK
+    assert any("genre list unavailable" in w and "gave up after 2 attempts" in w for w in outcome.result.warnings)
 
 
 def test_wrong_key_is_a_config_error_with_no_retry_storm(make_client, server, tmp_path):

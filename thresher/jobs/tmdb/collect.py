@@ -26,9 +26,9 @@ from zoneinfo import ZoneInfo
 
 from thresher.api.runresult import RunResult
 from thresher.api.tmdb import DEFAULT_EXPORT_BASE_URL, TmdbJob
-from thresher.jobs.harness import ConfigError, ExitCode
+from thresher.jobs.harness import ConfigError, ExitCode, UpstreamError
 from thresher.jobs.tmdb import plan as planning
-from thresher.jobs.tmdb.client import AuthError, NotFound, TmdbClient, TmdbError
+from thresher.jobs.tmdb.client import AuthError, NotFound, TmdbClient, TmdbError, Unreachable
 from thresher.jobs.tmdb.export import (
     DetailPicker, ExportUnavailable, cap_ids, check_line, export_dates, export_name, export_url,
     gunzip_lines, response_chunks, sweep_filter,
@@ -414,11 +414,19 @@ def run_collection(job: TmdbJob, client: TmdbClient, data_dir: Path, thresholds:
 
 
 def _preflight(client: TmdbClient, warnings: list[str]) -> dict[int, str]:
-    """One cheap request that checks the credential (401 -> ConfigError) and gets the genre names."""
+    """One cheap request that checks the credential (401 -> ConfigError) and gets the genre names.
+
+    Fail fast: when nothing answers at the base URL (connection refused, DNS, TLS, connect timeout)
+    or what answers is not a JSON API (an HTML page), the run ends here with exit 3, after one
+    request, instead of sending the whole plan into the void. Transient trouble (5xx, 429, timeouts
+    once connected) is retried as usual, and if it persists the run goes on with built-in genre names.
+    """
     try:
-        data = client.get("genre/movie/list", expect=("genres",))
+        data = client.get("genre/movie/list", expect=("genres",), fail_fast=True)
     except AuthError as err:
         raise ConfigError(f"TMDB rejected the credential: {err}") from None
+    except Unreachable as err:
+        raise UpstreamError(f"no TMDB API answered the preflight, nothing collected: GET {err}") from None
     except TmdbError as err:
         warnings.append(f"genre list unavailable, using built-in names: {err}")
         return {}

@@ -19,7 +19,7 @@ import pytest
 from tests.helpers.wait import eventually
 from thresher.api.runresult import parse_message
 from thresher.jobs.tmdb.fakeserver import FakeConfig, running_fake_server
-from thresher.jobs.tmdb.storage import is_complete, list_snapshots, read_jsonl
+from thresher.jobs.tmdb.storage import is_committed, list_snapshots, read_jsonl
 
 REPO = Path(__file__).resolve().parents[3]
 KEY = "process-test-key"
@@ -61,7 +61,7 @@ def _assert_catalog_consistent(data_dir: Path) -> set[str]:
     conn = sqlite3.connect(data_dir / "catalog.sqlite")
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        runs = {r[0] for r in conn.execute("SELECT run_id FROM runs")}
+        runs = {r[0] for r in conn.execute("SELECT run_id FROM runs WHERE movies_sha256 != ''")}  # applied snapshots
         ids = {r[0] for r in conn.execute("SELECT id FROM movies")}
     finally:
         conn.close()
@@ -77,7 +77,7 @@ def _rerun_completes(server, data_dir: Path, tmp_path: Path) -> dict:
                           env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     result = parse_message((tmp_path / "result.json").read_text()).result
-    assert result.succeeded and is_complete(Path(result.output))
+    assert result.succeeded and is_committed(Path(result.output))
     assert not list((data_dir / "snapshots").glob(".tmp-*"))
     runs = _assert_catalog_consistent(data_dir)
     assert Path(result.output).name in runs
@@ -122,7 +122,7 @@ def test_sigkill_just_before_the_manifest_is_written(slow_server, tmp_path):
     assert done.returncode == -signal.SIGKILL
     leftovers = list((data_dir / "snapshots").glob(".tmp-*"))
     assert len(leftovers) == 1 and (leftovers[0] / "movies.jsonl").stat().st_size > 0
-    assert list_snapshots(data_dir) == [] and not is_complete(leftovers[0])
+    assert list_snapshots(data_dir) == [] and not is_committed(leftovers[0])
     assert _assert_catalog_consistent(data_dir) == set()
     _rerun_completes(slow_server, data_dir, tmp_path)
 

@@ -179,6 +179,7 @@ def test_corrupt_export_is_a_typed_upstream_error_and_nothing_is_committed(make_
     assert list((tmp_path / "snapshots").iterdir()) == []  # the spool is gone too
     with Catalog(tmp_path / "catalog.sqlite") as catalog:
         assert catalog.count_export_ids() == 0 and catalog.applied_runs() == set()
+        assert [(r["status"], r["exitCode"], r["movies"]) for r in catalog.runs()] == [("upstream", 3, 0)]
     assert server.stats()["byRoute"].get("movie/{id}") is None  # no details for a file we could not trust
 
 

@@ -28,6 +28,7 @@ from thresher.api.runresult import RunResult
 from thresher.api.tmdb import DEFAULT_EXPORT_BASE_URL, TmdbJob
 from thresher.jobs.harness import ConfigError, ExitCode, JobError, UpstreamError
 from thresher.jobs.tmdb import plan as planning
+from thresher.jobs.tmdb import tabular
 from thresher.jobs.tmdb.client import AuthError, NotFound, TmdbClient, TmdbError, Unreachable
 from thresher.jobs.tmdb.export import (
     DetailPicker, ExportUnavailable, cap_ids, check_line, export_dates, export_name, export_url,
@@ -415,6 +416,10 @@ def run_collection(job: TmdbJob, client: TmdbClient, data_dir: Path, thresholds:
     """
     thresholds = thresholds or Thresholds()
     now = now or datetime.now(timezone.utc)
+    try:
+        tabular.require_pyarrow()  # before any request: the snapshot could not be written without it
+    except ImportError as err:
+        raise ConfigError(str(err)) from None
     local_now = local_time(now, job.time_zone)
     if not planning.within_operating_hours(job.effective_operating_hours(), local_now):
         return skipped_outcome(job, local_now)
@@ -575,11 +580,15 @@ def _detail_warnings(details: DetailPhase | None, job: TmdbJob) -> list[str]:
     return warnings
 
 
-def _commit(data_dir: Path, catalog: Catalog, name: str, valid: Iterable[dict], rejected: Iterable[dict],
+def _commit(data_dir: Path, catalog: Catalog, name: str, valid: list[dict], rejected: Iterable[dict],
             manifest: dict, extra: dict[str, bytes] | None = None,
             spooled_jsonl: dict[str, Path] | None = None) -> Path:
-    """Write the snapshot atomically, then apply it to the catalog (``Catalog.sync`` redoes the
-    second step if the process dies in between)."""
+    """Write the snapshot (movies.jsonl and the same rows as typed movies.parquet) atomically, then
+    apply it to the catalog (``Catalog.sync`` redoes the second step if the process dies in between)."""
+    parquet, rows = tabular.parquet_bytes(valid)
+    extra = {**(extra or {}), tabular.PARQUET_FILE: parquet}
+    manifest = {**manifest, "schemas": {tabular.PARQUET_FILE: {"name": tabular.SCHEMA_NAME,
+                                                               "version": tabular.SCHEMA_VERSION, "rows": rows}}}
     snapshot = write_snapshot(data_dir, name, valid, rejected, manifest, extra, spooled_jsonl)
     files = (read_manifest(snapshot) or {}).get("files", {})
     log.info("snapshot committed", extra={"snapshot": str(snapshot),

@@ -179,6 +179,29 @@ def list_snapshots(data_dir: Path) -> list[Path]:
     return [path for _, _, path in sorted(found)]
 
 
+def choose_snapshot(candidates: list[tuple[str, str, str]], day: str, collection: str | None = None) -> str | None:
+    """The newest of ``(name, startedAt, collection)`` that started on ``day`` (UTC, YYYY-MM-DD), of
+    ``collection`` when given; None when there is none."""
+    matching = [(started, name) for name, started, coll in candidates
+                if started[:10] == day and (collection is None or coll == collection)]
+    return max(matching)[1] if matching else None
+
+
+def snapshot_of_day(data_dir: Path, day: str, collection: str | None = None) -> Path:
+    """The committed snapshot ``choose_snapshot`` picks; a ValueError that lists the days there are."""
+    snapshots = list_snapshots(data_dir)
+    candidates = [(p.name, (read_manifest(p) or {}).get("startedAt", ""), (read_manifest(p) or {}).get("collection", ""))
+                  for p in snapshots]
+    name = choose_snapshot(candidates, day, collection)
+    if name is None:
+        days = sorted({started[:10] for _, started, _ in candidates if started})
+        what = f"{collection} snapshot" if collection else "snapshot"
+        listed = ", ".join(days[-5:]) if days else "none"
+        raise ValueError(f"no committed {what} started on {day} in {Path(data_dir) / SNAPSHOTS_DIR} "
+                         f"(days with snapshots: {listed})")
+    return Path(data_dir) / SNAPSHOTS_DIR / name
+
+
 def remove_stale_tmp(data_dir: Path) -> list[str]:
     """Delete leftovers of crashed runs. Only call while holding the data-dir lock."""
     root = Path(data_dir) / SNAPSHOTS_DIR
@@ -356,6 +379,11 @@ class Catalog:
             marks = ",".join("?" * len(batch))
             known.update(row[0] for row in self.conn.execute(f"SELECT id FROM movies WHERE id IN ({marks})", batch))
         return known
+
+    def iter_movies(self) -> Iterator[dict]:
+        """The latest version of every movie, by id."""
+        for (data,) in self.conn.execute("SELECT data FROM movies ORDER BY id"):
+            yield json.loads(data)
 
     def get(self, movie_id: int) -> dict | None:
         row = self.conn.execute("SELECT data, first_seen, last_seen, last_run FROM movies WHERE id = ?",

@@ -26,7 +26,9 @@ and about 135 detail requests, like the ~120-150-request runs of issue 15).
     .venv/bin/python benchmarks/tmdb_bench.py --repeat 3
 
 Prints one JSON line a run, then a table of medians with the aims; results
-go to docs/benchmarks.md by hand.
+go to docs/benchmarks.md by hand. ``--timeline`` instead runs scenario (a) once
+in-process and prints what the limiter did, second by second (the table in
+docs/tmdb.md).
 """
 
 from __future__ import annotations
@@ -111,28 +113,32 @@ def baseline(spec: dict) -> dict:
 
 # --- the driver -------------------------------------------------------------------------------------
 
-def run_child(args: list[str], env: dict[str, str]) -> tuple[float, int, int, str]:
-    """Run a child process; return (wall seconds, exit status, peak RSS in KiB, stdout)."""
+def run_child(args: list[str], env: dict[str, str], cwd: Path | str = REPO) -> tuple[float, int, int, str]:
+    """Run a child process in ``cwd`` (``-m`` imports from there first); return (wall seconds, exit
+    status, peak RSS in KiB, stdout)."""
     started = time.monotonic()
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return time.monotonic() - started, proc.returncode, usage.ru_maxrss, out
 
 
-def measure(server, variant: str, spec: dict, workdir: Path, limit: float) -> dict:
+def measure(server, variant: str, spec: dict, workdir: Path, limit: float, before: str | None = None) -> dict:
+    """One run of ``variant``: thresher (this checkout), before (the job of another checkout, e.g. the
+    code before a change) or baseline."""
+    code_dir = before if variant == "before" else str(REPO)
     env = {**os.environ, "TMDB_API_KEY": KEY, "BENCH_OUT": str(workdir),
-           "THRESHER_RESULT_PATH": str(workdir / "result.json"), "PYTHONPATH": str(REPO)}
+           "THRESHER_RESULT_PATH": str(workdir / "result.json"), "PYTHONPATH": code_dir}
     server.fake.reset_stats()
-    if variant == "thresher":
+    if variant in ("thresher", "before"):
         args = [sys.executable, "-m", "thresher.cli", "job", "tmdb", "collect", "--spec", json.dumps(spec),
                 "--data-dir", str(workdir / "data"), "--log-level", "WARNING"]
-        wall, code, rss, _ = run_child(args, env)
+        wall, code, rss, _ = run_child(args, env, code_dir)
         result = json.loads((workdir / "result.json").read_text())
         seconds, items = result["durationSeconds"], result["items"]
-        if code != 0:
-            raise SystemExit(f"thresher run failed ({code}): {result}")
+        if code not in (0, 5):  # 5: partial, possible for an old limiter at a low server limit
+            raise SystemExit(f"{variant} run failed ({code}): {result}")
     else:
         args = [sys.executable, __file__, "--child-baseline", json.dumps(spec)]
         wall, code, rss, out = run_child(args, env)
@@ -158,6 +164,52 @@ def aim(name: str, row: dict) -> tuple[str, bool]:
     return ">= 85% of limit, no 429s", row["fractionOfLimit"] >= 0.85 and row["throttled429"] == 0
 
 
+def timeline(opts) -> None:
+    """Scenario (a) in-process, with a limiter that records every 429 and the rate each second."""
+    from thresher.jobs.tmdb.client import Credentials, TmdbClient
+    from thresher.jobs.tmdb.collect import run_collection
+    from thresher.jobs.tmdb.fakeserver import FakeConfig, running_fake_server
+    from thresher.jobs.tmdb.ratelimit import RateLimiter
+    from thresher.jobs.tmdb.retry import RetryPolicy
+    from thresher.api.tmdb import TmdbJob
+
+    events: list[tuple[float, str, float, float]] = []
+    samples: list[tuple[float, float]] = []
+
+    class Recording(RateLimiter):
+        def on_throttled(self, retry_after=None, sent_at=None):
+            before = self.rate
+            cut = super().on_throttled(retry_after, sent_at)
+            events.append((time.monotonic(), "cut" if cut else "same burst", before, self.rate))
+            return cut
+
+        def on_success(self, sent_at=None):
+            super().on_success(sent_at)
+            samples.append((time.monotonic(), self.rate))
+
+    limit, retry_after, rps = SCENARIOS["a"]
+    config = FakeConfig(api_key=KEY, latency_ms=opts.latency_ms, rate_limit=limit,
+                        rate_limit_burst=limit * opts.bucket, rate_limit_retry_after=retry_after)
+    with running_fake_server(config) as server, tempfile.TemporaryDirectory() as tmp:
+        spec = TmdbJob.model_validate(weekly_spec(opts.scale, server.base_url, rps, None))
+        limiter = Recording(spec.requests_per_second, burst=2)
+        start = time.monotonic()
+        with TmdbClient(Credentials(api_key=KEY), server.base_url, limiter=limiter,
+                        policy=RetryPolicy(max_retries=spec.max_retries), pool_size=spec.workers) as client:
+            outcome = run_collection(spec, client, Path(tmp))
+        total = time.monotonic() - start
+    print(f"run: {total:.2f} s, {server.stats()['byStatus'].get('200', 0)} answered 200, "
+          f"{len([e for e in events])} 429s, {limiter.slowdowns} cuts, exit {int(outcome.exit_code)}")
+    print("| t (s) | 429s | cuts | rate after (req/s) |")
+    print("|---|---|---|---|")
+    last_second = int(total) + 1
+    for second in range(last_second):
+        window = [e for e in events if second <= e[0] - start < second + 1]
+        rate = [r for t, r in samples if t - start < second + 1]
+        cut_text = ", ".join(f"{b:.1f} -> {a:.1f}" for _, kind, b, a in window if kind == "cut") or "-"
+        print(f"| {second}-{second + 1} | {len(window)} | {cut_text} | {rate[-1] if rate else limiter.target_rate:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
@@ -166,10 +218,16 @@ def main() -> None:
     parser.add_argument("--bucket", type=float, default=1.0, help="token-bucket size, in seconds of the limit")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of a,a-ra,b,c")
     parser.add_argument("--no-baseline", action="store_true", help="skip the sequential baseline")
+    parser.add_argument("--before", metavar="DIR", help="also run the job of the checkout at DIR (e.g. the main "
+                        "branch before a change) as the variant 'before'")
+    parser.add_argument("--timeline", action="store_true", help="what the limiter did in scenario (a), by second")
     parser.add_argument("--child-baseline", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.child_baseline:
         print(json.dumps(baseline(json.loads(opts.child_baseline))))
+        return
+    if opts.timeline:
+        timeline(opts)
         return
 
     from thresher.jobs.tmdb.fakeserver import FakeConfig, running_fake_server
@@ -178,7 +236,7 @@ def main() -> None:
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
-    variants = ("thresher",) if opts.no_baseline else ("thresher", "baseline")
+    variants = ("thresher",) + (("before",) if opts.before else ()) + (() if opts.no_baseline else ("baseline",))
     config = FakeConfig(api_key=KEY, latency_ms=opts.latency_ms)
     rows: list[dict] = []
     with running_fake_server(config) as server, tempfile.TemporaryDirectory() as tmp:
@@ -190,7 +248,7 @@ def main() -> None:
                     server.fake.set_rate_limit(limit, limit * opts.bucket, retry_after)
                     workdir = Path(tmp) / f"{name}-{variant}-{rep}"
                     workdir.mkdir()
-                    row = {"scenario": name, **measure(server, variant, spec, workdir, limit)}
+                    row = {"scenario": name, **measure(server, variant, spec, workdir, limit, opts.before)}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
 
@@ -218,6 +276,9 @@ def main() -> None:
         if "baseline" in entry:
             entry["speedup"] = round(entry["baseline"]["seconds"] / entry["thresher"]["seconds"], 2)
             print(f"{'':<8} wall-time ratio baseline/thresher: {entry['speedup']}x")
+        if "before" in entry:
+            entry["beforeRatio"] = round(entry["before"]["seconds"] / entry["thresher"]["seconds"], 2)
+            print(f"{'':<8} wall-time ratio before/thresher: {entry['beforeRatio']}x")
         summary["scenarios"][name] = entry
     print(json.dumps(summary))
 

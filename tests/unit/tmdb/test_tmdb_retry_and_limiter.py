@@ -229,3 +229,27 @@ def test_the_rate_never_drops_below_the_floor():
         clock.sleep(0.001)
         limiter.on_throttled(None, ticket.sent_at)
     assert limiter.rate == 0.5 and limiter.slowdowns == 30
+
+
+def test_a_429_met_while_probing_slows_the_next_probe():
+    """A limit found twice at the same rate is right there: each 429 met while probing near the last
+    one halves the probing speed (down to 1/8), and reaching the configured rate restores it."""
+    clock = FakeClock()
+    limiter = RateLimiter(10.0, clock=clock, sleep=clock.sleep, probe_increase=0.1, decrease=0.9)
+    ticket = limiter.acquire()
+    clock.sleep(0.01)
+    limiter.on_throttled(None, ticket.sent_at)  # first cut: from the full rate, not while probing
+    assert limiter._probe_scale == 1.0
+    for expected in (0.5, 0.25, 0.125, 0.125):
+        ticket = limiter.acquire()
+        clock.sleep(0.01)
+        limiter.on_throttled(None, ticket.sent_at)  # near the last 429: probing
+        assert limiter._probe_scale == expected
+    before = limiter.rate
+    limiter.on_success(clock())
+    assert abs((limiter.rate - before) - 0.125 * 1.0 / before) < 1e-9  # 1/8 of the 1.0/s-a-second probe
+    for _ in range(100000):
+        limiter.on_success(clock())
+        if limiter.rate >= 10.0:
+            break
+    assert limiter.rate == 10.0 and limiter._probe_scale == 1.0

@@ -269,7 +269,8 @@ class TmdbClient:
             response = self.session.get(url, timeout=self.timeout, **kwargs)
             if not kwargs.get("stream"):
                 _ = response.content  # reads the whole body: a truncated one raises here
-        except (requests.RequestException, OSError) as err:
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as err:
             kind, detail = transport_failure(err, self.timeout)
             raise _Retryable(kind, detail) from None
         self.stats.note("by_status", response.status_code)
@@ -310,17 +311,19 @@ class TmdbClient:
         """Turn a non-200 answer into a retryable failure or a typed error."""
         status = response.status_code
         code, message = _tmdb_status(body)
-        where = f"GET {response.request.path_url.split('?')[0] if response.request else url}"
         if code is not None:
-            detail = f"{where}: HTTP {status} (TMDB {code}: {message})"
+            detail = f"HTTP {status} (TMDB {code}: {message})"
         else:
-            detail = f"{where}: HTTP {status} ({describe_body(response.headers.get('Content-Type', ''), body)})"
+            detail = f"HTTP {status} ({describe_body(response.headers.get('Content-Type', ''), body)})"
         if status in RETRYABLE_STATUSES:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if status == 429:
                 self.stats.count("throttled")
-                self.limiter.on_throttled(retry_after, ticket.sent_at)
+                pause = None if retry_after is None else min(retry_after, self.policy.max_retry_after)
+                self.limiter.on_throttled(pause, ticket.sent_at)
+            # The retry loop names the request: `what` in _with_retries.
             raise _Retryable(f"http_{status}", detail, retry_after=retry_after, status=status)
+        detail = f"GET {response.request.path_url.split('?')[0] if response.request else url}: {detail}"
         if status == 401:
             raise AuthError(detail + " - the TMDB API key or token was rejected; not retried", status, code)
         if status == 404:

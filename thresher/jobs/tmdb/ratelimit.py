@@ -22,8 +22,9 @@ Congestion control (like TCP's AIMD, with TCP's "one decrease per window"):
 * Increase: only successes of requests sent after the last decrease count
   (the old window's answers say nothing about the new rate). Below 80% of the
   rate where the last 429 came, the rate climbs ``fast_increase`` (a fraction of
-  the target) per second; nearer, it probes ``probe_increase`` per second. Never
-  above the configured rate.
+  the target) per second; nearer, it probes ``probe_increase`` per second, and
+  half as fast after each 429 met while probing (down to 1/8: the limit is
+  right there). Never above the configured rate.
 
 The clock and sleep are injected: the unit tests run on a fake clock.
 """
@@ -79,6 +80,7 @@ class RateLimiter:
         self._epoch = 0  # bumped by every congestion event: bookings of an older epoch are re-planned
         self._last_event = float("-inf")  # when the rate was last cut
         self._congestion_rate: float | None = None  # the rate at which the last 429 came
+        self._probe_scale = 1.0  # halved by every 429 met while probing, back to 1 at the target
         self._delivered: deque[float] = deque()  # success times within WINDOW_S
         self.slowdowns = 0  # congestion events (rate cuts)
         self.throttled = 0  # 429s reported, every one
@@ -151,6 +153,9 @@ class RateLimiter:
             if same_burst:
                 return False
             self.slowdowns += 1
+            probing = self._congestion_rate is not None and self.rate >= 0.8 * self._congestion_rate
+            # A 429 met while probing near the last one: the limit is right there, probe slower next time.
+            self._probe_scale = max(0.125, self._probe_scale / 2) if probing else 1.0
             self._congestion_rate = self.rate
             cut = max(self.rate * self.decrease, 0.95 * self._delivered_rate(now))
             self.rate = max(self.min_rate, min(cut, 0.95 * self.rate))
@@ -173,6 +178,8 @@ class RateLimiter:
             if sent_at is not None and sent_at < self._last_event:
                 return  # an answer of the window before the cut: says nothing about the new rate
             near = self._congestion_rate is not None and self.rate >= 0.8 * self._congestion_rate
-            per_second = self.probe_increase if near else self.fast_increase
+            per_second = self.probe_increase * self._probe_scale if near else self.fast_increase
             # Per success, so that it is `per_second` a second at the current rate (TCP's per-ACK step).
             self.rate = min(self.target_rate, self.rate + per_second / self.rate)
+            if self.rate >= self.target_rate:
+                self._probe_scale = 1.0

@@ -145,3 +145,14 @@ def test_export_without_data_is_one_clear_line(tmp_path, export):
     (tmp_path / "empty").mkdir()
     code, _, err = export("--format", "csv", "--data-dir", str(tmp_path / "empty"))
     assert code == 2 and "no catalog at" in err and "run a collection first" in err
+
+
+def test_without_pyarrow_a_collection_stops_before_its_first_request(make_client, server, tmp_path, monkeypatch):
+    import sys
+
+    from thresher.jobs.harness import ConfigError
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow -> ImportError
+    with pytest.raises(ConfigError, match=r"pyarrow is needed .*pip install 'thresher\[jobs\]'"):
+        run_collection(job(collection="daily"), make_client(), tmp_path, now=NOON)
+    assert server.stats()["requests"] == 0

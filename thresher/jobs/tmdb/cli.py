@@ -114,7 +114,7 @@ def export(
 ) -> None:
     """Export movies: the catalog's latest version of each movie, or one day's snapshot.
 
-    Parquet and CSV use the typed schema of docs/tmdb.md (tmdb-movies v1); jsonl is the records as
+    Parquet and CSV use the typed, versioned schema tmdb-movies (docs/tmdb.md); jsonl is the records as
     collected. Bad input ends with exit 2 and one line on stderr.
     """
     import os

@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 BENCHMARKS = {
-    "tmdb": (["tmdb_bench.py", "--repeat", "3", "--scale", "0.25"], ["tmdb_bench.py", "--repeat", "1", "--scale", "0.05"]),
+    "tmdb": (["tmdb_bench.py", "--repeat", "3"], ["tmdb_bench.py", "--repeat", "1", "--scenarios", "b,c"]),
     "drone": (["drone_bench.py", "--images", "8", "--rounds", "5"], ["drone_bench.py", "--images", "2", "--rounds", "1"]),
     "scale": (["scale_bench.py", "--sizes", "1000", "--json", "/tmp/thresher-scale-bench.json"],
               ["scale_bench.py", "--sizes", "100", "--steady-seconds", "20",

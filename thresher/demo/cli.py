@@ -44,6 +44,7 @@ def fake_tmdb(
     fault: Optional[list[str]] = typer.Option(None, "--fault", help="Repeatable: KIND:RATE (503:0.1) or KIND@MATCH[*N] (500@movie/popular?page=2*3, *all)."),
     seed: int = typer.Option(7, "--seed", help="Seed of the data and of rate-based faults."),
     rate_limit: Optional[float] = typer.Option(None, "--rate-limit", help="Requests a second before 429s."),
+    rate_limit_burst: Optional[float] = typer.Option(None, "--rate-limit-burst", help="Size of the rate limit's token bucket (default: one second's worth)."),
     rate_limit_retry_after: Optional[str] = typer.Option(None, "--rate-limit-retry-after", help="Retry-After sent with rate-limit 429s (default: none, like TMDB's CDN)."),
     retry_after: str = typer.Option("1", "--retry-after", help="Retry-After of 429-retry-after faults."),
     movies: int = typer.Option(15000, "--movies", min=100, help="Size of the fake catalog."),
@@ -72,7 +73,7 @@ def fake_tmdb(
                 schedule.append(parsed)
         config = FakeConfig(seed=seed, movies=movies, api_key=api_key, bearer_token=bearer_token,
                             latency_ms=latency_ms, fault_rates=rates, fault_schedule=schedule,
-                            rate_limit=rate_limit, retry_after=retry_after,
+                            rate_limit=rate_limit, rate_limit_burst=rate_limit_burst, retry_after=retry_after,
                             rate_limit_retry_after=rate_limit_retry_after, timeout_sleep_s=timeout_sleep,
                             bad_data_rate=bad_data_rate, export_bad_line_rate=export_bad_line_rate,
                             export_extra_ids=export_extra_ids)

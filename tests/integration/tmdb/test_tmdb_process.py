@@ -19,7 +19,7 @@ import pytest
 from tests.helpers.wait import eventually
 from thresher.api.runresult import parse_message
 from thresher.demo.fakes.tmdb_server import FakeConfig, running_fake_server
-from thresher.jobs.tmdb.storage import is_complete, list_snapshots, read_jsonl
+from thresher.jobs.tmdb.storage import is_committed, list_snapshots, read_jsonl
 
 REPO = Path(__file__).resolve().parents[3]
 KEY = "process-test-key"
@@ -67,7 +67,7 @@ def _assert_catalog_consistent(data_dir: Path) -> set[str]:
     conn = sqlite3.connect(data_dir / "catalog.sqlite")
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        runs = {r[0] for r in conn.execute("SELECT run_id FROM runs")}
+        runs = {r[0] for r in conn.execute("SELECT run_id FROM runs WHERE movies_sha256 != ''")}  # applied snapshots
         ids = {r[0] for r in conn.execute("SELECT id FROM movies")}
     finally:
         conn.close()
@@ -83,7 +83,7 @@ def _rerun_completes(server, data_dir: Path, tmp_path: Path) -> dict:
                           env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     result = parse_message((tmp_path / "result.json").read_text()).result
-    assert result.succeeded and is_complete(Path(result.output))
+    assert result.succeeded and is_committed(Path(result.output))
     assert not list((data_dir / "snapshots").glob(".tmp-*"))
     runs = _assert_catalog_consistent(data_dir)
     assert Path(result.output).name in runs
@@ -128,7 +128,7 @@ def test_sigkill_just_before_the_manifest_is_written(slow_server, tmp_path):
     assert done.returncode == -signal.SIGKILL
     leftovers = list((data_dir / "snapshots").glob(".tmp-*"))
     assert len(leftovers) == 1 and (leftovers[0] / "movies.jsonl").stat().st_size > 0
-    assert list_snapshots(data_dir) == [] and not is_complete(leftovers[0])
+    assert list_snapshots(data_dir) == [] and not is_committed(leftovers[0])
     assert _assert_catalog_consistent(data_dir) == set()
     _rerun_completes(slow_server, data_dir, tmp_path)
 
@@ -208,3 +208,25 @@ def test_sweep_command_against_the_fake_server_command(tmp_path):
         _, err = server.communicate(timeout=30)
     stats = json.loads(err.strip().splitlines()[-1])["stats"]
     assert stats["byRoute"]["movie/{id}"] == 25 and stats["faults"]["gzip-corrupt"] == 1
+
+
+def test_a_down_api_ends_the_weekly_run_in_seconds_with_exit_3(tmp_path):
+    """Bug (issue 15): with the API's port closed, the weekly preset ran its whole plan (~580
+    connection attempts) and exited 3 after 109 s. The preflight now ends it at once: exit 3 well
+    under 10 s, process start included, with one line naming the URL and what happened."""
+    import socket
+    import time
+
+    with socket.socket() as probe:  # bound, then closed: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/3"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "thresher.cli", "job", "tmdb", "collect", "--collection", "weekly",
+                           "--api-base-url", dead, "--data-dir", str(tmp_path / "d")], cwd=REPO,
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 3 and elapsed < 10, (elapsed, done.stderr[-2000:])
+    result = parse_message((tmp_path / "result.json").read_text()).result
+    assert result.exit_code == 3 and "\n" not in result.error
+    assert f"GET {dead}/genre/movie/list: connection refused" in result.error
+    assert list_snapshots(tmp_path / "d") == []

@@ -52,7 +52,8 @@ def test_typed_errors_are_not_retried(make_client, server):
     assert server.stats()["requests"] == 3 and client.stats.retries == 0
 
 
-@pytest.mark.parametrize("kind", ["500", "502", "503", "504", "429", "malformed", "truncated", "reset", "timeout"])
+@pytest.mark.parametrize("kind", ["500", "502", "503", "504", "429", "malformed", "truncated", "reset", "timeout",
+                                  "html"])
 def test_each_retryable_fault_is_retried_until_success(make_client, server, sleep, kind):
     server.fake.set_faults(schedule=[FaultRule(kind, f"{POPULAR}?page=3", times=2)])
     client = make_client(timeout=0.3)
@@ -62,11 +63,35 @@ def test_each_retryable_fault_is_retried_until_success(make_client, server, slee
     assert client.stats.retries == 2 and len(sleep.calls) == 2
 
 
-def test_all_malformed_variants_count_as_malformed(make_client, server):
+def test_malformed_variants_are_retried_and_an_html_body_is_named_as_such(make_client, server):
     server.fake.set_faults(schedule=[FaultRule("malformed", POPULAR, times=3)])
     client = make_client()
     client.get(POPULAR, {"page": 1}, expect=("results",))
-    assert client.stats.failures["malformed"] == 3
+    # broken JSON, JSON without results, and an HTML page sent as application/json
+    assert client.stats.failures["malformed"] == 2 and client.stats.failures["not_json"] == 1
+
+
+def test_an_html_answer_is_called_an_html_page_with_its_content_type(make_client, server):
+    """Bug (issue 15): an HTML 200 body on every path ended as "malformed after 6 attempts: invalid
+    JSON (100 bytes)", which says nothing about what came back."""
+    server.fake.set_faults(schedule=[FaultRule("html", POPULAR, times=None)])
+    with pytest.raises(RetriesExhausted) as err:
+        make_client(max_retries=2).get(POPULAR, {"page": 1}, expect=("results",))
+    text = str(err.value)
+    assert "an HTML page (text/html" in text and "instead of JSON" in text and "Sign in to the network" in text
+    assert "gave up after 3 attempts (2 retries)" in text
+
+
+def test_messages_say_whether_a_request_was_retried(make_client, server):
+    """Bug (issue 15): with --max-retries 0 a failure still read "after retries", and 404s were reported
+    "failed after retries" though never retried."""
+    server.fake.set_faults(schedule=[FaultRule("429", POPULAR, times=None)])
+    client = make_client(max_retries=0)
+    with pytest.raises(RetriesExhausted, match=r"HTTP 429 .*not retried \(maxRetries is 0\)"):
+        client.get(POPULAR, {"page": 1})
+    assert client.stats.as_dict()["gaveUp"] == {"http_429": 1} and client.stats.as_dict()["retried"] == {}
+    with pytest.raises(NotFound, match=r"HTTP 404 .*not retried \(404: no such resource\)"):
+        client.get("movie/999999999")
 
 
 def test_retry_after_is_honoured_and_slows_the_shared_limiter(make_client, server, sleep):
@@ -92,7 +117,7 @@ def test_429_without_retry_after_uses_our_own_jittered_backoff(make_client, serv
 def test_retries_are_bounded_and_the_error_says_why(make_client, server):
     server.fake.set_faults(schedule=[FaultRule("503", POPULAR, times=None)])
     client = make_client(max_retries=3)
-    with pytest.raises(RetriesExhausted, match="http_503 after 4 attempts"):
+    with pytest.raises(RetriesExhausted, match=r"HTTP 503 .*gave up after 4 attempts \(3 retries\)"):
         client.get(POPULAR, {"page": 1})
     assert server.stats()["requests"] == 4
 

@@ -7,13 +7,16 @@ from datetime import datetime, timezone
 
 import pytest
 
+import socket
+import time
+
 from thresher.api.names import ExitCode
-from thresher.jobs.harness import ConfigError
+from thresher.jobs.harness import ConfigError, UpstreamError
 from thresher.jobs.tmdb.client import Credentials
 from thresher.jobs.tmdb.collect import SKIPPED_OUTSIDE_HOURS, decide_exit, run_collection
 from thresher.demo.fakes.tmdb_server import FAULT_KINDS, PERMANENT_FAULT_KINDS, FaultRule
 from thresher.jobs.tmdb.quality import Thresholds
-from thresher.jobs.tmdb.storage import Catalog, is_complete, list_snapshots, read_jsonl
+from thresher.jobs.tmdb.storage import Catalog, is_committed, list_snapshots, read_jsonl
 
 from .support import job
 
@@ -34,7 +37,7 @@ def test_daily_run_writes_snapshot_catalog_and_result(make_client, server, tmp_p
     assert outcome.exit_code == ExitCode.OK
     result = outcome.result
     assert result.succeeded and result.job_type == "tmdb" and result.failed == 0 and result.quality == 1.0
-    assert outcome.snapshot.name == "daily-20250601T120000Z" and is_complete(outcome.snapshot)
+    assert outcome.snapshot.name == "daily-20250601T120000Z" and is_committed(outcome.snapshot)
     movies = list(read_jsonl(outcome.snapshot / "movies.jsonl"))
     assert len(movies) == result.items == result.valid
     manifest = _manifest(outcome)
@@ -102,12 +105,90 @@ def test_a_page_that_always_fails_is_named_in_the_result(make_client, server, tm
     assert "popular:2" in outcome.result.warnings[0] and outcome.result.output == str(outcome.snapshot)
 
 
+def test_a_partial_run_says_so_in_manifest_catalog_and_result(make_client, server, tmp_path):
+    """Bug (issue 15): a partial snapshot (exit 5) had "complete": true in its manifest and the catalog's
+    runs table had no status; only exitCode and pages.failed showed the holes."""
+    server.fake.set_faults(schedule=[FaultRule("502", "movie/popular?page=2", times=None)])
+    outcome = run_collection(_custom(pages=3), make_client(max_retries=1), tmp_path, now=NOON)
+    manifest = _manifest(outcome)
+    assert outcome.exit_code == ExitCode.PARTIAL and is_committed(outcome.snapshot)
+    assert manifest["complete"] is False and manifest["missing"] == {"pages": ["popular:2"]}
+    assert "gave up after 2 attempts (1 retries)" in outcome.result.warnings[0]
+    assert "after retries" not in outcome.result.error and "holes" in outcome.result.error
+    whole = run_collection(_custom(pages=1), make_client(), tmp_path, now=NOON)
+    assert _manifest(whole)["complete"] is True and _manifest(whole)["missing"] == {}
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:
+        assert [(r["runId"], r["status"], r["exitCode"]) for r in catalog.runs()] == [
+            (outcome.snapshot.name, "partial", 5), (whole.snapshot.name, "ok", 0)]
+
+
+def test_429s_that_were_not_retried_are_not_reported_as_retried(make_client, server, tmp_path):
+    """Bug (issue 15): with --max-retries 0 the result said "TMDB throttled N requests (429); they were
+    retried"; they were not."""
+    server.fake.set_faults(schedule=[FaultRule("429", "movie/popular?page=2", times=None)])
+    outcome = run_collection(_custom(pages=2), make_client(max_retries=0), tmp_path, now=NOON)
+    assert "TMDB throttled 1 requests (429): 0 retried, 1 not retried (maxRetries is 0): those requests failed" \
+        in outcome.result.warnings
+    server.fake.set_faults(schedule=[FaultRule("429", "movie/popular?page=2", times=1)])
+    outcome = run_collection(_custom(pages=2), make_client(max_retries=2), tmp_path, now=NOON)
+    assert "TMDB throttled 1 requests (429): 1 retried" in outcome.result.warnings
+
+
+def test_a_run_that_commits_nothing_is_recorded_in_the_catalog(make_client, server, tmp_path):
+    with pytest.raises(UpstreamError):
+        run_collection(job(collection="daily"), make_client(base_url=_closed_port_url()), tmp_path, now=NOON)
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:
+        assert [(r["runId"], r["status"], r["exitCode"]) for r in catalog.runs()] == [
+            ("daily-20250601T120000Z.failed", "upstream", 3)]
+
+
 def test_nothing_fetched_is_an_upstream_failure_without_a_snapshot(make_client, server, tmp_path):
     server.fake.set_faults(schedule=[FaultRule("503", "movie/", times=None),
                                      FaultRule("503", "trending/", times=None)])
     outcome = run_collection(_custom(pages=2), make_client(max_retries=1), tmp_path, now=NOON)
     assert outcome.exit_code == ExitCode.UPSTREAM and outcome.snapshot is None
     assert "3 of 3 pages failed" in outcome.result.error and list_snapshots(tmp_path) == []
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as probe:  # bound, then closed: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}/3"
+
+
+@pytest.mark.parametrize("where, says", [
+    ("closed", "connection refused"),
+    ("http://tmdb.invalid/3", "DNS lookup failed"),  # RFC 6761: .invalid never resolves
+    ("tls", "TLS handshake failed"),
+])
+def test_an_unreachable_api_ends_the_run_at_the_preflight(make_client, server, tmp_path, where, says):
+    """Bug (issue 15): with the API down the preflight's failure was only a warning and the whole
+    weekly plan ran: exit 3 after 109 s and ~580 connection attempts. Now one attempt, one line."""
+    base = {"closed": _closed_port_url(), "tls": server.base_url.replace("http://", "https://")}.get(where, where)
+    client = make_client(base_url=base, max_retries=5)
+    started = time.monotonic()
+    with pytest.raises(UpstreamError) as err:
+        run_collection(job(collection="weekly"), client, tmp_path, now=NOON)
+    message = str(err.value)
+    assert time.monotonic() - started < 5 and client.stats.requests == 1
+    assert says in message and f"{base}/genre/movie/list" in message and "\n" not in message
+    assert list_snapshots(tmp_path) == []
+
+
+def test_an_html_answer_to_the_preflight_ends_the_run_naming_the_content_type(make_client, server, tmp_path):
+    """Bug (issue 15): an HTML 200 body on every path ran the whole plan and ended as "malformed after 6
+    attempts: invalid JSON (100 bytes)"."""
+    server.fake.set_faults(schedule=[FaultRule("html", "", times=None)])
+    with pytest.raises(UpstreamError, match=r"genre/movie/list: HTTP 200 with an HTML page \(text/html"):
+        run_collection(job(collection="weekly"), make_client(), tmp_path, now=NOON)
+    assert server.stats()["requests"] == 1
+
+
+def test_a_flaky_preflight_is_retried_and_the_run_goes_on(make_client, server, tmp_path):
+    server.fake.set_faults(schedule=[FaultRule("503", "genre/movie/list", times=None)])
+    outcome = run_collection(_custom(pages=1), make_client(max_retries=1), tmp_path, now=NOON)
+    assert outcome.exit_code == ExitCode.OK
+    assert any("genre list unavailable" in w and "gave up after 2 attempts" in w for w in outcome.result.warnings)
 
 
 def test_wrong_key_is_a_config_error_with_no_retry_storm(make_client, server, tmp_path):

@@ -45,7 +45,7 @@ def test_camel_case_aliases_and_defaults():
                   "exportBaseUrl", "minPopularity", "includeAdult", "includeVideo"):
         assert alias in dumped
     assert spec.collection == "daily" and spec.language == "en-US" and spec.workers == 8
-    assert spec.requests_per_second == 30 and spec.api_key_secret_ref.key == "api-key"
+    assert spec.requests_per_second == 38 and spec.api_key_secret_ref.key == "api-key"
     # populate_by_name: the Python names work too
     assert TmdbJob(api_key_secret_ref={"name": "x"}, requests_per_second=5).requests_per_second == 5
 

@@ -9,7 +9,7 @@ import pytest
 
 from thresher.jobs.harness import UpstreamError
 from thresher.jobs.tmdb.storage import (
-    Catalog, data_dir_lock, is_complete, list_snapshots, read_jsonl, remove_stale_tmp, write_snapshot,
+    Catalog, data_dir_lock, is_committed, list_snapshots, read_jsonl, remove_stale_tmp, write_snapshot,
 )
 
 
@@ -23,13 +23,13 @@ def _snapshot(tmp_path, name="daily-20250601T000000Z", movies=None, started="202
                           {"collection": "daily", "startedAt": started}, {"report.json": b"{}"})
 
 
-def test_snapshot_is_complete_with_hashes_and_manifest_last(tmp_path):
+def test_snapshot_is_committed_with_hashes_and_manifest_last(tmp_path):
     snap = _snapshot(tmp_path)
     manifest = json.loads((snap / "manifest.json").read_text())
     assert manifest["complete"] is True and manifest["runId"] == snap.name
     assert manifest["files"]["movies.jsonl"]["lines"] == 3
     assert [m["id"] for m in read_jsonl(snap / "movies.jsonl")] == [1, 2, 3]
-    assert is_complete(snap) and list_snapshots(tmp_path) == [snap]
+    assert is_committed(snap) and list_snapshots(tmp_path) == [snap]
     assert not list((tmp_path / "snapshots").glob(".tmp-*"))
 
 
@@ -37,15 +37,15 @@ def test_a_tampered_or_manifestless_snapshot_is_not_complete(tmp_path):
     snap = _snapshot(tmp_path)
     with open(snap / "movies.jsonl", "a") as f:
         f.write('{"id": 99}\n')
-    assert not is_complete(snap)
+    assert not is_committed(snap)
     other = _snapshot(tmp_path, "daily-20250602T000000Z")
     (other / "manifest.json").unlink()
-    assert not is_complete(other) and list_snapshots(tmp_path) == []
+    assert not is_committed(other) and list_snapshots(tmp_path) == []
 
 
 def test_same_second_runs_never_overwrite(tmp_path):
     first, second = _snapshot(tmp_path), _snapshot(tmp_path)
-    assert first != second and second.name.endswith("-2") and is_complete(first) and is_complete(second)
+    assert first != second and second.name.endswith("-2") and is_committed(first) and is_committed(second)
 
 
 def test_leftover_tmp_dirs_are_ignored_then_removed(tmp_path):
@@ -53,7 +53,7 @@ def test_leftover_tmp_dirs_are_ignored_then_removed(tmp_path):
     leftover.mkdir(parents=True)
     (leftover / "movies.jsonl").write_text('{"id":1}\n')
     (leftover / "manifest.json").write_text('{"complete": true, "files": {}}')
-    assert list_snapshots(tmp_path) == [] and not is_complete(leftover)
+    assert list_snapshots(tmp_path) == [] and not is_committed(leftover)
     assert remove_stale_tmp(tmp_path) == [".tmp-daily-x"] and not leftover.exists()
 
 
@@ -105,3 +105,45 @@ def test_the_data_dir_lock_is_exclusive(tmp_path):
                 pass
     with data_dir_lock(tmp_path):  # released
         pass
+
+
+def test_a_snapshot_with_holes_is_committed_but_not_complete(tmp_path):
+    snap = write_snapshot(tmp_path, "daily-20250601T000000Z", _movies(2), [],
+                          {"collection": "daily", "complete": False, "missing": {"pages": ["popular:2"]}})
+    manifest = json.loads((snap / "manifest.json").read_text())
+    assert manifest["committed"] is True and manifest["complete"] is False and manifest["manifestVersion"] == 2
+    assert is_committed(snap) and list_snapshots(tmp_path) == [snap]
+
+
+def test_version_1_manifests_still_count_as_committed(tmp_path):
+    snap = _snapshot(tmp_path)
+    manifest = json.loads((snap / "manifest.json").read_text())
+    for key in ("committed", "manifestVersion"):
+        manifest.pop(key)
+    (snap / "manifest.json").write_text(json.dumps(manifest))  # as version 1 wrote it
+    assert is_committed(snap)
+    manifest["complete"] = False
+    (snap / "manifest.json").write_text(json.dumps(manifest))
+    assert not is_committed(snap)
+
+
+def test_an_old_catalog_is_migrated_and_its_runs_get_status_and_exit_code(tmp_path):
+    """Catalogs written before issue 15 had no run status: the migration adds the columns and fills
+    them from the snapshots' manifests (exitCode), 'unknown' where the snapshot is gone."""
+    snap = write_snapshot(tmp_path, "daily-20250601T000000Z", _movies(2), [], {"collection": "daily",
+                                                                                "exitCode": 5})
+    conn = sqlite3.connect(tmp_path / "catalog.sqlite")
+    conn.executescript("""
+        CREATE TABLE runs (run_id TEXT PRIMARY KEY, collection TEXT NOT NULL, started_at TEXT NOT NULL,
+                           movies INTEGER NOT NULL, movies_sha256 TEXT NOT NULL, applied_at TEXT NOT NULL);
+    """)
+    conn.execute("INSERT INTO runs VALUES (?, 'daily', '2025-06-01T00:00:00Z', 2, 'abc', 'x')", (snap.name,))
+    conn.execute("INSERT INTO runs VALUES ('daily-20250501T000000Z', 'daily', '2025-05-01T00:00:00Z', 9, 'def', 'x')")
+    conn.commit()
+    conn.close()
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:
+        runs = {r["runId"]: (r["status"], r["exitCode"]) for r in catalog.runs()}
+        assert runs == {snap.name: ("partial", 5), "daily-20250501T000000Z": ("unknown", None)}
+        assert catalog.conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:  # a second open changes nothing
+        assert {r["runId"]: (r["status"], r["exitCode"]) for r in catalog.runs()} == runs

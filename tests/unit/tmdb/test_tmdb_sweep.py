@@ -179,6 +179,7 @@ def test_corrupt_export_is_a_typed_upstream_error_and_nothing_is_committed(make_
     assert list((tmp_path / "snapshots").iterdir()) == []  # the spool is gone too
     with Catalog(tmp_path / "catalog.sqlite") as catalog:
         assert catalog.count_export_ids() == 0 and catalog.applied_runs() == set()
+        assert [(r["status"], r["exitCode"], r["movies"]) for r in catalog.runs()] == [("upstream", 3, 0)]
     assert server.stats()["byRoute"].get("movie/{id}") is None  # no details for a file we could not trust
 
 
@@ -227,3 +228,18 @@ def test_changes_detail_requests_are_capped_and_the_run_still_succeeds(make_clie
     total = details["requested"] + details["skipped"]
     assert f"maxDetailRequests (10) reached: {details['skipped']} of {total} detail requests skipped" \
         in outcome.result.warnings
+
+
+def test_a_sweep_with_failed_detail_requests_is_committed_incomplete(make_client, server, tmp_path):
+    """Issue 15: a snapshot with holes says so: complete false, the missing detail ids listed, the
+    catalog's run recorded as partial (exit 5)."""
+    # Only the detail requests carry append_to_response.
+    server.fake.set_faults(schedule=[FaultRule("503", "?append_to_response=credits", times=None)])
+    outcome = _sweep(make_client(max_retries=0), server, tmp_path, maxDetailRequests=5,
+                     appendToResponse=["credits"])
+    assert outcome.snapshot is not None, outcome.result.error
+    manifest = _manifest(outcome)
+    assert outcome.exit_code == ExitCode.PARTIAL and manifest["complete"] is False
+    assert len(manifest["missing"]["details"]) == 5 and manifest["details"]["fetched"] == 0
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:
+        assert [(r["status"], r["exitCode"]) for r in catalog.runs()] == [("partial", 5)]

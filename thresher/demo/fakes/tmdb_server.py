@@ -13,17 +13,21 @@ credential the way TMDB does. And it misbehaves on request:
   thread interleaving; or by schedule (``FaultRule("500", "movie/popular?page=2", times=2)``);
 * fault kinds: ``429`` (no Retry-After, like TMDB's CDN), ``429-retry-after``,
   ``500``/``502``/``503``/``504``, ``timeout`` (sleeps past the client's timeout),
-  ``malformed`` (200 with a body that is not the JSON promised), ``truncated``
+  ``malformed`` (200 with a body that is not the JSON promised), ``html`` (200 with
+  an HTML page as ``text/html``: a captive portal or a proxy's page), ``truncated``
   (Content-Length promises more than is sent), ``reset`` (connection closed, no answer),
   ``404`` (e.g. today's export not published yet), and for export files only
   ``gzip-corrupt`` (bytes flipped mid-file) and ``gzip-truncated`` (the file cut in half,
   with an honest Content-Length);
 * ``export_bad_line_rate``: that share of the export's lines are broken;
   ``export_extra_ids`` adds ids beyond the catalog (a big export at little cost);
-* ``rate_limit``: a token bucket of that many requests a second; beyond, 429.
+* ``rate_limit``: a token bucket of that many requests a second, holding
+  ``rate_limit_burst`` tokens (default: one second's worth); beyond, 429, with
+  ``Retry-After: rate_limit_retry_after`` when set (TMDB's CDN sends none).
 
-Counters (requests by status, route and fault; peak concurrency) are at
-``stats()`` and ``GET /__stats``.
+Counters (requests by status, route and fault; peak concurrency; ``early``:
+requests that came while a Retry-After the server had sent was still running)
+are at ``stats()`` and ``GET /__stats``.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from urllib.parse import parse_qs, urlsplit
 from thresher.demo.fakes import tmdb_data as fakedata
 
 FAULT_KINDS = ("429", "429-retry-after", "500", "502", "503", "504", "timeout", "malformed", "truncated", "reset",
-               "404", "gzip-corrupt", "gzip-truncated")
+               "404", "gzip-corrupt", "gzip-truncated", "html")
 # Faults that retrying does not cure (a missing or broken file); the others are transient.
 PERMANENT_FAULT_KINDS = ("404", "gzip-corrupt", "gzip-truncated")
 EXPORT_PREFIX = "p/exports/"
@@ -92,6 +96,7 @@ class FakeConfig:
     fault_rates: dict[str, float] = field(default_factory=dict)
     fault_schedule: list[FaultRule] = field(default_factory=list)
     rate_limit: float | None = None  # requests a second, then 429
+    rate_limit_burst: float | None = None  # the bucket's size; None: rate_limit (one second's worth)
     retry_after: str = "1"  # the Retry-After value sent with 429-retry-after faults
     rate_limit_retry_after: str | None = None  # Retry-After on rate-limit 429s (None: none, like the CDN)
     timeout_sleep_s: float = 3.0
@@ -104,6 +109,10 @@ class FakeConfig:
         for kind in self.fault_rates:
             if kind not in FAULT_KINDS:
                 raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(FAULT_KINDS)}")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ValueError(f"rate limit must be > 0: {self.rate_limit}")
+        if self.rate_limit_burst is not None and self.rate_limit_burst < 1:
+            raise ValueError(f"rate-limit burst must be >= 1: {self.rate_limit_burst}")
 
 
 def parse_fault(text: str) -> tuple[str, float] | FaultRule:
@@ -124,16 +133,17 @@ def parse_fault(text: str) -> tuple[str, float] | FaultRule:
 
 
 class _Bucket:
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, size: float | None = None) -> None:
         self.rate = rate
-        self.tokens = rate
+        self.size = size or rate
+        self.tokens = self.size
         self.stamp = time.monotonic()
         self.lock = threading.Lock()
 
     def take(self) -> bool:
         with self.lock:
             now = time.monotonic()
-            self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+            self.tokens = min(self.size, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
             if self.tokens >= 1:
                 self.tokens -= 1
@@ -156,7 +166,8 @@ class FakeTmdb:
         self.seen: Counter = Counter()  # how often each request (minus credentials) was seen
         self.in_flight = 0
         self.peak_in_flight = 0
-        self.bucket = _Bucket(cfg.rate_limit) if cfg.rate_limit else None
+        self.quiet_until = 0.0  # monotonic time until which the last Retry-After asked clients to wait
+        self.bucket = _Bucket(cfg.rate_limit, cfg.rate_limit_burst) if cfg.rate_limit else None
         self._remaining = {id(rule): rule.times for rule in cfg.fault_schedule}
         self.stopping = threading.Event()
         ref = self.catalog.reference
@@ -209,6 +220,7 @@ class FakeTmdb:
                 "byRoute": dict(sorted(self.by_route.items())),
                 "faults": dict(sorted(self.faults.items())),
                 "rateLimited": self.counters["rate_limited"],
+                "early": self.counters["early"],
                 "peakInFlight": self.peak_in_flight,
             }
 
@@ -218,6 +230,23 @@ class FakeTmdb:
             for c in (self.counters, self.by_status, self.by_route, self.faults, self.seen):
                 c.clear()
             self.peak_in_flight = 0
+            self.quiet_until = 0.0
+
+    def asked_to_wait(self, retry_after: str) -> None:
+        """Remember a Retry-After sent (delta-seconds only), to count requests that ignore it."""
+        try:
+            seconds = float(retry_after)
+        except ValueError:
+            return
+        with self.lock:
+            self.quiet_until = max(self.quiet_until, time.monotonic() + seconds)
+
+    def set_rate_limit(self, rate: float | None, burst: float | None = None, retry_after: str | None = None) -> None:
+        """Change the rate limit of a running server (between benchmark runs); the bucket starts full."""
+        with self.lock:
+            self.config.rate_limit, self.config.rate_limit_burst = rate, burst
+            self.config.rate_limit_retry_after = retry_after
+            self.bucket = _Bucket(rate, burst) if rate else None
 
     def set_faults(self, rates: dict[str, float] | None = None, schedule: list[FaultRule] | None = None) -> None:
         """Change the faults of a running server (between runs of a test)."""
@@ -420,6 +449,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with fake.lock:
             fake.counters["requests"] += 1
+            if time.monotonic() < fake.quiet_until:
+                fake.counters["early"] += 1
             fake.in_flight += 1
             fake.peak_in_flight = max(fake.peak_in_flight, fake.in_flight)
         try:
@@ -436,6 +467,8 @@ class _Handler(BaseHTTPRequestHandler):
             with fake.lock:
                 fake.counters["rate_limited"] += 1
             headers = {"Retry-After": cfg.rate_limit_retry_after} if cfg.rate_limit_retry_after else {}
+            if cfg.rate_limit_retry_after:
+                fake.asked_to_wait(cfg.rate_limit_retry_after)
             self._send(429, _error(25, f"Your request count is over the allowed limit of {cfg.rate_limit:g}."),
                        headers)
             return
@@ -482,6 +515,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault == "429":
             self._send(429, _error(25, "Your request count is over the allowed limit."))
         elif fault == "429-retry-after":
+            fake.asked_to_wait(fake.config.retry_after)
             self._send(429, _error(25, "Your request count is over the allowed limit."),
                        {"Retry-After": fake.config.retry_after})
         elif fault in ("500", "502", "503", "504"):
@@ -496,6 +530,10 @@ class _Handler(BaseHTTPRequestHandler):
             body = [b'{"page": 1, "results": [{"id": 1, "title": ', b"<html><body>502 Bad Gateway</body></html>",
                     b'{"unexpected": true}'][variant]
             self._raw(200, body)
+        elif fault == "html":
+            self._raw(200, b"<!DOCTYPE html><html><head><title>Sign in to the network</title></head>"
+                           b"<body><p>Please accept the terms to continue.</p></body></html>",
+                      content_type="text/html; charset=utf-8")
         elif fault == "truncated":
             body = b'{"page": 1, "results": [' + b'{"id": 1, "title": "x"},' * 40 + b'{"id": 2}], "total_pages": 1}'
             self.send_response(200)

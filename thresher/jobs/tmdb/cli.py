@@ -113,3 +113,72 @@ def _run(job, credentials, base_url, export_base_url, data_dir, min_quality_rate
         outcome = run_collection(job, client, data_dir, Thresholds(min_quality_rate, min_items), now=now,
                                  export_base_url=export_base_url, logical_time=logical_time)
     return outcome.result, outcome.exit_code
+
+
+@app.command()
+def export(
+    fmt: Optional[str] = typer.Option(None, "--format", help="parquet, csv or jsonl (required)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="File to write (replaced atomically). Omitted or '-': stdout (csv and jsonl only)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="The collection's data dir. Default: $THRESHER_DATA_DIR, else ./thresher-data."),
+    date: Optional[str] = typer.Option(None, "--date", help="Export the newest snapshot started on this UTC date (YYYY-MM-DD), not the catalog."),
+    collection: Optional[str] = typer.Option(None, "--collection", help="With --date: only snapshots of this collection (daily, weekly, ...)."),
+) -> None:
+    """Export movies: the catalog's latest version of each movie, or one day's snapshot.
+
+    Parquet and CSV use the typed, versioned schema tmdb-movies (docs/tmdb.md); jsonl is the records as
+    collected. Bad input ends with exit 2 and one line on stderr.
+    """
+    import os
+    from datetime import date as date_type
+    from pathlib import Path
+
+    from thresher.jobs.tmdb import config as cfg
+    from thresher.jobs.tmdb import tabular
+
+    def fail(message: str) -> None:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+
+    if fmt is None:
+        fail(f"give --format: one of {', '.join(tabular.FORMATS)}")
+    fmt = fmt.strip().lower()
+    if fmt not in tabular.FORMATS:
+        fail(f"--format {fmt!r}: use one of {', '.join(tabular.FORMATS)}")
+    out = None if output in (None, "-") else Path(output)
+    if fmt == "parquet" and out is None:
+        fail("--format parquet writes a binary file: give --output FILE")
+    if out is not None and (out.is_dir() or not out.parent.is_dir()):
+        fail(f"--output {output}: " + ("is a directory" if out.is_dir() else f"no such directory {out.parent}"))
+    if collection and not date:
+        fail("--collection picks among one day's snapshots: give --date too")
+    directory = cfg.resolve_data_dir(data_dir, os.environ)
+    if not directory.is_dir():
+        fail(f"no data dir at {directory} (--data-dir, $THRESHER_DATA_DIR)")
+    if fmt in ("parquet", "csv"):
+        try:
+            tabular.require_pyarrow()
+        except ImportError as err:
+            fail(str(err))
+    try:
+        if date:
+            try:
+                day = date_type.fromisoformat(date).isoformat()
+            except ValueError:
+                fail(f"--date {date!r} is not a date (YYYY-MM-DD)")
+            from thresher.jobs.tmdb.storage import MOVIES, read_jsonl, snapshot_of_day
+
+            snapshot = snapshot_of_day(directory, day, collection)
+            records, what = read_jsonl(snapshot / MOVIES), f"snapshot {snapshot.name}"
+            rows = tabular.write_table(records, fmt, out)
+        else:
+            from thresher.jobs.tmdb.storage import CATALOG, Catalog
+
+            if not (directory / CATALOG).is_file():
+                fail(f"no catalog at {directory / CATALOG}: run a collection first")
+            with Catalog(directory / CATALOG) as catalog:
+                rows = tabular.write_table(catalog.iter_movies(), fmt, out)
+            what = "catalog, latest version of each movie"
+    except (ValueError, OSError) as err:
+        fail(str(err))
+    schema = f", schema {tabular.SCHEMA_NAME} v{tabular.SCHEMA_VERSION}" if fmt != "jsonl" else ""
+    typer.echo(f"exported {rows} movies ({what}) as {fmt}{schema} to {out or 'stdout'}", err=True)

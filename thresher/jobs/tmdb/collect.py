@@ -27,9 +27,10 @@ from zoneinfo import ZoneInfo
 from thresher.api.names import ExitCode
 from thresher.api.runresult import RunResult
 from thresher.api.tmdb import DEFAULT_EXPORT_BASE_URL, TmdbJob
-from thresher.jobs.harness import ConfigError
+from thresher.jobs.harness import ConfigError, JobError, UpstreamError
 from thresher.jobs.tmdb import plan as planning
-from thresher.jobs.tmdb.client import AuthError, NotFound, TmdbClient, TmdbError
+from thresher.jobs.tmdb import tabular
+from thresher.jobs.tmdb.client import AuthError, NotFound, TmdbClient, TmdbError, Unreachable
 from thresher.jobs.tmdb.export import (
     DetailPicker, ExportUnavailable, cap_ids, check_line, export_dates, export_name, export_url,
     gunzip_lines, response_chunks, sweep_filter,
@@ -39,8 +40,8 @@ from thresher.jobs.tmdb.quality import (
 )
 from thresher.jobs.tmdb.report import build_report, render_html
 from thresher.jobs.tmdb.storage import (
-    CATALOG, EXPORT_IDS, REJECTS, SNAPSHOTS_DIR, TMP_PREFIX, Catalog, data_dir_lock, read_jsonl, read_manifest,
-    remove_stale_tmp, snapshot_name, write_snapshot,
+    CATALOG, EXPORT_IDS, REJECTS, SNAPSHOTS_DIR, TMP_PREFIX, Catalog, data_dir_lock, failed_run_id, read_jsonl,
+    read_manifest, remove_stale_tmp, snapshot_name, write_snapshot,
 )
 
 log = logging.getLogger("thresher.tmdb")
@@ -365,9 +366,35 @@ def _iso(ts: datetime) -> str:
 
 
 def _summarize_failures(kind: str, failed: dict[str, str], total: int, limit: int = 3) -> str:
+    """'2 of 30 pages failed: popular:2: ...; ...': each failure's own message says whether it was
+    retried (and how often) or why not."""
     shown = "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())[:limit])
     more = f" (+{len(failed) - limit} more in the manifest)" if len(failed) > limit else ""
-    return f"{len(failed)} of {total} {kind} failed after retries: {shown}{more}"
+    return f"{len(failed)} of {total} {kind} failed: {shown}{more}"
+
+
+def throttle_note(stats: dict, max_retries: int) -> str | None:
+    """What the 429s of a run came to, truthfully: how many were retried, how many ended a request."""
+    throttled = stats.get("throttled", 0)
+    if not throttled:
+        return None
+    retried = stats.get("retried", {}).get("http_429", 0)
+    gave_up = stats.get("gaveUp", {}).get("http_429", 0)
+    note = f"TMDB throttled {throttled} requests (429): {retried} retried"
+    if gave_up:
+        why = "maxRetries is 0" if max_retries == 0 else "retries used up"
+        note += f", {gave_up} not retried ({why}): those requests failed"
+    return note
+
+
+def missing_parts(pages: PagePhase | None, details: DetailPhase | None) -> dict[str, list]:
+    """The holes of a snapshot: pages and detail requests that failed (empty when complete)."""
+    missing: dict[str, list] = {}
+    if pages is not None and pages.failed:
+        missing["pages"] = sorted(pages.failed)
+    if details is not None and details.failed:
+        missing["details"] = sorted(int(k) for k in details.failed)
+    return missing
 
 
 def skipped_outcome(job: TmdbJob, local_now: datetime) -> RunOutcome:
@@ -393,6 +420,10 @@ def run_collection(job: TmdbJob, client: TmdbClient, data_dir: Path, thresholds:
     """
     thresholds = thresholds or Thresholds()
     now = now or datetime.now(timezone.utc)
+    try:
+        tabular.require_pyarrow()  # before any request: the snapshot could not be written without it
+    except ImportError as err:
+        raise ConfigError(str(err)) from None
     local_now = local_time(now, job.time_zone)
     if not planning.within_operating_hours(job.effective_operating_hours(), local_now):
         return skipped_outcome(job, local_now)
@@ -407,23 +438,39 @@ def run_collection(job: TmdbJob, client: TmdbClient, data_dir: Path, thresholds:
             recovered = catalog.sync(data_dir, _iso(now))
             if recovered:
                 warnings.append(f"catalog: applied {len(recovered)} snapshot(s) an interrupted run left unapplied")
-            if job.collection == "sweep":
-                base_url = export_base_url or job.export_base_url or DEFAULT_EXPORT_BASE_URL
-                outcome = _sweep(job, client, base_url, data_dir, catalog, thresholds, now, clock, warnings)
-            else:
-                outcome = _collect(job, client, data_dir, catalog, thresholds, now, clock, warnings,
-                                   window_end=logical_time or now)
+            run_id = failed_run_id(snapshot_name(job.collection, now))
+            try:
+                if job.collection == "sweep":
+                    base_url = export_base_url or job.export_base_url or DEFAULT_EXPORT_BASE_URL
+                    outcome = _sweep(job, client, base_url, data_dir, catalog, thresholds, now, clock, warnings)
+                else:
+                    outcome = _collect(job, client, data_dir, catalog, thresholds, now, clock, warnings,
+                                       window_end=logical_time or now)
+            except JobError as err:  # preflight failed, key rejected: the run is on record all the same
+                catalog.record_run(run_id, job.collection, _iso(now), err.exit_code, _iso(datetime.now(timezone.utc)))
+                raise
+            if outcome.snapshot is None:
+                catalog.record_run(run_id, job.collection, _iso(now), outcome.exit_code,
+                                   _iso(datetime.now(timezone.utc)))
     if outcome.result.duration_seconds is None:
         outcome.result.duration_seconds = round(time.monotonic() - started_mono, 3)
     return outcome
 
 
 def _preflight(client: TmdbClient, warnings: list[str]) -> dict[int, str]:
-    """One cheap request that checks the credential (401 -> ConfigError) and gets the genre names."""
+    """One cheap request that checks the credential (401 -> ConfigError) and gets the genre names.
+
+    Fail fast: when nothing answers at the base URL (connection refused, DNS, TLS, connect timeout)
+    or what answers is not a JSON API (an HTML page), the run ends here with exit 3, after one
+    request, instead of sending the whole plan into the void. Transient trouble (5xx, 429, timeouts
+    once connected) is retried as usual, and if it persists the run goes on with built-in genre names.
+    """
     try:
-        data = client.get("genre/movie/list", expect=("genres",))
+        data = client.get("genre/movie/list", expect=("genres",), fail_fast=True)
     except AuthError as err:
         raise ConfigError(f"TMDB rejected the credential: {err}") from None
+    except Unreachable as err:
+        raise UpstreamError(f"no TMDB API answered the preflight, nothing collected: GET {err}") from None
     except TmdbError as err:
         warnings.append(f"genre list unavailable, using built-in names: {err}")
         return {}
@@ -474,8 +521,9 @@ def _collect(job: TmdbJob, client: TmdbClient, data_dir: Path, catalog: Catalog,
     warnings.extend(quality_warnings)
     exit_code = decide_exit(len(pages.planned), len(pages.fetched), failed_requests, threshold_failed)
     stats = client.stats.as_dict()
-    if stats["throttled"]:
-        warnings.append(f"TMDB throttled {stats['throttled']} requests (429); they were retried")
+    note = throttle_note(stats, client.policy.max_retries)
+    if note:
+        warnings.append(note)
 
     base = RunResult(job_type="tmdb", succeeded=exit_code == ExitCode.OK, items=quality.items,
                      valid=quality.valid, quality=quality.quality, failed=failed_requests,
@@ -484,8 +532,10 @@ def _collect(job: TmdbJob, client: TmdbClient, data_dir: Path, catalog: Catalog,
         base.error = _summarize_failures("pages", pages.failed, len(pages.planned))
         base.duration_seconds = round(time.monotonic() - started_mono, 3)
         return RunOutcome(base, exit_code)
+    missing = missing_parts(pages, details)
     if exit_code == ExitCode.PARTIAL:
-        base.error = f"{failed_requests} requests failed after retries; the snapshot has holes (see manifest)"
+        base.error = (f"{failed_requests} requests failed; the snapshot has holes (manifest: complete false, "
+                      "missing lists them)")
     elif exit_code == ExitCode.QUALITY:
         base.error = "data quality below the thresholds: " + "; ".join(quality_warnings[:2])
 
@@ -511,6 +561,8 @@ def _collect(job: TmdbJob, client: TmdbClient, data_dir: Path, catalog: Catalog,
         "thresholds": {"minQualityRate": thresholds.min_quality_rate, "minItems": thresholds.min_items},
         "requests": stats,
         "exitCode": int(exit_code),
+        "complete": not missing,
+        "missing": missing,
         "warnings": warnings,
     }
     snapshot = _commit(data_dir, catalog, snapshot_name(job.collection, now), valid, rejected, manifest, extra)
@@ -533,11 +585,15 @@ def _detail_warnings(details: DetailPhase | None, job: TmdbJob) -> list[str]:
     return warnings
 
 
-def _commit(data_dir: Path, catalog: Catalog, name: str, valid: Iterable[dict], rejected: Iterable[dict],
+def _commit(data_dir: Path, catalog: Catalog, name: str, valid: list[dict], rejected: Iterable[dict],
             manifest: dict, extra: dict[str, bytes] | None = None,
             spooled_jsonl: dict[str, Path] | None = None) -> Path:
-    """Write the snapshot atomically, then apply it to the catalog (``Catalog.sync`` redoes the
-    second step if the process dies in between)."""
+    """Write the snapshot (movies.jsonl and the same rows as typed movies.parquet) atomically, then
+    apply it to the catalog (``Catalog.sync`` redoes the second step if the process dies in between)."""
+    parquet, rows = tabular.parquet_bytes(valid)
+    extra = {**(extra or {}), tabular.PARQUET_FILE: parquet}
+    manifest = {**manifest, "schemas": {tabular.PARQUET_FILE: {"name": tabular.SCHEMA_NAME,
+                                                               "version": tabular.SCHEMA_VERSION, "rows": rows}}}
     snapshot = write_snapshot(data_dir, name, valid, rejected, manifest, extra, spooled_jsonl)
     files = (read_manifest(snapshot) or {}).get("files", {})
     log.info("snapshot committed", extra={"snapshot": str(snapshot),
@@ -600,13 +656,15 @@ def _sweep(job: TmdbJob, client: TmdbClient, base_url: str, data_dir: Path, cata
         warnings.extend(quality_warnings)
         exit_code = decide_exit(1, 1, len(details.failed), threshold_failed)
         stats = client.stats.as_dict()
-        if stats["throttled"]:
-            warnings.append(f"TMDB throttled {stats['throttled']} requests (429); they were retried")
+        note = throttle_note(stats, client.policy.max_retries)
+        if note:
+            warnings.append(note)
         result = RunResult(job_type="tmdb", succeeded=exit_code == ExitCode.OK, items=items, valid=export.accepted,
                            quality=quality.quality, failed=len(details.failed), warnings=warnings,
                            exit_code=int(exit_code))
         if exit_code == ExitCode.PARTIAL:
-            result.error = f"{len(details.failed)} detail requests failed after retries (see manifest)"
+            result.error = (f"{len(details.failed)} detail requests failed; the snapshot has holes (manifest: "
+                            "complete false, missing lists them)")
         elif exit_code == ExitCode.QUALITY:
             result.error = "data quality below the thresholds: " + "; ".join(quality_warnings[:2])
         manifest = {
@@ -625,6 +683,8 @@ def _sweep(job: TmdbJob, client: TmdbClient, base_url: str, data_dir: Path, cata
             "thresholds": {"minQualityRate": thresholds.min_quality_rate, "minItems": thresholds.min_items},
             "requests": stats,
             "exitCode": int(exit_code),
+            "complete": not details.failed,
+            "missing": missing_parts(None, details),
             "warnings": warnings,
         }
         snapshot = _commit(data_dir, catalog, name, valid, chain(rejected, read_jsonl(spool / REJECTS)),

@@ -8,12 +8,17 @@ a hidden ``.tmp-*`` sibling, every file fsynced, the manifest (with the sha256
 of every other file) written last, the directory fsynced and then renamed into
 place. A crash leaves at most a ``.tmp-*`` directory, which readers ignore and
 the next run deletes; a directory without a manifest whose hashes match is
-never taken as complete (``is_complete``).
+never taken as committed (``is_committed``). Committed is not the same as
+complete: a run that lost pages or detail requests commits its snapshot with
+``"complete": false`` and the holes listed under ``missing``.
 
 Catalog: ``<data-dir>/catalog.sqlite`` (WAL), the latest state of every movie
-ever seen. A run is applied in one transaction, keyed by its run id, so applying
-it twice changes nothing; a run whose snapshot committed but whose catalog
-update did not (a crash in between) is applied by the next run (``sync``).
+ever seen, and a ``runs`` table with every run's status and exit code (runs
+that committed no snapshot too). A run is applied in one transaction, keyed by
+its run id, so applying it twice changes nothing; a run whose snapshot
+committed but whose catalog update did not (a crash in between) is applied by
+the next run (``sync``). Older catalogs are migrated on open (``PRAGMA
+user_version``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 
 # The harness's directory fsync: the same durability step its atomic writes use.
+from thresher.api.names import ExitCode
 from thresher.jobs.harness import UpstreamError, _fsync_dir
 
 SNAPSHOTS_DIR = "snapshots"
@@ -41,7 +47,9 @@ REJECTS = "rejects.jsonl"
 EXPORT_IDS = "ids.jsonl"
 CATALOG = "catalog.sqlite"
 LOCK = ".tmdb.lock"
-MANIFEST_VERSION = 1
+# 2: "committed" is the commit marker; "complete" says whether the data has holes ("missing").
+MANIFEST_VERSION = 2
+CATALOG_VERSION = 1  # 1: runs.status and runs.exit_code
 
 
 def _write_jsonl(path: Path, records: Iterable[dict]) -> dict:
@@ -122,7 +130,7 @@ def write_snapshot(data_dir: Path, name: str, movies: Iterable[dict], rejects: I
             suffix += 1
             final_name = f"{name}-{suffix}"
         body = {**manifest, "manifestVersion": MANIFEST_VERSION, "runId": final_name, "files": files,
-                "complete": True}
+                "committed": True, "complete": manifest.get("complete", True)}
         _write_file(tmp / MANIFEST, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
         _fsync_dir(tmp)
         os.rename(tmp, root / final_name)
@@ -141,13 +149,17 @@ def read_manifest(snapshot: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def is_complete(snapshot: Path) -> bool:
-    """A committed snapshot: a manifest marked complete whose file hashes all match."""
+def is_committed(snapshot: Path) -> bool:
+    """A committed snapshot: a manifest marked committed whose file hashes all match. (Version 1
+    manifests marked this with ``complete``.) Says nothing about holes in the data: see ``complete``."""
     snapshot = Path(snapshot)
     if snapshot.name.startswith(TMP_PREFIX):
         return False
     manifest = read_manifest(snapshot)
-    if not manifest or manifest.get("complete") is not True or not isinstance(manifest.get("files"), dict):
+    if not manifest or not isinstance(manifest.get("files"), dict):
+        return False
+    marker = "committed" if manifest.get("manifestVersion", 1) >= 2 else "complete"
+    if manifest.get(marker) is not True:
         return False
     for fname, info in manifest["files"].items():
         path = snapshot / fname
@@ -163,9 +175,32 @@ def list_snapshots(data_dir: Path) -> list[Path]:
         return []
     found = []
     for child in root.iterdir():
-        if child.is_dir() and not child.name.startswith(".") and is_complete(child):
+        if child.is_dir() and not child.name.startswith(".") and is_committed(child):
             found.append((read_manifest(child).get("startedAt", ""), child.name, child))
     return [path for _, _, path in sorted(found)]
+
+
+def choose_snapshot(candidates: list[tuple[str, str, str]], day: str, collection: str | None = None) -> str | None:
+    """The newest of ``(name, startedAt, collection)`` that started on ``day`` (UTC, YYYY-MM-DD), of
+    ``collection`` when given; None when there is none."""
+    matching = [(started, name) for name, started, coll in candidates
+                if started[:10] == day and (collection is None or coll == collection)]
+    return max(matching)[1] if matching else None
+
+
+def snapshot_of_day(data_dir: Path, day: str, collection: str | None = None) -> Path:
+    """The committed snapshot ``choose_snapshot`` picks; a ValueError that lists the days there are."""
+    snapshots = list_snapshots(data_dir)
+    candidates = [(p.name, (read_manifest(p) or {}).get("startedAt", ""), (read_manifest(p) or {}).get("collection", ""))
+                  for p in snapshots]
+    name = choose_snapshot(candidates, day, collection)
+    if name is None:
+        days = sorted({started[:10] for _, started, _ in candidates if started})
+        what = f"{collection} snapshot" if collection else "snapshot"
+        listed = ", ".join(days[-5:]) if days else "none"
+        raise ValueError(f"no committed {what} started on {day} in {Path(data_dir) / SNAPSHOTS_DIR} "
+                         f"(days with snapshots: {listed})")
+    return Path(data_dir) / SNAPSHOTS_DIR / name
 
 
 def remove_stale_tmp(data_dir: Path) -> list[str]:
@@ -233,9 +268,25 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at TEXT NOT NULL,
     movies INTEGER NOT NULL,
     movies_sha256 TEXT NOT NULL,
-    applied_at TEXT NOT NULL
+    applied_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'unknown',
+    exit_code INTEGER
 );
 """
+
+
+def run_status(exit_code: int | None) -> str:
+    """A run's status word from its exit code: ok, partial, quality, upstream, config, internal."""
+    try:
+        return ExitCode(exit_code).name.lower()
+    except ValueError:
+        return "unknown"
+
+
+def failed_run_id(name: str) -> str:
+    """The runs-table id of a run that committed no snapshot (never the name of a snapshot directory,
+    so a later run in the same second still gets applied)."""
+    return f"{name}.failed"
 
 # Newer observations win; replaying an older run never regresses a movie.
 _UPSERT = """
@@ -272,6 +323,35 @@ class Catalog:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")  # a committed run survives power loss
         self.conn.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a catalog written by an older version up to CATALOG_VERSION, in one transaction.
+
+        0 -> 1: ``runs`` gains ``status`` and ``exit_code``, filled from each run's snapshot manifest
+        (``exitCode``) where the snapshot is still there, else left 'unknown'.
+        """
+        if self.conn.execute("PRAGMA user_version").fetchone()[0] >= CATALOG_VERSION:
+            return
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in cur.execute("PRAGMA table_info(runs)")}
+            if "status" not in columns:
+                cur.execute("ALTER TABLE runs ADD COLUMN status TEXT NOT NULL DEFAULT 'unknown'")
+            if "exit_code" not in columns:
+                cur.execute("ALTER TABLE runs ADD COLUMN exit_code INTEGER")
+            snapshots = self.path.parent / SNAPSHOTS_DIR
+            for (run_id,) in cur.execute("SELECT run_id FROM runs WHERE exit_code IS NULL").fetchall():
+                code = (read_manifest(snapshots / run_id) or {}).get("exitCode")
+                if isinstance(code, int):
+                    cur.execute("UPDATE runs SET status = ?, exit_code = ? WHERE run_id = ?",
+                                (run_status(code), code, run_id))
+            cur.execute(f"PRAGMA user_version = {CATALOG_VERSION}")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -283,7 +363,8 @@ class Catalog:
         self.close()
 
     def applied_runs(self) -> set[str]:
-        return {row[0] for row in self.conn.execute("SELECT run_id FROM runs")}
+        """Ids of the runs whose snapshot was applied (not those recorded without one)."""
+        return {row[0] for row in self.conn.execute("SELECT run_id FROM runs WHERE movies_sha256 != ''")}
 
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM movies").fetchone()[0]
@@ -300,6 +381,11 @@ class Catalog:
             known.update(row[0] for row in self.conn.execute(f"SELECT id FROM movies WHERE id IN ({marks})", batch))
         return known
 
+    def iter_movies(self) -> Iterator[dict]:
+        """The latest version of every movie, by id."""
+        for (data,) in self.conn.execute("SELECT data FROM movies ORDER BY id"):
+            yield json.loads(data)
+
     def get(self, movie_id: int) -> dict | None:
         row = self.conn.execute("SELECT data, first_seen, last_seen, last_run FROM movies WHERE id = ?",
                                 (movie_id,)).fetchone()
@@ -307,9 +393,23 @@ class Catalog:
             return None
         return {"movie": json.loads(row[0]), "firstSeen": row[1], "lastSeen": row[2], "lastRun": row[3]}
 
+    def runs(self) -> list[dict]:
+        """Every recorded run, oldest first."""
+        rows = self.conn.execute("SELECT run_id, collection, started_at, movies, status, exit_code, applied_at "
+                                 "FROM runs ORDER BY started_at, run_id").fetchall()
+        keys = ("runId", "collection", "startedAt", "movies", "status", "exitCode", "appliedAt")
+        return [dict(zip(keys, row)) for row in rows]
+
+    def record_run(self, run_id: str, collection: str, started_at: str, exit_code: int, applied_at: str) -> None:
+        """Record a run that committed no snapshot (nothing fetched, preflight failed, key rejected)."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO runs (run_id, collection, started_at, movies, movies_sha256, applied_at, "
+            "status, exit_code) VALUES (?, ?, ?, 0, '', ?, ?, ?)",
+            (run_id, collection, started_at, applied_at, run_status(exit_code), int(exit_code)))
+
     def apply(self, run_id: str, collection: str, started_at: str, movies: Iterable[dict],
               movies_sha256: str, applied_at: str, export_ids: Iterable[dict] = (),
-              export_date: str = "") -> bool:
+              export_date: str = "", exit_code: int | None = 0) -> bool:
         """Upsert one run's movies (and a sweep's export ids) in one transaction; False if the run
         was already applied."""
         cur = self.conn.cursor()
@@ -334,8 +434,10 @@ class Catalog:
                     "popularity": entry.get("popularity"), "adult": bool(entry.get("adult")),
                     "video": bool(entry.get("video")), "export_date": export_date, "run": run_id,
                 })
-            cur.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)",
-                        (run_id, collection, started_at, count, movies_sha256, applied_at))
+            cur.execute("INSERT INTO runs (run_id, collection, started_at, movies, movies_sha256, applied_at, "
+                        "status, exit_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (run_id, collection, started_at, count, movies_sha256, applied_at, run_status(exit_code),
+                         exit_code))
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -347,7 +449,7 @@ class Catalog:
         export_ids = read_jsonl(Path(snapshot) / EXPORT_IDS) if EXPORT_IDS in manifest["files"] else ()
         return self.apply(manifest["runId"], manifest.get("collection", "?"), manifest.get("startedAt", ""),
                           read_jsonl(Path(snapshot) / MOVIES), manifest["files"][MOVIES]["sha256"], applied_at,
-                          export_ids, (manifest.get("export") or {}).get("date", ""))
+                          export_ids, (manifest.get("export") or {}).get("date", ""), manifest.get("exitCode"))
 
     def sync(self, data_dir: Path, applied_at: str) -> list[str]:
         """Apply every committed snapshot the catalog has not seen (recovery after a crash)."""
@@ -357,7 +459,7 @@ class Catalog:
         pending = [] if not root.is_dir() else [
             child for child in root.iterdir()
             if child.is_dir() and not child.name.startswith(".") and child.name not in applied
-            and is_complete(child)
+            and is_committed(child)
         ]
         pending.sort(key=lambda p: ((read_manifest(p) or {}).get("startedAt", ""), p.name))
         done = []

@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("refusing to load the shared dev cluster; pick a private --state-dir")
     scenarios = args.scenarios.split(",")
 
-    dev = DevCluster(args.state_dir)
+    dev = DevCluster(args.state_dir, node=False)  # kwok nodes only, whatever THRESHER_DEV_NODE says
     dev.up(log=lambda m: print(f"[cluster] {m}", file=sys.stderr))
     for path in sorted((REPO / "manifests" / "crds").glob("*.yaml")):
         dev.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))

@@ -160,7 +160,7 @@ def test_a_second_cluster_starts_fast_and_down_leaves_nothing(tmp_path):
     own free ports, and `down` leaves no process, port or state behind."""
     from thresher.devcluster.cluster import DevCluster, port_is_free
 
-    dev = DevCluster(tmp_path / "second")
+    dev = DevCluster(tmp_path / "second", node=False)
     dev.binaries(log=lambda m: None)  # building is not part of the start-up budget
     start = time.monotonic()
     try:

@@ -29,7 +29,9 @@ def private_cluster(tmp_path_factory):
     """A control plane of this module's own, stopped and removed at the end."""
     from thresher.devcluster.cluster import DevCluster
 
-    dev = DevCluster(tmp_path_factory.mktemp("faults") / "cluster")
+    # Never the real node (make test sets THRESHER_DEV_NODE=1): these Jobs are for kwok, whose CPU
+    # nodes are tainted in node mode.
+    dev = DevCluster(tmp_path_factory.mktemp("faults") / "cluster", node=False)
     dev.up(log=lambda m: print(f"[private cluster] {m}"))
     for path in sorted(CRD_DIR.glob("*.yaml")):
         dev.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))

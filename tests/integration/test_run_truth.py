@@ -153,3 +153,33 @@ def test_operator_killed_while_runs_are_blocked_picks_them_up_and_records_each_o
         status = status_of(cluster, namespace, name)
         assert len(status["recentRuns"]) == 1 and status["stats"]["runs"] == 1 and not status.get("active")
         assert event_reasons(cluster, namespace, name).count("RunFailed") == 1
+
+
+def test_run_blocked_alert_fires_in_a_real_prometheus_and_clears_after_the_fix(
+        cluster, namespace, operator, priority_class, tmp_path):
+    """ThresherRunBlocked as shipped (manifests/monitoring/thresher-rules.yaml, `for: 1m`) on the
+    real operator's gauge: firing for a run blocked on a missing PriorityClass (startup timeout
+    off, so it stays blocked), resolved once the PriorityClass exists and the run goes on."""
+    from tests.conftest import REPO
+    from tests.helpers.prometheus import running_prometheus
+
+    apply(cluster, namespace, schedule("alerting", priorityClassName=priority_class, startupTimeoutSeconds=0))
+    simulate(cluster, namespace, "alerting", duration="1s")
+    with running_prometheus(tmp_path / "prometheus", targets=[f"127.0.0.1:{operator.metrics_port}"],
+                            rule_files=[REPO / "manifests" / "monitoring" / "thresher-rules.yaml"]) as prom:
+        prom.wait_for_scrape()
+        run_now(cluster, namespace, "alerting")
+        blocked_entry(cluster, namespace, "alerting", "FailedCreate")
+
+        def alert():
+            return next((a for a in prom.alerts() if a["labels"].get("alertname") == "ThresherRunBlocked"
+                         and a["labels"].get("namespace") == namespace), None)
+        firing = eventually(lambda: (a := alert()) and a["state"] == "firing" and a, timeout=120,
+                            message="ThresherRunBlocked firing")
+        assert firing["labels"]["reason"] == "FailedCreate" and firing["labels"]["schedule"] == "alerting"
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(
+            {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": priority_class},
+             "value": 1000}))
+        status = recorded(cluster, namespace, "alerting", timeout=90)  # the Job controller retries with back-off
+        assert status["recentRuns"][0]["outcome"] == "Succeeded"
+        eventually(lambda: alert() is None, timeout=30, message="ThresherRunBlocked resolved")

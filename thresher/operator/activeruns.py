@@ -204,7 +204,10 @@ def _scheduling_cause(pod: dict, pvcs: dict[str, dict], grace: Grace, now: datet
         return None
     if since is not None and (now - since).total_seconds() < grace.unschedulable_seconds:
         return None
+    # v1.34 appends "no new claims to deallocate," (dynamic resource allocation) before the
+    # preemption part, which says nothing about this pod's fit.
     why = (scheduled.get("message") or "").split(" preemption: ")[0].strip()
+    why = why.removesuffix("no new claims to deallocate,").strip()
     unbound = [c for c in _claims(pod) if ((pvcs[c].get("status") or {}).get("phase")) != "Bound"]
     if unbound:
         phase = (pvcs[unbound[0]].get("status") or {}).get("phase") or "Pending"

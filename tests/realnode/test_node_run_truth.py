@@ -1,4 +1,5 @@
-"""Issue 13 on the real node: the table of the issue, one row each, with the real kubelet,
+"""Issue 13 on the real node (named to sort before test_real_node.py, whose last test takes the
+cluster down): the table of the issue, one row each, with the real kubelet,
 containerd and the real operator. Before issue 13 the first four rows showed Ready=True and
 nothing active for 300 s, then TimedOut; now the cause is on the schedule within a minute and
 the run is recorded as FailedToStart by startupTimeoutSeconds + 30 s, or truthfully once the

@@ -2,7 +2,7 @@
 and scheduler write the Events and conditions, ``active_run`` must name the cause.
 
 Pins issue 13: these runs showed nothing on the schedule until timeoutSeconds. The operator is
-not involved (phase 2 wires the classifier in); plain Jobs in a fresh namespace are enough.
+not involved (test_run_truth.py covers the operator); plain Jobs in a fresh namespace are enough.
 """
 
 from __future__ import annotations

@@ -219,8 +219,11 @@ PRINTER_COLUMNS = [
     # A string, not a date: kubectl renders date columns as an age, and a future time as <invalid>.
     {"name": "Next Run", "type": "string", "jsonPath": ".status.nextScheduleTime"},
     {"name": "Failures", "type": "integer", "jsonPath": ".status.consecutiveFailures"},
+    # The oldest unfinished run: Pending, Running or Blocked (and why, in -o wide).
+    {"name": "Run", "type": "string", "jsonPath": ".status.active[0].phase"},
     {"name": "Ready", "type": "string", "priority": 1, "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
     {"name": "Effective", "type": "string", "priority": 1, "jsonPath": ".status.effectiveSchedule"},
+    {"name": "Blocked", "type": "string", "priority": 1, "jsonPath": ".status.active[0].reason"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -20,13 +20,12 @@ are the ones Kubernetes v1.34 writes; each parser names its source:
 - node lifecycle controller: Node ``Ready=Unknown``, reason ``NodeStatusUnknown``,
   ``Kubelet stopped posting node status.``
 
-How the reconciler plugs this in (issue 13 phase 2): for each unfinished Job of a schedule,
-list its Pods (label ``batch.kubernetes.io/job-name``), the Events whose ``involvedObject`` is
-the Job or one of those Pods, the Nodes the Pods are bound to, and the PVCs their volumes
-claim; call ``active_run(...)`` with ``now``; write the entries to ``status.active``,
-``run_blocked_condition`` to the ``RunBlocked`` condition, ``blocked_counts`` to the
-``thresher_schedule_runs_blocked`` gauge, and act on ``startup_verdict``. RBAC: get/list/watch
-on pods, events, nodes (cluster-scoped) and persistentvolumeclaims.
+How the reconciler uses it (docs/architecture.md, "Unfinished Jobs"): for each unfinished Job
+of a schedule it passes the Job's Pods (watched by label), the Events whose ``involvedObject`` is
+the Job or one of those Pods (listed only for a run without a running pod), the Nodes the Pods
+are bound to and the PVCs their volumes claim; the entries become ``status.active``,
+``run_blocked_condition`` the ``RunBlocked`` condition, ``blocked_counts`` the
+``thresher_schedule_runs_blocked`` gauge, and ``startup_verdict`` ends runs blocked too long.
 """
 
 from __future__ import annotations
@@ -40,8 +39,8 @@ from thresher.api.activerun import BLOCKED_REASONS, MAX_ACTIVE_MESSAGE, ActiveRu
 from thresher.api.names import SCHEDULED_TIMESTAMP_ANNOTATION as SCHEDULED_TIMESTAMP
 from thresher.operator.runs import finished_condition, parse_time
 
-# The gauge that reports these entries (registered by the operator's metrics in phase 2; named
-# here so the alert rule, the docs and the metrics have one source).
+# The gauge that reports these entries (registered by the operator's metrics; named here so
+# the alert rule, the docs and the metrics have one source).
 BLOCKED_GAUGE = "thresher_schedule_runs_blocked"
 RUN_BLOCKED_CONDITION = "RunBlocked"
 
@@ -204,7 +203,10 @@ def _scheduling_cause(pod: dict, pvcs: dict[str, dict], grace: Grace, now: datet
         return None
     if since is not None and (now - since).total_seconds() < grace.unschedulable_seconds:
         return None
+    # v1.34 appends "no new claims to deallocate," (dynamic resource allocation) before the
+    # preemption part, which says nothing about this pod's fit.
     why = (scheduled.get("message") or "").split(" preemption: ")[0].strip()
+    why = why.removesuffix("no new claims to deallocate,").strip()
     unbound = [c for c in _claims(pod) if ((pvcs[c].get("status") or {}).get("phase")) != "Bound"]
     if unbound:
         phase = (pvcs[unbound[0]].get("status") or {}).get("phase") or "Pending"

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from thresher.api import cron
 from thresher.api.activerun import ActiveRun
 from thresher.api.names import RECORDED_ANNOTATION, SCHEDULE_LABEL, STARTUP_VERDICT_ANNOTATION
-from thresher.api.schedule import CollectionSchedule, RunRecord, SpecInvalid, parse_schedule
+from thresher.api.schedule import CollectionSchedule, ConditionType, RunRecord, SpecInvalid, parse_schedule
 from thresher.operator import builders, runs
 from thresher.operator.activeruns import Grace, active_run, startup_verdict
 from thresher.operator.caches import Caches, Key, cronjob_needs_check, in_sync_marker, key_of, slim_schedule
@@ -118,14 +118,7 @@ class Reconciler:
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         self.record_deferred(namespace, name)
-        parsed = parse_schedule(body)
-        # A missing prerequisite is looked at again until it exists (then the condition clears).
-        missing = None
-        if not isinstance(parsed, SpecInvalid) and any(
-                c.type == "PrerequisitesMissing" and c.status == "True" for c in (parsed.status.conditions
-                                                                                  if parsed.status else [])):
-            missing = self.missing_prerequisites(parsed)
-        self.refresh(body, parsed, missing=missing)
+        self.refresh(body)
 
     def refresh_active(self, namespace: str, name: str) -> None:
         """Refresh a schedule as last watched because one of its runs changed (a Pod or Job
@@ -147,6 +140,9 @@ class Reconciler:
         parsed = parsed or parse_schedule(body)
         if isinstance(parsed, SpecInvalid):
             return
+        if missing is None and parsed.status is not None and any(
+                c.type == ConditionType.PREREQUISITES_MISSING and c.status == "True" for c in parsed.status.conditions):
+            missing = self.missing_prerequisites(parsed)  # looked at again until it exists, then clears
         cronjob = cronjob or self._cronjob_for(body, parsed)
         active = self.active_runs(key_of(body))
         schedule, desired = self._write_status(

@@ -212,6 +212,17 @@ def test_unschedulable_is_pending_within_the_grace_and_blocked_after_with_the_sc
     assert entry.blocked_since == T0 + timedelta(seconds=2)
 
 
+def test_the_dra_note_of_v1_34_is_not_part_of_the_reason():
+    """Seen on the control plane: the scheduler's message ends in "no new claims to deallocate,"
+    before the preemption part; the entry ended in that dangling note."""
+    message = ("0/3 nodes are available: 1 Insufficient nvidia.com/gpu, 2 node(s) didn't match Pod's node "
+               "affinity/selector. no new claims to deallocate, preemption: 0/3 nodes are available: "
+               "3 Preemption is not helpful for scheduling.")
+    entry = classify([pod(node=None, conditions=unschedulable(message, since=2))], at=62)
+    assert entry.message == ("no node can run the pod: 0/3 nodes are available: 1 Insufficient nvidia.com/gpu, "
+                             "2 node(s) didn't match Pod's node affinity/selector.")
+
+
 def test_a_missing_pvc_blocks_at_once():
     message = ('0/3 nodes are available: persistentvolumeclaim "drone-data" not found. preemption: 0/3 nodes are '
                "available: 3 Preemption is not helpful for scheduling.")

@@ -186,7 +186,7 @@ def test_short_name_category_columns_and_explain(cluster, crd, namespace):
     explained = cluster.kubectl("explain", "collectionschedule.spec.schedule").stdout
     assert "H(a-b)" in explained
     explained = cluster.kubectl("explain", "csched.status.conditions").stdout
-    assert "Ready, Stale and Failing" in explained
+    assert "Ready, Stale, Failing, RunBlocked and PrerequisitesMissing" in explained
 
 
 def test_status_written_from_the_models_is_kept_whole(cluster, crd, namespace):

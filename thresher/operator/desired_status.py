@@ -41,6 +41,7 @@ from thresher.api.schedule import (
     RunStats,
     SpecInvalid,
 )
+from thresher.api.timing import ScheduleTimes
 from thresher.operator.activeruns import blocked_counts, run_blocked_condition
 from thresher.operator.runs import SUCCEEDED, format_time, parse_time
 
@@ -78,6 +79,8 @@ class Observed:
     # What the spec names and does not exist, one line each; None: not checked this pass (the
     # PrerequisitesMissing condition stays as it is).
     missing: Sequence[str] | None = None
+    # The due time of a Job the operator just created for an interval it fires (lastScheduleTime).
+    fired: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class ScheduleState:
     cron: str
     time_zone: str
     blocked: Mapping[str, int] = field(default_factory=dict)  # blocked active runs per reason
+    # spec.alerting.labels as thresher_schedule_info carries them, in alerting_labels.INFO_LABELS order.
+    info_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,11 +163,17 @@ def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observ
     status, new = fold_runs(current, observed.finished)
     effective = spec.effective_schedule(meta.namespace, meta.name)
     zone = spec.time_zone or "UTC"
-    next_run = None if spec.suspend else _utc(times.next_run(effective, spec.time_zone, now))
+    schedule_times = spec.times(meta.namespace, meta.name)
+    if schedule_times.every is None:  # cron: memoised (the backward search is most of a refresh's CPU)
+        upcoming, interval = times.next_run(effective, spec.time_zone, now), \
+            times.expected_interval(effective, spec.time_zone, now)
+    else:  # an interval: arithmetic, nothing to save
+        upcoming, interval = schedule_times.next_run(now), schedule_times.expected_interval(now)
+    next_run = None if spec.suspend else _utc(upcoming)
     cj_status = (observed.cronjob or {}).get("status") or {}
     generation = meta.generation
 
-    stale, stale_message = _staleness(parsed, effective, status.last_successful_time, now)
+    stale, stale_message = _staleness(parsed, schedule_times, status.last_successful_time, now)
     failures, threshold = status.consecutive_failures, spec.alerting.consecutive_failure_threshold
     failing = failures >= threshold
     conditions = set_condition(status.conditions, ConditionType.READY, True, "CronJobReady",
@@ -192,13 +203,15 @@ def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observ
     }
     if observed.cronjob is not None:
         update["cron_job_ref"] = CronJobRef(name=observed.cronjob["metadata"]["name"])
-    last_scheduled = parse_time(cj_status.get("lastScheduleTime"))
-    if last_scheduled is not None:
+    # The newest due time whose Job exists: the CronJob controller's, or one the operator fired.
+    last_scheduled = max(filter(None, (parse_time(cj_status.get("lastScheduleTime")), observed.fired)),
+                         default=None)
+    if last_scheduled is not None and (status.last_schedule_time is None
+                                       or last_scheduled > status.last_schedule_time):
         update["last_schedule_time"] = _utc(last_scheduled)
     status = status.model_copy(update=update)
 
-    interval = times.expected_interval(effective, spec.time_zone, now)
-    active = len(cj_status.get("active") or [])
+    active = len(cj_status.get("active") or []) if not schedule_times.fired_by_operator else len(entries)
     state = ScheduleState(
         namespace=meta.namespace, schedule=meta.name, job_type=spec.job.kind, suspended=spec.suspend,
         next_run=_ts(status.next_schedule_time), last_run=_ts(status.last_schedule_time),
@@ -210,6 +223,7 @@ def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observ
         oldest_active_start=min(observed.running_since, default=None) if active else None,
         expected_duration_seconds=float(spec.timeout_seconds) if spec.timeout_seconds else None,
         cron=effective, time_zone=zone, blocked=blocked_counts(entries),
+        info_labels=tuple(spec.alerting.labels.info_labels().values()),
     )
     return status, new, state
 
@@ -220,13 +234,13 @@ def _active_order(entry: ActiveRun) -> tuple[str, str]:
     return (when.isoformat() if when else "", entry.name)
 
 
-def _staleness(parsed: CollectionSchedule, effective: str, last_success: datetime | None,
+def _staleness(parsed: CollectionSchedule, schedule_times: ScheduleTimes, last_success: datetime | None,
                now: datetime) -> tuple[bool, str]:
     spec = parsed.spec
     if spec.suspend:
         return False, "suspended: no runs are expected"
     created = parsed.metadata.creation_timestamp or now
-    stale = cron.is_stale(last_success, created, effective, spec.time_zone, spec.stale_grace(), now)
+    stale = schedule_times.is_stale(last_success, created, spec.stale_grace(), now)
     since = "since creation" if last_success is None else f"since {format_time(last_success)}"
     return stale, (f"no successful run {since}" if stale else "last success within the expected interval")
 

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from thresher.api import cron
 from thresher.api.activerun import ActiveRun
 from thresher.api.names import RECORDED_ANNOTATION, SCHEDULE_LABEL, STARTUP_VERDICT_ANNOTATION
 from thresher.api.schedule import CollectionSchedule, RunRecord, SpecInvalid, parse_schedule
@@ -387,8 +386,7 @@ class Reconciler:
                  or runs.parse_time(meta.get("creationTimestamp")))
         if since is None:
             return []
-        effective = parsed.spec.effective_schedule(meta["namespace"], meta["name"])
-        return cron.missed_runs(effective, parsed.spec.time_zone, since, now - slack, limit=10)
+        return parsed.spec.times(meta["namespace"], meta["name"]).missed_runs(since, now - slack, limit=10)
 
     # --- status writes ----------------------------------------------------------------
 

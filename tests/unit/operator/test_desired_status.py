@@ -197,3 +197,20 @@ def test_recording_a_run_reads_then_writes_once_per_attempt():
     kube.calls.clear()
     assert rec.record_job(finished_job("s-2")) is None
     assert "patch_status" not in kube.calls
+
+
+def test_an_interval_fired_by_the_operator_reports_its_next_due_time_and_the_fired_one():
+    """Issue 17: next run and lastScheduleTime come from the interval (the template CronJob never fires)."""
+    current = body(schedule="@every 90m", intervalAnchor="2026-11-22T00:00:00Z")
+    template = {"metadata": {"name": "s", "namespace": "ns", "uid": "cj"}, "status": {}}
+    first = desired(current, cronjob=template)
+    assert first.status.next_schedule_time == datetime(2026, 11, 22, 13, 30, tzinfo=timezone.utc)
+    assert first.status.last_schedule_time is None
+    fired = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+    second = desired(current, cronjob=template, fired=fired)
+    assert second.patch["lastScheduleTime"] == "2026-11-22T12:00:00Z"
+    assert second.state.stale_after_seconds == 90 * 60 + 3600
+    # An older fired time (a late event of an earlier fire) never moves it back.
+    written = body(status={"lastScheduleTime": "2026-11-22T12:00:00Z"}, schedule="@every 90m",
+                   intervalAnchor="2026-11-22T00:00:00Z")
+    assert "lastScheduleTime" not in desired(written, cronjob=template, fired=fired - timedelta(minutes=90)).patch

@@ -16,13 +16,16 @@ from datetime import datetime, timedelta, timezone
 
 from thresher.api.activerun import ActiveRun
 from thresher.api.names import RECORDED_ANNOTATION, SCHEDULE_LABEL, STARTUP_VERDICT_ANNOTATION
+from thresher.api.runnames import scheduled_job_name
 from thresher.api.schedule import CollectionSchedule, RunRecord, SpecInvalid, parse_schedule
 from thresher.operator import builders, runs
 from thresher.operator.activeruns import Grace, active_run, startup_verdict
 from thresher.operator.caches import Caches, Key, cronjob_needs_check, in_sync_marker, key_of, slim_schedule
 from thresher.operator.desired_status import Desired, Observed, desired_status
+from thresher.operator.firing import fire_step
 from thresher.operator.kube import Kube, is_conflict
 from thresher.operator.metrics import OperatorMetrics
+from thresher.operator.runjobs import run_job
 
 log = logging.getLogger("thresher.operator")
 
@@ -147,10 +150,11 @@ class Reconciler:
         if isinstance(parsed, SpecInvalid):
             return
         cronjob = cronjob or self._cronjob_for(body, parsed)
+        fired = self.fire_due(body, parsed)
         active = self.active_runs(key_of(body))
         schedule, desired = self._write_status(
             body, lambda cur: self._desired(cur, parsed if cur is body else parse_schedule(cur), cronjob,
-                                            active=active, missing=missing),
+                                            active=active, missing=missing, fired=fired),
             current=body)
         if schedule is not None and desired is not None:
             self._after_write(schedule, desired)
@@ -171,12 +175,12 @@ class Reconciler:
         return cronjob
 
     def _desired(self, current: dict, parsed: CollectionSchedule | SpecInvalid, cronjob: dict | None = None,
-                 finished: tuple = (), active: tuple[ActiveRun, ...] = (), missing: list[str] | None = None
-                 ) -> Desired:
+                 finished: tuple = (), active: tuple[ActiveRun, ...] = (), missing: list[str] | None = None,
+                 fired: datetime | None = None) -> Desired:
         """The pure step, fed from what this process observed (its caches) at the clock's now."""
         observed = Observed(cronjob=cronjob, finished=finished,
                             running_since=self.caches.running_since(key_of(current)), active=active,
-                            missing=missing)
+                            missing=missing, fired=fired)
         return desired_status(current, parsed, observed, self.clock(), self.caches.fire_times)
 
     # --- unfinished Jobs -> status.active ---------------------------------------------
@@ -259,6 +263,37 @@ class Reconciler:
         self._stop_blocked(schedule, desired)
         if desired.state is not None:
             self.metrics.set_schedule_state(desired.state)
+
+    # --- runs the operator fires: intervals no cron repeats (issue 17) ------------------
+
+    def fire_due(self, body: dict, parsed: CollectionSchedule) -> datetime | None:
+        """Create the Job of the interval's newest due time not yet fired (``firing.fire_step``)
+        and return that due time for status.lastScheduleTime, which is written only after the Job
+        exists; ask for a look again at the next due time. None for every other schedule."""
+        meta, spec, now = parsed.metadata, parsed.spec, self.clock()
+        times = spec.times(meta.namespace, meta.name)
+        if not times.fired_by_operator:
+            return None
+        key = (meta.namespace, meta.name)
+        status = parsed.status
+        step = fire_step(times, meta.name, status.last_schedule_time if status else None,
+                         meta.creation_timestamp or now, now, suspended=spec.suspend,
+                         starting_deadline_seconds=spec.starting_deadline_seconds,
+                         concurrency_policy=spec.concurrency_policy, unfinished=set(self.caches.jobs.get(key) or {}))
+        if step.recheck is not None:
+            self.caches.soon[key] = min(step.recheck, self.caches.soon.get(key, step.recheck))
+        if step.fire is None:
+            return None
+        cronjob = self.kube.get_cronjob(*key)  # the whole template (the cache keeps its status only)
+        if cronjob is None:
+            return None  # put back by this refresh; the next one fires
+        for name in step.stop:  # concurrencyPolicy Replace: the new run replaces the unfinished ones
+            self.kube.stop_job(meta.namespace, name, {})
+        job = run_job(cronjob, scheduled_job_name(meta.name, step.fire), {}, step.fire)
+        created = self.kube.create_job(job)
+        log.info("interval run", extra={"schedule": _name(body), "job": job["metadata"]["name"],
+                                        "job_created": created, "missed": step.missed})
+        return step.fire
 
     # --- run now --------------------------------------------------------------------
 

@@ -1,0 +1,69 @@
+"""The operator's own firing of intervals no cron repeats (issue 17): pure, the clock a parameter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from thresher.api.runnames import scheduled_job_name
+from thresher.api.timing import ScheduleTimes
+from thresher.operator.firing import FORBID_RECHECK, fire_step
+
+TIMES = ScheduleTimes.of("@every 7m", None, "2026-11-22T12:00:00Z")  # due 12:00, 12:07, 12:14, ...
+CREATED = datetime(2026, 11, 22, 11, 58, tzinfo=UTC)
+DUE = datetime(2026, 11, 22, 12, 7, tzinfo=UTC)
+
+
+def step(now, last=None, unfinished=(), policy="Forbid", deadline=None, suspended=False, times=TIMES):
+    return fire_step(times, "s", last, CREATED, now, suspended=suspended, starting_deadline_seconds=deadline,
+                     concurrency_policy=policy, unfinished=set(unfinished))
+
+
+def test_a_due_time_fires_once_and_the_next_one_is_looked_at_on_time():
+    """Nothing before the due time; at it, exactly that due time; once written to status, nothing again."""
+    before = step(DUE - timedelta(seconds=1), last=DUE - timedelta(minutes=7))
+    assert before.fire is None and before.recheck == DUE
+    at = step(DUE, last=DUE - timedelta(minutes=7))
+    assert at.fire == DUE and at.recheck == DUE + timedelta(minutes=7)
+    assert step(DUE + timedelta(seconds=30), last=DUE).fire is None
+
+
+def test_a_restart_after_missed_due_times_fires_only_the_newest_and_counts_the_rest():
+    """Issue 17: an operator down over two due times must neither skip the newest nor double any."""
+    now = DUE + timedelta(minutes=7, seconds=20)  # 12:14:20, last fired 12:00
+    restarted = step(now, last=DUE - timedelta(minutes=7))
+    assert restarted.fire == DUE + timedelta(minutes=7) and restarted.missed == 1
+
+
+def test_the_starting_deadline_skips_a_run_seen_too_late():
+    late = step(DUE + timedelta(seconds=90), last=DUE - timedelta(minutes=7), deadline=60)
+    assert late.fire is None and late.missed == 1 and late.recheck == DUE + timedelta(minutes=7)
+
+
+def test_concurrency_policy_against_unfinished_runs():
+    last = DUE - timedelta(minutes=7)
+    other = scheduled_job_name("s", last)
+    held = step(DUE, last=last, unfinished=[other])
+    assert held.fire is None and held.recheck == DUE + FORBID_RECHECK
+    assert step(DUE, last=last, unfinished=[other], policy="Allow").fire == DUE
+    replaced = step(DUE, last=last, unfinished=[other], policy="Replace")
+    assert replaced.fire == DUE and replaced.stop == (other,)
+
+
+def test_the_due_times_own_job_unfinished_means_fired_not_forbidden():
+    """A status write lost after the create: Forbid must not hold the run back behind itself."""
+    again = step(DUE + timedelta(seconds=5), last=DUE - timedelta(minutes=7), unfinished=[scheduled_job_name("s", DUE)])
+    assert again.fire == DUE and again.stop == ()
+
+
+def test_suspended_and_cron_schedules_are_left_to_the_cronjob():
+    assert step(DUE, suspended=True).fire is None and step(DUE, suspended=True).recheck is None
+    mapped = ScheduleTimes.of("@every 15m", None)
+    assert step(DUE, times=mapped).fire is None and step(DUE, times=mapped).recheck is None
+    assert step(DUE, times=ScheduleTimes.of("*/7 * * * *", None)).fire is None
+
+
+def test_before_the_first_run_due_times_count_from_creation():
+    """Due times before the schedule existed are not owed (12:00 is before 11:58 + nothing)."""
+    first = step(datetime(2026, 11, 22, 11, 59, tzinfo=UTC))
+    assert first.fire is None and first.recheck == datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    assert step(datetime(2026, 11, 22, 12, 0, 3, tzinfo=UTC)).fire == datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

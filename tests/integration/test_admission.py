@@ -58,7 +58,9 @@ SECRET = {"secretKeyRef": {"name": "s", "key": "k"}}
 
 # (id, manifest, text the rejection must contain)
 INVALID = [
-    ("no-schedule", manifest(drop=("schedule",)), "spec.schedule: Required value"),
+    ("no-schedule", manifest(drop=("schedule",)),
+     "set schedule (cron or @every), runAt (one run at that time), or both"),
+    ("run-at-no-offset", manifest({"runAt": "2026-05-01T06:00:00"}), "spec.runAt in body must be of type date-time"),
     ("no-job", manifest(drop=("job",)), "spec.job: Required value"),
     ("empty-job", manifest({"job": {}}), "job must set exactly one of tmdb, drone or container"),
     ("two-jobs", manifest({"job": {"container": {"image": "a"}, "tmdb": TMDB}}),

@@ -321,12 +321,14 @@ class CollectionScheduleSpec(_Spec):
         _rule("!has(self.job.drone) || !has(self.job.drone.backend) || self.job.drone.backend != 'cuda' "
               "|| (has(self.resources) && has(self.resources.gpus) && self.resources.gpus >= 1)",
               "job.drone.backend cuda needs resources.gpus >= 1", ".resources"),
-        _rule("!has(self.intervalAnchor) || self.schedule.trim().startsWith('@every')",
+        _rule("!has(self.intervalAnchor) || (has(self.schedule) && self.schedule.trim().startsWith('@every'))",
               "intervalAnchor needs an @every schedule (a cron expression has its own phase)", ".intervalAnchor"),
+        _rule("has(self.schedule) || has(self.runAt)",
+              "set schedule (cron or @every), runAt (one run at that time), or both"),
     ))
 
-    schedule: str = Field(
-        min_length=1, max_length=256,
+    schedule: str | None = Field(
+        default=None, min_length=1, max_length=256,
         json_schema_extra=_rules(
             _rule("!self.contains('TZ=')",
                   "schedule must not contain CRON_TZ= or TZ=; set spec.timeZone instead"),
@@ -344,7 +346,12 @@ class CollectionScheduleSpec(_Spec):
         "interval, '@every 90m' (h, m and s units adding up to whole minutes, at least 1 minute), elapsed "
         "time from intervalAnchor. Minute and hour may use H, H(a-b), H/n or H(a-b)/n: a value fixed per "
         "schedule from a hash of namespace/name, which spreads many schedules over time (jitter). "
-        "Evaluated in timeZone.")
+        "Evaluated in timeZone. Unset: only the runAt run.")
+    run_at: Timestamp | None = Field(
+        default=None, alias="runAt",
+        description="One run at this time (RFC 3339 with an offset, on a whole minute), beside the schedule's "
+        "own runs or instead of them; it fires once. `thresher run NAME --at TIME` sets it (and refuses a time "
+        "further in the past than startingDeadlineSeconds, or 5 minutes without one).")
     interval_anchor: str | None = Field(
         default=None, alias="intervalAnchor", max_length=64,
         pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?(Z|z|[+-][0-9]{2}:[0-9]{2})?$",
@@ -406,8 +413,8 @@ class CollectionScheduleSpec(_Spec):
 
     @field_validator("schedule")
     @classmethod
-    def _valid_schedule(cls, value: str) -> str:
-        if interval.is_interval(value):
+    def _valid_schedule(cls, value: str | None) -> str | None:
+        if value is None or interval.is_interval(value):
             return value  # checked with its anchor and zone in _valid_interval
         problem = cron.validate_schedule(value)
         if problem is not None:
@@ -428,6 +435,14 @@ class CollectionScheduleSpec(_Spec):
         return value
 
     @model_validator(mode="after")
+    def _something_to_run(self) -> CollectionScheduleSpec:
+        if self.schedule is None and self.run_at is None:
+            raise ValueError("set schedule (cron or @every), runAt (one run at that time), or both")
+        if self.run_at is not None and self.run_at.second:
+            raise ValueError("runAt must be on a whole minute (runs start on whole minutes)")
+        return self
+
+    @model_validator(mode="after")
     def _valid_interval(self) -> CollectionScheduleSpec:
         if interval.is_interval(self.schedule):
             problem = interval.validate_interval(self.schedule, self.interval_anchor, self.time_zone)
@@ -443,16 +458,22 @@ class CollectionScheduleSpec(_Spec):
             raise ValueError("job.drone.backend cuda needs resources.gpus >= 1")
         return self
 
-    def effective_schedule(self, namespace: str, name: str) -> str:
-        """H terms resolved from ``namespace/name``; an interval with its spaces normalised."""
+    def effective_schedule(self, namespace: str, name: str) -> str | None:
+        """H terms resolved from ``namespace/name``; an interval with its spaces normalised; None
+        without a schedule (only runAt)."""
+        if self.schedule is None:
+            return None
         if interval.is_interval(self.schedule):
             return " ".join(self.schedule.split())
         return cron.resolve_hashed(self.schedule, seed=f"{namespace}/{name}")
 
-    def times(self, namespace: str, name: str) -> ScheduleTimes:
-        """The fire times of the schedule, cron or interval alike (raises only for a spec that
-        bypassed validation)."""
-        return ScheduleTimes.of(self.effective_schedule(namespace, name), self.time_zone, self.interval_anchor)
+    def times(self, namespace: str, name: str) -> ScheduleTimes | None:
+        """The fire times of the schedule, cron or interval alike; None without a schedule (raises
+        only for a spec that bypassed validation)."""
+        effective = self.effective_schedule(namespace, name)
+        if effective is None:
+            return None
+        return ScheduleTimes.of(effective, self.time_zone, self.interval_anchor)
 
     def stale_grace(self) -> timedelta:
         """Grace beyond a due run before the schedule is stale (see Alerting.staleAfterSeconds)."""

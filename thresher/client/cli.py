@@ -74,11 +74,18 @@ def run(
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1,
                                             help="With --wait: give up (exit 1) after this many seconds."),
     interval: float = typer.Option(2.0, "--interval", min=0.1, hidden=True, help="Seconds between polls."),
+    at: Optional[str] = typer.Option(None, "--at", help="Instead of now: one run at this RFC 3339 time with an "
+                                     "offset, on a whole minute (sets spec.runAt); prints the Job it will have."),
 ):
     """Start a run now and print its Job (the operator creates it from the thresher.dev/run-now annotation)."""
     from thresher.api.names import RUN_NOW_ANNOTATION
     from thresher.operator.builders import manual_job_name
 
+    if at is not None:
+        if wait:
+            _fail("--wait follows a run started now; with --at, follow it later with thresher status")
+        _run_at(name, namespace, at)
+        return
     with _cluster(namespace) as (conn, ns):
         body = _require(conn, ns, name)
         token = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -96,6 +103,26 @@ def run(
         typer.echo(f"job.batch/{job_name}")
         if wait:
             _follow(conn, ns, name, job_name, timeout, interval)
+
+
+def _run_at(name: str, namespace: str | None, at: str) -> None:
+    """``thresher run NAME --at TIME``: validated here (CEL has no clock), then spec.runAt."""
+    from thresher.api.oneoff import parse_run_at, validate_run_at
+    from thresher.api.runnames import format_logical_time, scheduled_job_name
+
+    try:
+        run_at = parse_run_at(at)
+    except ValueError as err:
+        _fail(str(err))
+    with _cluster(namespace) as (conn, ns):
+        body = _require(conn, ns, name)
+        problem = validate_run_at(run_at, datetime.now(timezone.utc),
+                                  (body.get("spec") or {}).get("startingDeadlineSeconds"))
+        if problem is not None:
+            _fail(problem)
+        conn.kube.patch_schedule(ns, name, {"spec": {"runAt": format_logical_time(run_at)}})
+        typer.echo(f"collectionschedule {ns}/{name}: one run at {format_logical_time(run_at)}", err=True)
+        typer.echo(f"job.batch/{scheduled_job_name(name, run_at)}")
 
 
 def _follow(conn: Connection, ns: str, name: str, job_name: str, timeout: float | None, interval: float) -> None:

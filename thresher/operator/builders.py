@@ -23,6 +23,7 @@ from thresher.api.names import (
     ExitCode,
 )
 from thresher.api.schedule import CollectionSchedule, CollectionScheduleSpec
+from thresher.api.timing import TEMPLATE_SCHEDULE, CronJobTiming
 from thresher.operator.runjobs import run_job
 
 CONTAINER_NAME = "job"
@@ -206,7 +207,9 @@ def build_cronjob(schedule: dict, parsed: CollectionSchedule, images: JobImages)
     spec = parsed.spec
     # An interval no cron expression repeats keeps the CronJob as a suspended run template: the
     # operator creates its Jobs at the due times (docs/architecture.md, who fires which runs).
-    timing = spec.times(namespace, name).cronjob()
+    times = spec.times(namespace, name)
+    # Without a schedule (only runAt) the CronJob is the template of that one run.
+    timing = times.cronjob() if times is not None else CronJobTiming(TEMPLATE_SCHEDULE, "UTC", True)
     cron_spec: dict = {
         "schedule": timing.schedule,
         "suspend": spec.suspend or timing.suspend_for_template,

@@ -164,11 +164,15 @@ def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observ
     effective = spec.effective_schedule(meta.namespace, meta.name)
     zone = spec.time_zone or "UTC"
     schedule_times = spec.times(meta.namespace, meta.name)
-    if schedule_times.every is None:  # cron: memoised (the backward search is most of a refresh's CPU)
+    if schedule_times is None:  # only runAt: no recurring runs
+        upcoming, interval = None, None
+    elif schedule_times.every is None:  # cron: memoised (the backward search is most of a refresh's CPU)
         upcoming, interval = times.next_run(effective, spec.time_zone, now), \
             times.expected_interval(effective, spec.time_zone, now)
     else:  # an interval: arithmetic, nothing to save
         upcoming, interval = schedule_times.next_run(now), schedule_times.expected_interval(now)
+    if spec.run_at is not None and spec.run_at > now:  # the one-off run is the next one until it fired
+        upcoming = min(filter(None, (upcoming, spec.run_at)))
     next_run = None if spec.suspend else _utc(upcoming)
     cj_status = (observed.cronjob or {}).get("status") or {}
     generation = meta.generation
@@ -176,8 +180,10 @@ def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observ
     stale, stale_message = _staleness(parsed, schedule_times, status.last_successful_time, now)
     failures, threshold = status.consecutive_failures, spec.alerting.consecutive_failure_threshold
     failing = failures >= threshold
+    runs_what = (f"runs {effective!r} in {zone}" if effective is not None
+                 else f"holds the template of the one run at {format_time(spec.run_at)}")
     conditions = set_condition(status.conditions, ConditionType.READY, True, "CronJobReady",
-                               f"CronJob {meta.name} runs {effective!r} in {zone}", now, generation)
+                               f"CronJob {meta.name} {runs_what}", now, generation)
     conditions = set_condition(conditions, ConditionType.STALE, stale,
                                "NoRecentSuccess" if stale else ("Suspended" if spec.suspend else "Fresh"),
                                stale_message, now, generation)
@@ -211,7 +217,8 @@ def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observ
         update["last_schedule_time"] = _utc(last_scheduled)
     status = status.model_copy(update=update)
 
-    active = len(cj_status.get("active") or []) if not schedule_times.fired_by_operator else len(entries)
+    by_cronjob = schedule_times is not None and not schedule_times.fired_by_operator
+    active = len(cj_status.get("active") or []) if by_cronjob else len(entries)
     state = ScheduleState(
         namespace=meta.namespace, schedule=meta.name, job_type=spec.job.kind, suspended=spec.suspend,
         next_run=_ts(status.next_schedule_time), last_run=_ts(status.last_schedule_time),
@@ -222,7 +229,7 @@ def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observ
         active_runs=active,
         oldest_active_start=min(observed.running_since, default=None) if active else None,
         expected_duration_seconds=float(spec.timeout_seconds) if spec.timeout_seconds else None,
-        cron=effective, time_zone=zone, blocked=blocked_counts(entries),
+        cron=effective or "", time_zone=zone, blocked=blocked_counts(entries),
         info_labels=tuple(spec.alerting.labels.info_labels().values()),
     )
     return status, new, state
@@ -234,11 +241,13 @@ def _active_order(entry: ActiveRun) -> tuple[str, str]:
     return (when.isoformat() if when else "", entry.name)
 
 
-def _staleness(parsed: CollectionSchedule, schedule_times: ScheduleTimes, last_success: datetime | None,
+def _staleness(parsed: CollectionSchedule, schedule_times: ScheduleTimes | None, last_success: datetime | None,
                now: datetime) -> tuple[bool, str]:
     spec = parsed.spec
     if spec.suspend:
         return False, "suspended: no runs are expected"
+    if schedule_times is None:
+        return False, "a one-off schedule (runAt only): no recurring runs are expected"
     created = parsed.metadata.creation_timestamp or now
     stale = schedule_times.is_stale(last_success, created, spec.stale_grace(), now)
     since = "since creation" if last_success is None else f"since {format_time(last_success)}"

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from thresher.api import interval
+from thresher.api.oneoff import one_off_state
 from thresher.api.runnames import scheduled_job_name
 from thresher.api.timing import ScheduleTimes
 
@@ -61,3 +62,23 @@ def fire_step(times: ScheduleTimes, name: str, last_fired: datetime | None, crea
     if concurrency_policy == "Replace":
         return FireStep(fire=decision.fire, stop=others, recheck=decision.next_due, missed=decision.missed)
     return FireStep(fire=None, recheck=min(decision.next_due, now + FORBID_RECHECK), missed=decision.missed)
+
+
+def run_at_step(run_at: datetime | None, name: str, known_jobs: Collection[str], now: datetime, *,
+                suspended: bool, starting_deadline_seconds: int | None) -> FireStep:
+    """The one run of ``spec.runAt``: fire it when due, once (``oneoff.one_off_state``).
+
+    ``known_jobs``: the names of the schedule's Jobs that exist or are recorded in status; the
+    run is done once its Job (named for ``run_at``) is among them. A cron or interval run due at
+    the same minute has that very name: it is the same run. Seen after the starting deadline: not
+    fired (the CronJob controller's rule), and nothing to look at again.
+    """
+    if run_at is None or suspended:
+        return FireStep(fire=None)
+    done = [run_at] if scheduled_job_name(name, run_at) in known_jobs else []
+    state = one_off_state(run_at, done, now, starting_deadline_seconds)
+    if state == "Waiting":
+        return FireStep(fire=None, recheck=run_at)
+    if state == "Due":
+        return FireStep(fire=run_at)
+    return FireStep(fire=None, missed=int(state == "Expired"))

@@ -22,7 +22,7 @@ from thresher.operator import builders, runs
 from thresher.operator.activeruns import Grace, active_run, startup_verdict
 from thresher.operator.caches import Caches, Key, cronjob_needs_check, in_sync_marker, key_of, slim_schedule
 from thresher.operator.desired_status import Desired, Observed, desired_status
-from thresher.operator.firing import fire_step
+from thresher.operator.firing import FireStep, fire_step, run_at_step
 from thresher.operator.kube import Kube, is_conflict
 from thresher.operator.metrics import OperatorMetrics
 from thresher.operator.runjobs import run_job
@@ -267,33 +267,47 @@ class Reconciler:
     # --- runs the operator fires: intervals no cron repeats (issue 17) ------------------
 
     def fire_due(self, body: dict, parsed: CollectionSchedule) -> datetime | None:
-        """Create the Job of the interval's newest due time not yet fired (``firing.fire_step``)
-        and return that due time for status.lastScheduleTime, which is written only after the Job
-        exists; ask for a look again at the next due time. None for every other schedule."""
+        """Create the Jobs of the runs the operator fires itself: the newest due time not yet fired
+        of an interval no cron repeats (``firing.fire_step``), and the ``runAt`` run
+        (``firing.run_at_step``). Returns the newest due time whose Job now exists, for
+        status.lastScheduleTime, which is written only after the Job; asks for a look again at the
+        next due time. None when nothing fired."""
         meta, spec, now = parsed.metadata, parsed.spec, self.clock()
-        times = spec.times(meta.namespace, meta.name)
-        if not times.fired_by_operator:
-            return None
         key = (meta.namespace, meta.name)
+        times = spec.times(meta.namespace, meta.name)
         status = parsed.status
-        step = fire_step(times, meta.name, status.last_schedule_time if status else None,
-                         meta.creation_timestamp or now, now, suspended=spec.suspend,
-                         starting_deadline_seconds=spec.starting_deadline_seconds,
-                         concurrency_policy=spec.concurrency_policy, unfinished=set(self.caches.jobs.get(key) or {}))
-        if step.recheck is not None:
-            self.caches.soon[key] = min(step.recheck, self.caches.soon.get(key, step.recheck))
-        if step.fire is None:
-            return None
-        cronjob = self.kube.get_cronjob(*key)  # the whole template (the cache keeps its status only)
+        unfinished = set(self.caches.jobs.get(key) or {})
+        steps = []
+        if times is not None and times.fired_by_operator:
+            steps.append(fire_step(times, meta.name, status.last_schedule_time if status else None,
+                                   meta.creation_timestamp or now, now, suspended=spec.suspend,
+                                   starting_deadline_seconds=spec.starting_deadline_seconds,
+                                   concurrency_policy=spec.concurrency_policy, unfinished=unfinished))
+        if spec.run_at is not None:
+            known = unfinished | {run.job_name for run in (status.recent_runs if status else [])}
+            steps.append(run_at_step(spec.run_at, meta.name, known, now, suspended=spec.suspend,
+                                     starting_deadline_seconds=spec.starting_deadline_seconds))
+        fired = None
+        for step in steps:
+            if step.recheck is not None:
+                self.caches.soon[key] = min(step.recheck, self.caches.soon.get(key, step.recheck))
+            if step.fire is not None and self._create_run(body, step):
+                fired = max(filter(None, (fired, step.fire)))
+        return fired
+
+    def _create_run(self, body: dict, step: FireStep) -> bool:
+        """The Job of ``step.fire`` from the CronJob's template; True when it exists now."""
+        namespace, name = key_of(body)
+        cronjob = self.kube.get_cronjob(namespace, name)  # the whole template (the cache keeps its status)
         if cronjob is None:
-            return None  # put back by this refresh; the next one fires
-        for name in step.stop:  # concurrencyPolicy Replace: the new run replaces the unfinished ones
-            self.kube.stop_job(meta.namespace, name, {})
-        job = run_job(cronjob, scheduled_job_name(meta.name, step.fire), {}, step.fire)
-        created = self.kube.create_job(job)
-        log.info("interval run", extra={"schedule": _name(body), "job": job["metadata"]["name"],
-                                        "job_created": created, "missed": step.missed})
-        return step.fire
+            return False  # put back by this refresh; the next one fires
+        for job_name in step.stop:  # concurrencyPolicy Replace: the new run replaces the unfinished ones
+            self.kube.stop_job(namespace, job_name, {})
+        job = run_job(cronjob, scheduled_job_name(name, step.fire), {}, step.fire)
+        created = self.kube.create_job(job)  # False: AlreadyExists, fired before (a restart, a stale read)
+        log.info("operator-fired run", extra={"schedule": _name(body), "job": job["metadata"]["name"],
+                                              "job_created": created, "missed": step.missed})
+        return True
 
     # --- run now --------------------------------------------------------------------
 
@@ -421,7 +435,8 @@ class Reconciler:
                  or runs.parse_time(meta.get("creationTimestamp")))
         if since is None:
             return []
-        return parsed.spec.times(meta["namespace"], meta["name"]).missed_runs(since, now - slack, limit=10)
+        times = parsed.spec.times(meta["namespace"], meta["name"])
+        return times.missed_runs(since, now - slack, limit=10) if times is not None else []
 
     # --- status writes ----------------------------------------------------------------
 

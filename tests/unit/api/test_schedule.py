@@ -138,6 +138,9 @@ def test_effective_schedule_resolves_h_per_namespace_and_name():
     ({"schedule": "@every 7m", "intervalAnchor": "2026-03-29T02:30:00", "timeZone": "Europe/Berlin"},
      "does not exist in Europe/Berlin"),
     ({"alerting": {"labels": {"Team": "a"}}}, "'Team' is not supported"),
+    ({"schedule": None}, "set schedule (cron or @every), runAt (one run at that time), or both"),
+    ({"runAt": "2026-05-01T06:00:30Z"}, "runAt must be on a whole minute"),
+    ({"runAt": "2026-05-01T06:00:00"}, "timestamps must carry a time zone"),
     ({"alerting": {"labels": {"__name__": "a"}}}, "not a valid Prometheus label name"),
     ({"alerting": {"labels": {"consecutiveFailuresSeverity": "page"}}}, "use warning or critical"),
 ])
@@ -249,3 +252,10 @@ def test_alerting_labels_are_part_of_the_spec():
     spec = parse_schedule(obj(alerting={"labels": {"team": "data-platform", "staleSeverity": "warning"}})).spec
     assert spec.alerting.labels.info_labels()["team"] == "data-platform"
     assert parse_schedule(obj()).spec.alerting.labels.root == {}
+
+
+def test_a_one_off_schedule_needs_no_cron():
+    """Issue 17: runAt alone is a schedule of one run (no recurring times, no effective schedule)."""
+    spec = parse_schedule(obj(schedule=None, runAt="2026-05-01T08:00:00+02:00")).spec
+    assert spec.run_at == datetime(2026, 5, 1, 6, 0, tzinfo=UTC)
+    assert spec.times("ns", "s") is None and spec.effective_schedule("ns", "s") is None

@@ -141,3 +141,11 @@ def test_an_interval_no_cron_repeats_keeps_the_cronjob_as_a_suspended_template()
     cronjob = _interval("@every 90m")
     assert cronjob["spec"]["suspend"] is True
     assert cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+
+
+def test_a_one_off_schedule_keeps_the_cronjob_as_a_suspended_template():
+    body = example("tmdb-daily.yaml")
+    body["spec"].pop("schedule")
+    body["spec"]["runAt"] = "2026-05-01T06:00:00Z"
+    cronjob = build(body)
+    assert cronjob["spec"]["suspend"] is True and cronjob["spec"]["schedule"]

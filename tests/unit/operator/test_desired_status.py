@@ -214,3 +214,20 @@ def test_an_interval_fired_by_the_operator_reports_its_next_due_time_and_the_fir
     written = body(status={"lastScheduleTime": "2026-11-22T12:00:00Z"}, schedule="@every 90m",
                    intervalAnchor="2026-11-22T00:00:00Z")
     assert "lastScheduleTime" not in desired(written, cronjob=template, fired=fired - timedelta(minutes=90)).patch
+
+
+def test_a_one_off_schedule_shows_its_run_as_next_and_is_never_stale():
+    """Issue 17: runAt without a schedule: nextScheduleTime is the run until it is due, Stale stays False."""
+    run_at = NOW + timedelta(minutes=10)
+    current = body(runAt=run_at.strftime("%Y-%m-%dT%H:%M:00Z"))
+    current["spec"].pop("schedule")
+    template = {"metadata": {"name": "s", "namespace": "ns", "uid": "cj"}, "status": {}}
+    waiting = desired(current, cronjob=template)
+    assert waiting.status.next_schedule_time == run_at.replace(second=0)
+    assert waiting.status.effective_schedule is None
+    later = desired(current, now=NOW + timedelta(days=30), cronjob=template)
+    assert later.status.next_schedule_time is None
+    assert next(c for c in later.status.conditions if c.type == "Stale").status == "False"
+    # Beside a schedule it is the next run only while it comes first.
+    both = body(runAt=run_at.strftime("%Y-%m-%dT%H:%M:00Z"))  # hourly: next 13:00 after 12:10
+    assert desired(both).status.next_schedule_time == run_at.replace(second=0)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from thresher.api.runnames import scheduled_job_name
 from thresher.api.timing import ScheduleTimes
-from thresher.operator.firing import FORBID_RECHECK, fire_step
+from thresher.operator.firing import FORBID_RECHECK, fire_step, run_at_step
 
 TIMES = ScheduleTimes.of("@every 7m", None, "2026-11-22T12:00:00Z")  # due 12:00, 12:07, 12:14, ...
 CREATED = datetime(2026, 11, 22, 11, 58, tzinfo=UTC)
@@ -67,3 +67,24 @@ def test_before_the_first_run_due_times_count_from_creation():
     first = step(datetime(2026, 11, 22, 11, 59, tzinfo=UTC))
     assert first.fire is None and first.recheck == datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
     assert step(datetime(2026, 11, 22, 12, 0, 3, tzinfo=UTC)).fire == datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+# --- runAt --------------------------------------------------------------------------------------
+
+RUN_AT = datetime(2026, 11, 22, 12, 30, tzinfo=UTC)
+
+
+def at_step(now, known=(), deadline=None, suspended=False):
+    return run_at_step(RUN_AT, "s", set(known), now, suspended=suspended, starting_deadline_seconds=deadline)
+
+
+def test_a_one_off_run_waits_fires_once_and_is_never_fired_late_beyond_the_deadline():
+    """Issue 17: spec.runAt runs exactly once, at its time."""
+    waiting = at_step(RUN_AT - timedelta(minutes=1))
+    assert waiting.fire is None and waiting.recheck == RUN_AT
+    assert at_step(RUN_AT).fire == RUN_AT
+    assert at_step(RUN_AT + timedelta(hours=3)).fire == RUN_AT  # no deadline: however late, as a CronJob
+    assert at_step(RUN_AT + timedelta(seconds=5), known=[scheduled_job_name("s", RUN_AT)]).fire is None
+    expired = at_step(RUN_AT + timedelta(seconds=90), deadline=60)
+    assert expired.fire is None and expired.missed == 1 and expired.recheck is None
+    assert at_step(RUN_AT, suspended=True).fire is None

@@ -549,8 +549,12 @@ class RunRecord(_Status):
     job_name: str = Field(alias="jobName", max_length=253, description="Name of the Job.")
     manual: bool = Field(default=False, description="Started by hand (kubectl create job --from), not by "
                          "the schedule.")
+    backfill: bool = Field(default=False, description="Created by `thresher backfill` for a past fire time "
+                           "(scheduledTime); it does not move lastSuccessfulTime, lastFailureTime or "
+                           "consecutiveFailures, which describe the schedule's current runs.")
     scheduled_time: Timestamp | None = Field(default=None, alias="scheduledTime",
-                                             description="The schedule time the run was created for.")
+                                             description="The schedule time the run was created for (its logical "
+                                             "time, THRESHER_LOGICAL_TIME for runs the operator created).")
     start_time: Timestamp | None = Field(default=None, alias="startTime", description="When the Job started.")
     completion_time: Timestamp | None = Field(default=None, alias="completionTime",
                                               description="When the Job finished.")

@@ -275,6 +275,8 @@ def fold_runs(status: CollectionScheduleStatus, records: Sequence[RunRecord],
     last_success, last_failure = status.last_successful_time, status.last_failure_time
     for record in new:
         finished = record.completion_time
+        if record.backfill:
+            continue  # a past window re-run says nothing about the schedule's current health
         if record.outcome == SUCCEEDED:
             consecutive = 0
             last_success = max(filter(None, (last_success, finished)), default=None)

@@ -15,8 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from thresher.api.activerun import ActiveRun
-from thresher.api.names import RECORDED_ANNOTATION, SCHEDULE_LABEL, STARTUP_VERDICT_ANNOTATION
-from thresher.api.runnames import scheduled_job_name
+from thresher.api.backfill import BackfillError, parse_request, plan_for_spec
+from thresher.api.names import (
+    BACKFILL_RUN_ANNOTATION,
+    RECORDED_ANNOTATION,
+    SCHEDULE_LABEL,
+    STARTUP_VERDICT_ANNOTATION,
+)
+from thresher.api.runnames import format_logical_time, scheduled_job_name
 from thresher.api.schedule import CollectionSchedule, RunRecord, SpecInvalid, parse_schedule
 from thresher.operator import builders, runs
 from thresher.operator.activeruns import Grace, active_run, startup_verdict
@@ -308,6 +314,38 @@ class Reconciler:
         log.info("operator-fired run", extra={"schedule": _name(body), "job": job["metadata"]["name"],
                                               "job_created": created, "missed": step.missed})
         return True
+
+    # --- backfill (thresher backfill) -------------------------------------------------
+
+    def backfill(self, body: dict, value: str) -> list[str] | None:
+        """Create the runs of a past window (the ``thresher.dev/backfill`` annotation): one Job per
+        fire time not created before (``backfill.plan_for_spec``; names are the idempotency key).
+        Returns the names of the window's Jobs, None while the CronJob (the template) does not
+        exist yet. A refused window is reported as a Warning Event
+        (the CLI refuses it before asking, so this is for hand-written annotations)."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        parsed = parse_schedule(body)
+        try:
+            if isinstance(parsed, SpecInvalid):
+                raise BackfillError(f"the spec is invalid: {parsed.message}")
+            start, end = parse_request(value)
+            existing = {job["metadata"]["name"] for job in self.kube.list_jobs(namespace, f"{SCHEDULE_LABEL}={name}")}
+            existing |= {run.job_name for run in (parsed.status.recent_runs if parsed.status else [])}
+            plan = plan_for_spec(parsed.spec, namespace, name, start, end, self.clock(), existing)
+        except BackfillError as err:
+            self.kube.post_event(body, "Warning", "BackfillRefused", str(err))
+            return []
+        cronjob = self.kube.get_cronjob(namespace, name) if plan.new else None
+        if plan.new and cronjob is None:
+            return None
+        for run in plan.new:
+            self.kube.create_job(run_job(cronjob, run.job_name, {BACKFILL_RUN_ANNOTATION: "true"}, run.logical_time))
+        if plan.new:
+            self.kube.post_event(body, "Normal", "Backfill", f"{len(plan.new)} run(s) created for "
+                                 f"{format_logical_time(start)} to {format_logical_time(end)}")
+        log.info("backfill", extra={"schedule": _name(body), "runs": len(plan.runs), "created": len(plan.new)})
+        return [run.job_name for run in plan.runs]
 
     # --- run now --------------------------------------------------------------------
 

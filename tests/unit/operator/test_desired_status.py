@@ -231,3 +231,12 @@ def test_a_one_off_schedule_shows_its_run_as_next_and_is_never_stale():
     # Beside a schedule it is the next run only while it comes first.
     both = body(runAt=run_at.strftime("%Y-%m-%dT%H:%M:00Z"))  # hourly: next 13:00 after 12:10
     assert desired(both).status.next_schedule_time == run_at.replace(second=0)
+
+
+def test_a_backfilled_run_is_listed_but_does_not_move_the_schedules_health():
+    """Issue 17: a backfilled window (past runs) must not make a failing schedule look fresh."""
+    current = body(status={"consecutiveFailures": 2, "lastFailureTime": "2026-11-22T11:00:00Z"})
+    backfilled = run("s-b1", "Succeeded", NOW).model_copy(update={"backfill": True})
+    out = desired(current, finished=(backfilled,))
+    assert out.status.recent_runs[0].job_name == "s-b1" and out.status.recent_runs[0].backfill
+    assert out.status.consecutive_failures == 2 and out.status.last_successful_time is None

@@ -88,3 +88,47 @@ def test_a_one_off_run_waits_fires_once_and_is_never_fired_late_beyond_the_deadl
     expired = at_step(RUN_AT + timedelta(seconds=90), deadline=60)
     assert expired.fire is None and expired.missed == 1 and expired.recheck is None
     assert at_step(RUN_AT, suspended=True).fire is None
+
+
+# --- the reconciler's backfill on a hand-written annotation ---------------------------------------
+
+
+class _Kube:
+    """Records the calls; lists no Jobs and has the CronJob template."""
+
+    def __init__(self):
+        self.events, self.created = [], []
+
+    def list_jobs(self, namespace, selector):
+        return []
+
+    def get_cronjob(self, namespace, name):
+        return {"metadata": {"name": name, "namespace": namespace, "uid": "cj"},
+                "spec": {"jobTemplate": {"metadata": {"labels": {}}, "spec": {"template": {"spec": {
+                    "containers": [{"name": "job", "image": "a"}]}}}}}}
+
+    def create_job(self, body):
+        self.created.append(body["metadata"]["name"])
+        return True
+
+    def post_event(self, schedule, type_, reason, note):
+        self.events.append((reason, note))
+
+
+def test_a_refused_backfill_annotation_is_an_event_and_creates_nothing():
+    """Issue 17: a hand-written thresher.dev/backfill value must not crash the handler (kopf would
+    retry it for ever); it says why in an Event."""
+    from thresher.operator.metrics import OperatorMetrics
+    from thresher.operator.reconciler import Reconciler
+
+    body = {"apiVersion": "thresher.dev/v1alpha1", "kind": "CollectionSchedule",
+            "metadata": {"name": "s", "namespace": "ns"},
+            "spec": {"schedule": "*/10 * * * *", "job": {"container": {"image": "a"}}}}
+    kube = _Kube()
+    rec = Reconciler(kube=kube, metrics=OperatorMetrics(), clock=lambda: datetime(2026, 5, 1, 2, 0, tzinfo=UTC))
+    assert rec.backfill(body, "not json") == []
+    assert kube.events[-1][0] == "BackfillRefused" and "must be JSON" in kube.events[-1][1]
+    assert rec.backfill(body, '{"from": "2026-05-01T00:00:00Z", "to": "2026-05-01T03:00:00Z"}') == []
+    assert "in the future" in kube.events[-1][1] and kube.created == []
+    names = rec.backfill(body, '{"from": "2026-05-01T00:00:00Z", "to": "2026-05-01T01:00:00Z", "token": "t"}')
+    assert len(names) == 6 and kube.created == names and kube.events[-1][0] == "Backfill"

@@ -58,7 +58,9 @@ SECRET = {"secretKeyRef": {"name": "s", "key": "k"}}
 
 # (id, manifest, text the rejection must contain)
 INVALID = [
-    ("no-schedule", manifest(drop=("schedule",)), "spec.schedule: Required value"),
+    ("no-schedule", manifest(drop=("schedule",)),
+     "set schedule (cron or @every), runAt (one run at that time), or both"),
+    ("run-at-no-offset", manifest({"runAt": "2026-05-01T06:00:00"}), "spec.runAt in body must be of type date-time"),
     ("no-job", manifest(drop=("job",)), "spec.job: Required value"),
     ("empty-job", manifest({"job": {}}), "job must set exactly one of tmdb, drone or container"),
     ("two-jobs", manifest({"job": {"container": {"image": "a"}, "tmdb": TMDB}}),
@@ -68,7 +70,21 @@ INVALID = [
     ("six-fields", manifest({"schedule": "0 0 3 * * *"}), "schedule must be 5 cron fields"),
     ("minute-60", manifest({"schedule": "60 * * * *"}), "with values in range"),
     ("dow-7", manifest({"schedule": "0 0 * * 7"}), "schedule must be 5 cron fields"),
-    ("every-macro", manifest({"schedule": "@every 5m"}), "or a macro (@hourly"),
+    ("every-no-duration", manifest({"schedule": "@every 5"}), "or an interval such as '@every 90m'"),
+    ("every-30s", manifest({"schedule": "@every 30s"}),
+     "an @every interval must be whole minutes, at least 1 minute (@every 1m) and at most 366 days"),
+    ("every-90s", manifest({"schedule": "@every 1m30s"}), "an @every interval must be whole minutes"),
+    ("every-too-long", manifest({"schedule": "@every 9000h"}), "at most 366 days (@every 8784h)"),
+    ("anchor-with-cron", manifest({"intervalAnchor": "2026-03-01T06:00:00Z"}),
+     "intervalAnchor needs an @every schedule"),
+    ("anchor-not-a-time", manifest({"schedule": "@every 90m", "intervalAnchor": "tomorrow"}),
+     "spec.intervalAnchor in body should match"),
+    ("label-capital", manifest({"alerting": {"labels": {"Team": "a"}}}),
+     'unknown field "spec.alerting.labels.Team"'),
+    ("label-value", manifest({"alerting": {"labels": {"team": "data platform"}}}),
+     "spec.alerting.labels.team in body should match"),
+    ("label-severity", manifest({"alerting": {"labels": {"consecutiveFailuresSeverity": "page"}}}),
+     'spec.alerting.labels.consecutiveFailuresSeverity: Unsupported value: "page"'),
     ("hash-in-dom", manifest({"schedule": "0 0 H * *"}), "H is allowed only in minute and hour"),
     ("tz-local", manifest({"timeZone": "Local"}), "timeZone must be an IANA name such as Europe/Berlin, not Local"),
     ("tz-spaces", manifest({"timeZone": "Europe Berlin"}), "spec.timeZone in body should match"),
@@ -184,7 +200,7 @@ def test_short_name_category_columns_and_explain(cluster, crd, namespace):
         assert column in header
     assert "probe" in cluster.kubectl("get", "thresher", "-n", namespace, "-o", "name").stdout
     explained = cluster.kubectl("explain", "collectionschedule.spec.schedule").stdout
-    assert "H(a-b)" in explained
+    assert "H(a-b)" in explained and "@every 90m" in explained
     explained = cluster.kubectl("explain", "csched.status.conditions").stdout
     assert "Ready, Stale, Failing, RunBlocked and PrerequisitesMissing" in explained
 

@@ -66,3 +66,46 @@ def test_backfill_of_an_hour_of_every_ten_minutes_runs_six_jobs_once(cluster, na
 
     eventually(recorded, timeout=120, message="six backfilled runs recorded for their logical times")
     assert {r["outcome"] for r in status_of(cluster, namespace, "bf")["recentRuns"]} == {"Succeeded"}
+
+
+def _thresher(cluster, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "thresher.cli", *args], capture_output=True, text=True, check=False,
+                          env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, timeout=120)
+
+
+def test_thresher_backfill_runs_an_hour_of_every_ten_minutes_once_through_the_operator(cluster, namespace, operator):
+    """Issue 17: `thresher backfill NAME --from --to` asks the operator (annotation), which creates
+    one Job per fire time; a second call creates none; the runs are recorded as backfill with their
+    logical times and leave lastSuccessfulTime alone; a window over the cap is refused in one line."""
+    apply(cluster, namespace, schedule("bfcli", cron="*/10 * * * *", suspend=True))
+    simulate(cluster, namespace, "bfcli", message={"jobType": "container", "succeeded": True, "items": 1})
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - timedelta(hours=1)
+    window = ("--from", start.strftime("%Y-%m-%dT%H:%M:%SZ"), "--to", end.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    first = _thresher(cluster, "backfill", "bfcli", "-n", namespace, *window)
+    assert first.returncode == 0, first.stderr
+    printed = first.stdout.split()
+    assert len(printed) == 6 and "6 run(s) in the window, 6 new" in first.stderr
+    # The CronJob controller keeps 3 finished Jobs (successfulJobsHistoryLimit): the rest are in status.
+    assert {f"job.batch/{n}" for n in _job_names(cluster, namespace, "bfcli")} <= set(printed)
+
+    again = _thresher(cluster, "backfill", "bfcli", "-n", namespace, *window)
+    assert again.returncode == 0 and again.stdout.split() == printed, again.stderr
+    assert "6 run(s) in the window, 0 new" in again.stderr
+    assert {f"job.batch/{n}" for n in _job_names(cluster, namespace, "bfcli")} <= set(printed)
+
+    status = eventually(lambda: (s := status_of(cluster, namespace, "bfcli")) and len(s.get("recentRuns") or []) == 6
+                        and s, timeout=90, message="six backfilled runs recorded")
+    assert all(run["backfill"] and run["outcome"] == "Succeeded" for run in status["recentRuns"])
+    assert sorted(run["scheduledTime"] for run in status["recentRuns"]) == [
+        (start + timedelta(minutes=10 * i)).strftime("%Y-%m-%dT%H:%M:%SZ") for i in range(6)]
+    assert "lastSuccessfulTime" not in status
+
+    huge = _thresher(cluster, "backfill", "bfcli", "-n", namespace, "--from", "2026-01-01T00:00:00Z",
+                     "--to", "2026-02-01T00:00:00Z")
+    assert huge.returncode == 1 and huge.stderr.count("\n") == 1 and "backfill at most 100 runs" in huge.stderr

@@ -57,9 +57,13 @@ SCHEMA: dict[str, Any] = {
                    + ", ".join(SEVERITY_KEYS) + " (warning or critical).",
     "maxProperties": MAX_LABELS,
     "properties": {
-        **{k: {"type": "string", "minLength": 1, "maxLength": MAX_VALUE_LENGTH, "pattern": VALUE.pattern}
-           for k in ROUTING_KEYS},
-        **{k: {"type": "string", "enum": list(SEVERITIES)} for k in SEVERITY_KEYS},
+        **{k: {"type": "string", "minLength": 1, "maxLength": MAX_VALUE_LENGTH, "pattern": VALUE.pattern,
+               "description": f"Routing label {v} on every alert of this schedule (letters, digits, '-', '_', "
+                              f"'.'; at most {MAX_VALUE_LENGTH})."}
+           for k, v in ROUTING_KEYS.items()},
+        **{k: {"type": "string", "enum": list(SEVERITIES),
+               "description": f"Severity of {alert} for this schedule: warning or critical (default {default})."}
+           for k, (_, alert, default) in SEVERITY_KEYS.items()},
     },
     "additionalProperties": False,
 }
@@ -88,7 +92,7 @@ def label_problem(key: object, value: object) -> str | None:
 
 
 class AlertingLabels(RootModel[dict[str, str]]):
-    """``spec.alerting.labels``, validated (the lead adds ``labels: AlertingLabels`` to ``Alerting``)."""
+    """``spec.alerting.labels``, validated (``Alerting.labels`` in ``schedule.py``)."""
 
     root: dict[str, str] = {}
 

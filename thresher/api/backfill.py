@@ -14,12 +14,17 @@ typo in a year cannot start thousands of Jobs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from thresher.api import cron, interval
-from thresher.api.runnames import backfill_job_name, format_logical_time
+from thresher.api.runnames import backfill_job_name, format_logical_time, parse_instant
+
+if TYPE_CHECKING:  # the spec's fields are read, the module is not needed at run time
+    from thresher.api.schedule import CollectionScheduleSpec
 
 MAX_BACKFILL_RUNS = 100  # the CronJob controller also gives up counting beyond 100 missed runs
 
@@ -87,3 +92,26 @@ def plan_backfill(schedule_name: str, schedule: str, tz: str | None, anchor: str
     runs = tuple(BackfillRun(t.astimezone(UTC), backfill_job_name(schedule_name, t)) for t in times)
     existing = set(existing_job_names)
     return BackfillPlan(runs=runs, new=tuple(r for r in runs if r.job_name not in existing))
+
+
+def plan_for_spec(spec: CollectionScheduleSpec, namespace: str, name: str, start: datetime, end: datetime,
+                  now: datetime, existing_job_names: Collection[str]) -> BackfillPlan:
+    """``plan_backfill`` for a schedule's spec: what the CLI checks and the operator creates alike."""
+    effective = spec.effective_schedule(namespace, name)
+    if effective is None:
+        raise BackfillError(f"{name} has no schedule (runAt only): there are no fire times to backfill")
+    return plan_backfill(name, effective, spec.time_zone, spec.interval_anchor, start, end, now, existing_job_names)
+
+
+def request_value(start: datetime, end: datetime, token: str) -> str:
+    """The ``thresher.dev/backfill`` annotation's value (a new token makes a repeated window a new request)."""
+    return json.dumps({"from": format_logical_time(start), "to": format_logical_time(end), "token": token})
+
+
+def parse_request(value: str) -> tuple[datetime, datetime]:
+    """The window of a ``thresher.dev/backfill`` annotation; BackfillError with one line otherwise."""
+    try:
+        raw = json.loads(value)
+        return parse_instant(raw["from"], "from"), parse_instant(raw["to"], "to")
+    except (ValueError, KeyError, TypeError) as err:
+        raise BackfillError(f"the backfill annotation must be JSON with RFC 3339 from and to: {err}") from err

@@ -35,6 +35,11 @@ JOB_TYPE_LABEL = f"{GROUP}/job-type"
 
 # On a CollectionSchedule, set by `thresher run` or kubectl: start a run now (value: a token).
 RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
+# On a CollectionSchedule, set by `thresher backfill`: create the runs of a past window (value:
+# JSON {"from": RFC 3339, "to": RFC 3339, "token": a new value per request}); on their Jobs:
+# that they backfill (they do not move lastSuccessfulTime, which is about the current runs).
+BACKFILL_ANNOTATION = f"{GROUP}/backfill"
+BACKFILL_RUN_ANNOTATION = f"{GROUP}/backfill-run"
 # On a manual run's Job: the run-now token it was created for, and that it was manual.
 RUN_TOKEN_ANNOTATION = f"{GROUP}/run-now-token"
 MANUAL_ANNOTATION = f"{GROUP}/manual-run"

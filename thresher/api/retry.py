@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from thresher.api.schedule import Timestamp
+from thresher.api.timestamp import Timestamp
 
 MAX_ATTEMPTS = 10
 MAX_DELAY_SECONDS = 86_400  # a retry a day later is a new run: that is what the schedule is for

@@ -29,13 +29,15 @@ from pydantic import (
     model_validator,
 )
 
-from thresher.api import cron
+from thresher.api import cron, interval
+from thresher.api.alerting_labels import AlertingLabels
 from thresher.api.activerun import ActiveRun
 from thresher.api.drone import DroneJob
 from thresher.api.names import API_VERSION, KIND
 from thresher.api.runresult import RunResult
 from thresher.api.tmdb import CUSTOM_NEEDS_SOURCES_CEL, TmdbJob
 from thresher.api.timestamp import Timestamp
+from thresher.api.timing import ScheduleTimes
 
 # A CronJob's name is at most 52 characters: its Jobs append an 11-character suffix.
 MAX_NAME_LENGTH = 52
@@ -82,8 +84,12 @@ SCHEDULE_REGEX = (
     r"^(?:@(?:yearly|annually|monthly|weekly|daily|midnight|hourly)|\s*"
     + r"\s+".join([_cron_field(_MIN, _MIN), _cron_field(_HOUR, _HOUR), _cron_field(_DOM),
                    _cron_field(_MON), _cron_field(_DOW)])
-    + r"\s*)$"
+    + r"\s*|" + interval.INTERVAL_PATTERN + r")$"
 )
+# CEL bounds of an interval (``@every 90m``): Go duration syntax is CEL's duration() syntax, so
+# the API server checks the minimum, whole minutes and the maximum itself.
+_EVERY = "self.trim().startsWith('@every')"
+_EVERY_DURATION = "duration(self.trim().substring(6).trim())"
 
 
 def _rule(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict:
@@ -208,6 +214,10 @@ class Alerting(_Spec):
     min_items: int | None = Field(
         default=None, alias="minItems", ge=0,
         description="Alert when a successful run reports fewer items than this. Unset: no volume alert.")
+    labels: AlertingLabels = Field(
+        default_factory=AlertingLabels,
+        description="Labels that route this schedule's alerts in Alertmanager (team, owner, tier) and "
+        "per-alert severity overrides; exported on thresher_schedule_info and joined in the alert rules.")
 
 
 class SecretKeySelector(_Spec):
@@ -311,21 +321,43 @@ class CollectionScheduleSpec(_Spec):
         _rule("!has(self.job.drone) || !has(self.job.drone.backend) || self.job.drone.backend != 'cuda' "
               "|| (has(self.resources) && has(self.resources.gpus) && self.resources.gpus >= 1)",
               "job.drone.backend cuda needs resources.gpus >= 1", ".resources"),
+        _rule("!has(self.intervalAnchor) || (has(self.schedule) && self.schedule.trim().startsWith('@every'))",
+              "intervalAnchor needs an @every schedule (a cron expression has its own phase)", ".intervalAnchor"),
+        _rule("has(self.schedule) || has(self.runAt)",
+              "set schedule (cron or @every), runAt (one run at that time), or both"),
     ))
 
-    schedule: str = Field(
-        min_length=1, max_length=256,
+    schedule: str | None = Field(
+        default=None, min_length=1, max_length=256,
         json_schema_extra=_rules(
             _rule("!self.contains('TZ=')",
                   "schedule must not contain CRON_TZ= or TZ=; set spec.timeZone instead"),
             _rule(f"self.matches({SCHEDULE_REGEX!r})",
                   "schedule must be 5 cron fields (minute hour day-of-month month day-of-week) with values "
-                  "in range, or a macro (@hourly, @daily, @weekly, @monthly, @yearly); H is allowed only "
-                  "in minute and hour"),
+                  "in range, a macro (@hourly, @daily, @weekly, @monthly, @yearly) or an interval such as "
+                  "'@every 90m'; H is allowed only in minute and hour"),
+            _rule(f"!{_EVERY} || !self.matches({SCHEDULE_REGEX!r}) || ({_EVERY_DURATION} >= duration('60s') "
+                  f"&& {_EVERY_DURATION} <= duration('{int(interval.MAX_INTERVAL.total_seconds())}s') "
+                  f"&& {_EVERY_DURATION}.getSeconds() % 60 == 0)",
+                  "an @every interval must be whole minutes, at least 1 minute (@every 1m) and at most "
+                  "366 days (@every 8784h)"),
         ),
-        description="Cron schedule, Kubernetes CronJob syntax: 5 fields or a macro such as @daily. "
-        "Minute and hour may use H, H(a-b), H/n or H(a-b)/n: a value fixed per schedule from a hash of "
-        "namespace/name, which spreads many schedules over time (jitter). Evaluated in timeZone.")
+        description="Cron schedule, Kubernetes CronJob syntax: 5 fields or a macro such as @daily; or an "
+        "interval, '@every 90m' (h, m and s units adding up to whole minutes, at least 1 minute), elapsed "
+        "time from intervalAnchor. Minute and hour may use H, H(a-b), H/n or H(a-b)/n: a value fixed per "
+        "schedule from a hash of namespace/name, which spreads many schedules over time (jitter). "
+        "Evaluated in timeZone. Unset: only the runAt run.")
+    run_at: Timestamp | None = Field(
+        default=None, alias="runAt",
+        description="One run at this time (RFC 3339 with an offset, on a whole minute), beside the schedule's "
+        "own runs or instead of them; it fires once. `thresher run NAME --at TIME` sets it (and refuses a time "
+        "further in the past than startingDeadlineSeconds, or 5 minutes without one).")
+    interval_anchor: str | None = Field(
+        default=None, alias="intervalAnchor", max_length=64,
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?(Z|z|[+-][0-9]{2}:[0-9]{2})?$",
+        description="Only with an @every schedule: the phase of its runs, which are due at anchor + k x "
+        "interval. RFC 3339 (2026-03-01T06:00:00Z) or a local time read in timeZone (2026-03-01T06:00:00), "
+        "on a whole minute. Unset: 1970-01-01T00:00 in timeZone.")
     time_zone: str | None = Field(
         default=None, alias="timeZone", max_length=64, pattern=_TZ_PATTERN,
         json_schema_extra=_rules(_rule("self.lowerAscii() != 'local'",
@@ -381,7 +413,9 @@ class CollectionScheduleSpec(_Spec):
 
     @field_validator("schedule")
     @classmethod
-    def _valid_schedule(cls, value: str) -> str:
+    def _valid_schedule(cls, value: str | None) -> str | None:
+        if value is None or interval.is_interval(value):
+            return value  # checked with its anchor and zone in _valid_interval
         problem = cron.validate_schedule(value)
         if problem is not None:
             raise ValueError(problem)
@@ -401,14 +435,45 @@ class CollectionScheduleSpec(_Spec):
         return value
 
     @model_validator(mode="after")
+    def _something_to_run(self) -> CollectionScheduleSpec:
+        if self.schedule is None and self.run_at is None:
+            raise ValueError("set schedule (cron or @every), runAt (one run at that time), or both")
+        if self.run_at is not None and self.run_at.second:
+            raise ValueError("runAt must be on a whole minute (runs start on whole minutes)")
+        return self
+
+    @model_validator(mode="after")
+    def _valid_interval(self) -> CollectionScheduleSpec:
+        if interval.is_interval(self.schedule):
+            problem = interval.validate_interval(self.schedule, self.interval_anchor, self.time_zone)
+            if problem is not None:
+                raise ValueError(problem)
+        elif self.interval_anchor is not None:
+            raise ValueError("intervalAnchor needs an @every schedule (a cron expression has its own phase)")
+        return self
+
+    @model_validator(mode="after")
     def _gpu_backend(self) -> CollectionScheduleSpec:
         if self.job.drone is not None and self.job.drone.backend == "cuda" and self.resources.gpus < 1:
             raise ValueError("job.drone.backend cuda needs resources.gpus >= 1")
         return self
 
-    def effective_schedule(self, namespace: str, name: str) -> str:
-        """The expression for the CronJob: H terms resolved from ``namespace/name``."""
+    def effective_schedule(self, namespace: str, name: str) -> str | None:
+        """H terms resolved from ``namespace/name``; an interval with its spaces normalised; None
+        without a schedule (only runAt)."""
+        if self.schedule is None:
+            return None
+        if interval.is_interval(self.schedule):
+            return " ".join(self.schedule.split())
         return cron.resolve_hashed(self.schedule, seed=f"{namespace}/{name}")
+
+    def times(self, namespace: str, name: str) -> ScheduleTimes | None:
+        """The fire times of the schedule, cron or interval alike; None without a schedule (raises
+        only for a spec that bypassed validation)."""
+        effective = self.effective_schedule(namespace, name)
+        if effective is None:
+            return None
+        return ScheduleTimes.of(effective, self.time_zone, self.interval_anchor)
 
     def stale_grace(self) -> timedelta:
         """Grace beyond a due run before the schedule is stale (see Alerting.staleAfterSeconds)."""
@@ -484,8 +549,12 @@ class RunRecord(_Status):
     job_name: str = Field(alias="jobName", max_length=253, description="Name of the Job.")
     manual: bool = Field(default=False, description="Started by hand (kubectl create job --from), not by "
                          "the schedule.")
+    backfill: bool = Field(default=False, description="Created by `thresher backfill` for a past fire time "
+                           "(scheduledTime); it does not move lastSuccessfulTime, lastFailureTime or "
+                           "consecutiveFailures, which describe the schedule's current runs.")
     scheduled_time: Timestamp | None = Field(default=None, alias="scheduledTime",
-                                             description="The schedule time the run was created for.")
+                                             description="The schedule time the run was created for (its logical "
+                                             "time, THRESHER_LOGICAL_TIME for runs the operator created).")
     start_time: Timestamp | None = Field(default=None, alias="startTime", description="When the Job started.")
     completion_time: Timestamp | None = Field(default=None, alias="completionTime",
                                               description="When the Job finished.")

@@ -74,11 +74,18 @@ def run(
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1,
                                             help="With --wait: give up (exit 1) after this many seconds."),
     interval: float = typer.Option(2.0, "--interval", min=0.1, hidden=True, help="Seconds between polls."),
+    at: Optional[str] = typer.Option(None, "--at", help="Instead of now: one run at this RFC 3339 time with an "
+                                     "offset, on a whole minute (sets spec.runAt); prints the Job it will have."),
 ):
     """Start a run now and print its Job (the operator creates it from the thresher.dev/run-now annotation)."""
     from thresher.api.names import RUN_NOW_ANNOTATION
     from thresher.operator.builders import manual_job_name
 
+    if at is not None:
+        if wait:
+            _fail("--wait follows a run started now; with --at, follow it later with thresher status")
+        _run_at(name, namespace, at)
+        return
     with _cluster(namespace) as (conn, ns):
         body = _require(conn, ns, name)
         token = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -96,6 +103,78 @@ def run(
         typer.echo(f"job.batch/{job_name}")
         if wait:
             _follow(conn, ns, name, job_name, timeout, interval)
+
+
+@app.command()
+def backfill(
+    name: str,
+    start: str = typer.Option(..., "--from", help="Start of the window, RFC 3339 with an offset (included)."),
+    end: str = typer.Option(..., "--to", help="End of the window, RFC 3339 with an offset (excluded)."),
+    namespace: Optional[str] = NamespaceOpt,
+    interval: float = typer.Option(1.0, "--interval", min=0.1, hidden=True, help="Seconds between polls."),
+):
+    """Run every fire time of [--from, --to) once, each with its logical time (THRESHER_LOGICAL_TIME);
+    prints the window's Jobs. Runs that exist already are not created again."""
+    from thresher.api.backfill import BackfillError, plan_for_spec, request_value
+    from thresher.api.names import BACKFILL_ANNOTATION, SCHEDULE_LABEL
+    from thresher.api.runnames import parse_instant
+    from thresher.api.schedule import SpecInvalid, parse_schedule
+
+    try:
+        window = parse_instant(start, "--from"), parse_instant(end, "--to")
+    except ValueError as err:
+        _fail(str(err))
+    with _cluster(namespace) as (conn, ns):
+        body = _require(conn, ns, name)
+        parsed = parse_schedule(body)
+        if isinstance(parsed, SpecInvalid):
+            _fail(f"collectionschedule {ns}/{name} is invalid: {parsed.message}")
+        existing = {j["metadata"]["name"] for j in conn.kube.list_jobs(ns, f"{SCHEDULE_LABEL}={name}")}
+        existing |= {r.job_name for r in (parsed.status.recent_runs if parsed.status else [])}
+        now = datetime.now(timezone.utc)
+        try:  # refused here at once, with the reason, rather than as an Event later
+            plan = plan_for_spec(parsed.spec, ns, name, *window, now, existing)
+        except BackfillError as err:
+            _fail(str(err))
+        if plan.new:
+            token = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            conn.kube.patch_schedule(ns, name, {"metadata": {"annotations": {
+                BACKFILL_ANNOTATION: request_value(*window, token)}}})
+            wanted = {r.job_name for r in plan.new}
+
+            def created() -> set[str]:  # a finished Job may be gone already (history limits), recorded
+                recorded = {r.get("jobName") for r in ((conn.kube.get_schedule(ns, name) or {}).get("status") or {})
+                            .get("recentRuns") or []}
+                return recorded | {j["metadata"]["name"] for j in conn.kube.list_jobs(ns, f"{SCHEDULE_LABEL}={name}")}
+
+            seen = _poll(created, lambda names: wanted <= names, CREATE_TIMEOUT_SECONDS, interval)
+            if not wanted <= seen:
+                _fail(f"{len(wanted - seen)} of {len(wanted)} backfill Jobs missing after "
+                      f"{CREATE_TIMEOUT_SECONDS:.0f}s: is the operator running? (kubectl get events -n {ns})")
+        typer.echo(f"collectionschedule {ns}/{name}: {len(plan.runs)} run(s) in the window, {len(plan.new)} new",
+                   err=True)
+        for run in plan.runs:
+            typer.echo(f"job.batch/{run.job_name}")
+
+
+def _run_at(name: str, namespace: str | None, at: str) -> None:
+    """``thresher run NAME --at TIME``: validated here (CEL has no clock), then spec.runAt."""
+    from thresher.api.oneoff import parse_run_at, validate_run_at
+    from thresher.api.runnames import format_logical_time, scheduled_job_name
+
+    try:
+        run_at = parse_run_at(at)
+    except ValueError as err:
+        _fail(str(err))
+    with _cluster(namespace) as (conn, ns):
+        body = _require(conn, ns, name)
+        problem = validate_run_at(run_at, datetime.now(timezone.utc),
+                                  (body.get("spec") or {}).get("startingDeadlineSeconds"))
+        if problem is not None:
+            _fail(problem)
+        conn.kube.patch_schedule(ns, name, {"spec": {"runAt": format_logical_time(run_at)}})
+        typer.echo(f"collectionschedule {ns}/{name}: one run at {format_logical_time(run_at)}", err=True)
+        typer.echo(f"job.batch/{scheduled_job_name(name, run_at)}")
 
 
 def _follow(conn: Connection, ns: str, name: str, job_name: str, timeout: float | None, interval: float) -> None:

@@ -28,7 +28,8 @@ def dashboard_rows(schedules: list[dict]) -> list[dict]:
             "namespace": body["metadata"]["namespace"],
             "name": body["metadata"]["name"],
             "job": next(iter((spec.get("job") or {}).keys()), "?"),
-            "schedule": status.get("effectiveSchedule") or spec.get("schedule"),
+            # A one-off schedule (runAt, no cron) shows its one run instead.
+            "schedule": status.get("effectiveSchedule") or spec.get("schedule") or f"runAt {spec.get('runAt')}",
             "timeZone": spec.get("timeZone") or "UTC",
             "suspended": bool(spec.get("suspend")),
             "ready": ready.get("status") == "True",

@@ -23,6 +23,7 @@ from thresher.api.names import (
     ExitCode,
 )
 from thresher.api.schedule import CollectionSchedule, CollectionScheduleSpec
+from thresher.api.timing import TEMPLATE_SCHEDULE, CronJobTiming
 from thresher.operator.runjobs import run_job
 
 CONTAINER_NAME = "job"
@@ -204,9 +205,14 @@ def build_cronjob(schedule: dict, parsed: CollectionSchedule, images: JobImages)
     meta = schedule["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     spec = parsed.spec
+    # An interval no cron expression repeats keeps the CronJob as a suspended run template: the
+    # operator creates its Jobs at the due times (docs/architecture.md, who fires which runs).
+    times = spec.times(namespace, name)
+    # Without a schedule (only runAt) the CronJob is the template of that one run.
+    timing = times.cronjob() if times is not None else CronJobTiming(TEMPLATE_SCHEDULE, "UTC", True)
     cron_spec: dict = {
-        "schedule": spec.effective_schedule(namespace, name),
-        "suspend": spec.suspend,
+        "schedule": timing.schedule,
+        "suspend": spec.suspend or timing.suspend_for_template,
         "concurrencyPolicy": spec.concurrency_policy,
         "successfulJobsHistoryLimit": spec.successful_jobs_history_limit,
         "failedJobsHistoryLimit": spec.failed_jobs_history_limit,
@@ -215,8 +221,8 @@ def build_cronjob(schedule: dict, parsed: CollectionSchedule, images: JobImages)
             "spec": job_spec(spec, images, name),
         },
     }
-    if spec.time_zone:
-        cron_spec["timeZone"] = spec.time_zone
+    if timing.time_zone:
+        cron_spec["timeZone"] = timing.time_zone
     if spec.starting_deadline_seconds is not None:
         cron_spec["startingDeadlineSeconds"] = spec.starting_deadline_seconds
     return {

@@ -41,6 +41,7 @@ from thresher.api.schedule import (
     RunStats,
     SpecInvalid,
 )
+from thresher.api.timing import ScheduleTimes
 from thresher.operator.activeruns import blocked_counts, run_blocked_condition
 from thresher.operator.runs import SUCCEEDED, format_time, parse_time
 
@@ -78,6 +79,8 @@ class Observed:
     # What the spec names and does not exist, one line each; None: not checked this pass (the
     # PrerequisitesMissing condition stays as it is).
     missing: Sequence[str] | None = None
+    # The due time of a Job the operator just created for an interval it fires (lastScheduleTime).
+    fired: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class ScheduleState:
     cron: str
     time_zone: str
     blocked: Mapping[str, int] = field(default_factory=dict)  # blocked active runs per reason
+    # spec.alerting.labels as thresher_schedule_info carries them, in alerting_labels.INFO_LABELS order.
+    info_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,15 +163,27 @@ def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observ
     status, new = fold_runs(current, observed.finished)
     effective = spec.effective_schedule(meta.namespace, meta.name)
     zone = spec.time_zone or "UTC"
-    next_run = None if spec.suspend else _utc(times.next_run(effective, spec.time_zone, now))
+    schedule_times = spec.times(meta.namespace, meta.name)
+    if schedule_times is None:  # only runAt: no recurring runs
+        upcoming, interval = None, None
+    elif schedule_times.every is None:  # cron: memoised (the backward search is most of a refresh's CPU)
+        upcoming, interval = times.next_run(effective, spec.time_zone, now), \
+            times.expected_interval(effective, spec.time_zone, now)
+    else:  # an interval: arithmetic, nothing to save
+        upcoming, interval = schedule_times.next_run(now), schedule_times.expected_interval(now)
+    if spec.run_at is not None and spec.run_at > now:  # the one-off run is the next one until it fired
+        upcoming = min(filter(None, (upcoming, spec.run_at)))
+    next_run = None if spec.suspend else _utc(upcoming)
     cj_status = (observed.cronjob or {}).get("status") or {}
     generation = meta.generation
 
-    stale, stale_message = _staleness(parsed, effective, status.last_successful_time, now)
+    stale, stale_message = _staleness(parsed, schedule_times, status.last_successful_time, now)
     failures, threshold = status.consecutive_failures, spec.alerting.consecutive_failure_threshold
     failing = failures >= threshold
+    runs_what = (f"runs {effective!r} in {zone}" if effective is not None
+                 else f"holds the template of the one run at {format_time(spec.run_at)}")
     conditions = set_condition(status.conditions, ConditionType.READY, True, "CronJobReady",
-                               f"CronJob {meta.name} runs {effective!r} in {zone}", now, generation)
+                               f"CronJob {meta.name} {runs_what}", now, generation)
     conditions = set_condition(conditions, ConditionType.STALE, stale,
                                "NoRecentSuccess" if stale else ("Suspended" if spec.suspend else "Fresh"),
                                stale_message, now, generation)
@@ -192,13 +209,16 @@ def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observ
     }
     if observed.cronjob is not None:
         update["cron_job_ref"] = CronJobRef(name=observed.cronjob["metadata"]["name"])
-    last_scheduled = parse_time(cj_status.get("lastScheduleTime"))
-    if last_scheduled is not None:
+    # The newest due time whose Job exists: the CronJob controller's, or one the operator fired.
+    last_scheduled = max(filter(None, (parse_time(cj_status.get("lastScheduleTime")), observed.fired)),
+                         default=None)
+    if last_scheduled is not None and (status.last_schedule_time is None
+                                       or last_scheduled > status.last_schedule_time):
         update["last_schedule_time"] = _utc(last_scheduled)
     status = status.model_copy(update=update)
 
-    interval = times.expected_interval(effective, spec.time_zone, now)
-    active = len(cj_status.get("active") or [])
+    by_cronjob = schedule_times is not None and not schedule_times.fired_by_operator
+    active = len(cj_status.get("active") or []) if by_cronjob else len(entries)
     state = ScheduleState(
         namespace=meta.namespace, schedule=meta.name, job_type=spec.job.kind, suspended=spec.suspend,
         next_run=_ts(status.next_schedule_time), last_run=_ts(status.last_schedule_time),
@@ -209,7 +229,8 @@ def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observ
         active_runs=active,
         oldest_active_start=min(observed.running_since, default=None) if active else None,
         expected_duration_seconds=float(spec.timeout_seconds) if spec.timeout_seconds else None,
-        cron=effective, time_zone=zone, blocked=blocked_counts(entries),
+        cron=effective or "", time_zone=zone, blocked=blocked_counts(entries),
+        info_labels=tuple(spec.alerting.labels.info_labels().values()),
     )
     return status, new, state
 
@@ -220,13 +241,15 @@ def _active_order(entry: ActiveRun) -> tuple[str, str]:
     return (when.isoformat() if when else "", entry.name)
 
 
-def _staleness(parsed: CollectionSchedule, effective: str, last_success: datetime | None,
+def _staleness(parsed: CollectionSchedule, schedule_times: ScheduleTimes | None, last_success: datetime | None,
                now: datetime) -> tuple[bool, str]:
     spec = parsed.spec
     if spec.suspend:
         return False, "suspended: no runs are expected"
+    if schedule_times is None:
+        return False, "a one-off schedule (runAt only): no recurring runs are expected"
     created = parsed.metadata.creation_timestamp or now
-    stale = cron.is_stale(last_success, created, effective, spec.time_zone, spec.stale_grace(), now)
+    stale = schedule_times.is_stale(last_success, created, spec.stale_grace(), now)
     since = "since creation" if last_success is None else f"since {format_time(last_success)}"
     return stale, (f"no successful run {since}" if stale else "last success within the expected interval")
 
@@ -252,6 +275,8 @@ def fold_runs(status: CollectionScheduleStatus, records: Sequence[RunRecord],
     last_success, last_failure = status.last_successful_time, status.last_failure_time
     for record in new:
         finished = record.completion_time
+        if record.backfill:
+            continue  # a past window re-run says nothing about the schedule's current health
         if record.outcome == SUCCEEDED:
             consecutive = 0
             last_success = max(filter(None, (last_success, finished)), default=None)

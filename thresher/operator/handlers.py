@@ -10,10 +10,12 @@ import asyncio
 import logging
 import time
 from contextlib import contextmanager
+from datetime import timedelta
 
 import kopf
 
 from thresher.api.names import (
+    BACKFILL_ANNOTATION,
     GROUP,
     KOPF_PREFIX,
     MANAGED_BY,
@@ -90,9 +92,13 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
             reconciler.reconcile(dict(body))
         missed = reconciler.missed_runs(dict(body))
         if missed:
-            times = ", ".join(t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in missed[:5])
+            fmt = "%Y-%m-%dT%H:%M:%SZ"
+            times = ", ".join(t.strftime(fmt) for t in missed[:5])
+            # The window is half-open: one minute past the last missed time includes it.
+            again = (f"thresher backfill {body['metadata']['name']} -n {body['metadata']['namespace']} --from "
+                     f"{missed[0].strftime(fmt)} --to {(missed[-1] + timedelta(minutes=1)).strftime(fmt)}")
             reconciler.kube.post_event(dict(body), "Warning", "RunMissed",
-                                       f"{len(missed)} scheduled run(s) did not start: {times}")
+                                       f"{len(missed)} scheduled run(s) did not start: {times}; run them with `{again}`")
 
     @kopf.on.field(GROUP, VERSION, PLURAL, field=("metadata", "annotations", RUN_NOW_ANNOTATION),
                    registry=registry, timeout=60)
@@ -100,6 +106,14 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
         if new:
             with measured("run_now"):
                 if reconciler.run_now(dict(body), str(new)) is None:
+                    raise kopf.TemporaryError("the CronJob does not exist yet", delay=5)
+
+    @kopf.on.field(GROUP, VERSION, PLURAL, field=("metadata", "annotations", BACKFILL_ANNOTATION),
+                   registry=registry, timeout=120, backoff=5)
+    def backfill(body, new, **_):
+        if new:
+            with measured("backfill"):
+                if reconciler.backfill(dict(body), str(new)) is None:
                     raise kopf.TemporaryError("the CronJob does not exist yet", delay=5)
 
     # Level-based refresh of every schedule once a minute, by one loop over the schedules the

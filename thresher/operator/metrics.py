@@ -16,7 +16,8 @@ Conventions (kube-state-metrics best practices; the table is in docs/metrics.md)
   suspended, no threshold configured) *removes* the series instead of writing
   0, so "never" cannot be mistaken for 1970 and an alert comparing with an
   unset threshold has nothing to compare;
-* static properties (cron, time zone) sit in ``thresher_schedule_info``.
+* static properties (cron, time zone, the routing labels of ``spec.alerting.labels``) sit in
+  ``thresher_schedule_info``.
 
 Alert rules in manifests/monitoring/thresher-rules.yaml and the Grafana
 dashboard depend on these names; tests/unit/monitoring checks them together.
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from thresher.api.activerun import BLOCKED_REASONS
+from thresher.api.alerting_labels import INFO_LABELS
 from thresher.operator.activeruns import BLOCKED_GAUGE
 
 if TYPE_CHECKING:  # the metrics export the pure step's state; they do not compute it
@@ -90,8 +92,9 @@ class OperatorMetrics:
 
         self.schedule_info = gauge(
             "thresher_schedule_info",
-            "Static properties of a CollectionSchedule; always 1.",
-            ("namespace", "schedule", "job_type", "cron", "time_zone"),
+            "Static properties of a CollectionSchedule, spec.alerting.labels included (the alert rules "
+            "join them); always 1.",
+            ("namespace", "schedule", "job_type", "cron", "time_zone", *INFO_LABELS),
         )
         self.suspended = gauge("thresher_schedule_suspended", "1 while the schedule is suspended.", _SCHEDULE)
         self.runs = Counter(
@@ -278,7 +281,8 @@ class OperatorMetrics:
         key = (namespace, schedule)
         self._switch_job_type(key, job_type)
         self._init_runs(key, job_type)
-        info = (namespace, schedule, job_type, state.cron, state.time_zone)
+        info = (namespace, schedule, job_type, state.cron, state.time_zone,
+                *(state.info_labels or ("",) * len(INFO_LABELS)))
         old_info = self._info_labels.get(key)
         if old_info is not None and old_info != info:
             self._drop(self.schedule_info, key, *old_info)

@@ -14,16 +14,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from thresher.api import cron
 from thresher.api.activerun import ActiveRun
-from thresher.api.names import RECORDED_ANNOTATION, SCHEDULE_LABEL, STARTUP_VERDICT_ANNOTATION
+from thresher.api.backfill import BackfillError, parse_request, plan_for_spec
+from thresher.api.names import (
+    BACKFILL_RUN_ANNOTATION,
+    RECORDED_ANNOTATION,
+    SCHEDULE_LABEL,
+    STARTUP_VERDICT_ANNOTATION,
+)
+from thresher.api.runnames import format_logical_time, scheduled_job_name
 from thresher.api.schedule import CollectionSchedule, ConditionType, RunRecord, SpecInvalid, parse_schedule
 from thresher.operator import builders, runs
 from thresher.operator.activeruns import Grace, active_run, startup_verdict
 from thresher.operator.caches import Caches, Key, cronjob_needs_check, in_sync_marker, key_of, slim_schedule
 from thresher.operator.desired_status import Desired, Observed, desired_status
+from thresher.operator.firing import FireStep, fire_step, run_at_step
 from thresher.operator.kube import Kube, is_conflict
 from thresher.operator.metrics import OperatorMetrics
+from thresher.operator.runjobs import run_job
 
 log = logging.getLogger("thresher.operator")
 
@@ -144,10 +152,11 @@ class Reconciler:
                 c.type == ConditionType.PREREQUISITES_MISSING and c.status == "True" for c in parsed.status.conditions):
             missing = self.missing_prerequisites(parsed)  # looked at again until it exists, then clears
         cronjob = cronjob or self._cronjob_for(body, parsed)
+        fired = self.fire_due(body, parsed)
         active = self.active_runs(key_of(body))
         schedule, desired = self._write_status(
             body, lambda cur: self._desired(cur, parsed if cur is body else parse_schedule(cur), cronjob,
-                                            active=active, missing=missing),
+                                            active=active, missing=missing, fired=fired),
             current=body)
         if schedule is not None and desired is not None:
             self._after_write(schedule, desired)
@@ -168,12 +177,12 @@ class Reconciler:
         return cronjob
 
     def _desired(self, current: dict, parsed: CollectionSchedule | SpecInvalid, cronjob: dict | None = None,
-                 finished: tuple = (), active: tuple[ActiveRun, ...] = (), missing: list[str] | None = None
-                 ) -> Desired:
+                 finished: tuple = (), active: tuple[ActiveRun, ...] = (), missing: list[str] | None = None,
+                 fired: datetime | None = None) -> Desired:
         """The pure step, fed from what this process observed (its caches) at the clock's now."""
         observed = Observed(cronjob=cronjob, finished=finished,
                             running_since=self.caches.running_since(key_of(current)), active=active,
-                            missing=missing)
+                            missing=missing, fired=fired)
         return desired_status(current, parsed, observed, self.clock(), self.caches.fire_times)
 
     # --- unfinished Jobs -> status.active ---------------------------------------------
@@ -256,6 +265,83 @@ class Reconciler:
         self._stop_blocked(schedule, desired)
         if desired.state is not None:
             self.metrics.set_schedule_state(desired.state)
+
+    # --- runs the operator fires: intervals no cron repeats (issue 17) ------------------
+
+    def fire_due(self, body: dict, parsed: CollectionSchedule) -> datetime | None:
+        """Create the Jobs of the runs the operator fires itself: the newest due time not yet fired
+        of an interval no cron repeats (``firing.fire_step``), and the ``runAt`` run
+        (``firing.run_at_step``). Returns the newest due time whose Job now exists, for
+        status.lastScheduleTime, which is written only after the Job; asks for a look again at the
+        next due time. None when nothing fired."""
+        meta, spec, now = parsed.metadata, parsed.spec, self.clock()
+        key = (meta.namespace, meta.name)
+        times = spec.times(meta.namespace, meta.name)
+        status = parsed.status
+        unfinished = set(self.caches.jobs.get(key) or {})
+        steps = []
+        if times is not None and times.fired_by_operator:
+            steps.append(fire_step(times, meta.name, status.last_schedule_time if status else None,
+                                   meta.creation_timestamp or now, now, suspended=spec.suspend,
+                                   starting_deadline_seconds=spec.starting_deadline_seconds,
+                                   concurrency_policy=spec.concurrency_policy, unfinished=unfinished))
+        if spec.run_at is not None:
+            known = unfinished | {run.job_name for run in (status.recent_runs if status else [])}
+            steps.append(run_at_step(spec.run_at, meta.name, known, now, suspended=spec.suspend,
+                                     starting_deadline_seconds=spec.starting_deadline_seconds))
+        fired = None
+        for step in steps:
+            if step.recheck is not None:
+                self.caches.soon[key] = min(step.recheck, self.caches.soon.get(key, step.recheck))
+            if step.fire is not None and self._create_run(body, step):
+                fired = max(filter(None, (fired, step.fire)))
+        return fired
+
+    def _create_run(self, body: dict, step: FireStep) -> bool:
+        """The Job of ``step.fire`` from the CronJob's template; True when it exists now."""
+        namespace, name = key_of(body)
+        cronjob = self.kube.get_cronjob(namespace, name)  # the whole template (the cache keeps its status)
+        if cronjob is None:
+            return False  # put back by this refresh; the next one fires
+        for job_name in step.stop:  # concurrencyPolicy Replace: the new run replaces the unfinished ones
+            self.kube.stop_job(namespace, job_name, {})
+        job = run_job(cronjob, scheduled_job_name(name, step.fire), {}, step.fire)
+        created = self.kube.create_job(job)  # False: AlreadyExists, fired before (a restart, a stale read)
+        log.info("operator-fired run", extra={"schedule": _name(body), "job": job["metadata"]["name"],
+                                              "job_created": created, "missed": step.missed})
+        return True
+
+    # --- backfill (thresher backfill) -------------------------------------------------
+
+    def backfill(self, body: dict, value: str) -> list[str] | None:
+        """Create the runs of a past window (the ``thresher.dev/backfill`` annotation): one Job per
+        fire time not created before (``backfill.plan_for_spec``; names are the idempotency key).
+        Returns the names of the window's Jobs, None while the CronJob (the template) does not
+        exist yet. A refused window is reported as a Warning Event
+        (the CLI refuses it before asking, so this is for hand-written annotations)."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        parsed = parse_schedule(body)
+        try:
+            if isinstance(parsed, SpecInvalid):
+                raise BackfillError(f"the spec is invalid: {parsed.message}")
+            start, end = parse_request(value)
+            existing = {job["metadata"]["name"] for job in self.kube.list_jobs(namespace, f"{SCHEDULE_LABEL}={name}")}
+            existing |= {run.job_name for run in (parsed.status.recent_runs if parsed.status else [])}
+            plan = plan_for_spec(parsed.spec, namespace, name, start, end, self.clock(), existing)
+        except BackfillError as err:
+            self.kube.post_event(body, "Warning", "BackfillRefused", str(err))
+            return []
+        cronjob = self.kube.get_cronjob(namespace, name) if plan.new else None
+        if plan.new and cronjob is None:
+            return None
+        for run in plan.new:
+            self.kube.create_job(run_job(cronjob, run.job_name, {BACKFILL_RUN_ANNOTATION: "true"}, run.logical_time))
+        if plan.new:
+            self.kube.post_event(body, "Normal", "Backfill", f"{len(plan.new)} run(s) created for "
+                                 f"{format_logical_time(start)} to {format_logical_time(end)}")
+        log.info("backfill", extra={"schedule": _name(body), "runs": len(plan.runs), "created": len(plan.new)})
+        return [run.job_name for run in plan.runs]
 
     # --- run now --------------------------------------------------------------------
 
@@ -383,8 +469,8 @@ class Reconciler:
                  or runs.parse_time(meta.get("creationTimestamp")))
         if since is None:
             return []
-        effective = parsed.spec.effective_schedule(meta["namespace"], meta["name"])
-        return cron.missed_runs(effective, parsed.spec.time_zone, since, now - slack, limit=10)
+        times = parsed.spec.times(meta["namespace"], meta["name"])
+        return times.missed_runs(since, now - slack, limit=10) if times is not None else []
 
     # --- status writes ----------------------------------------------------------------
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from thresher.api.names import MANUAL_ANNOTATION, SCHEDULED_TIMESTAMP_ANNOTATION, STARTUP_VERDICT_ANNOTATION
+from thresher.api.names import (
+    BACKFILL_RUN_ANNOTATION,
+    MANUAL_ANNOTATION,
+    SCHEDULED_TIMESTAMP_ANNOTATION,
+    STARTUP_VERDICT_ANNOTATION,
+)
 from thresher.api.runresult import RunResult, parse_message
 from thresher.api.schedule import (
     MAX_RESULT_PROBLEM,
@@ -110,6 +115,7 @@ def run_record(job: dict, pods: list[dict]) -> RunRecord | None:
     return RunRecord(
         job_name=meta["name"],
         manual=annotations.get(MANUAL_ANNOTATION) == "true",
+        backfill=annotations.get(BACKFILL_RUN_ANNOTATION) == "true",
         scheduled_time=(parse_time(annotations.get(SCHEDULED_TIMESTAMP_ANNOTATION))
                         or parse_time(meta.get("creationTimestamp"))),
         start_time=start,

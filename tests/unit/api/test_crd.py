@@ -151,7 +151,7 @@ def test_admission_regex_accepts(expr):
 
 
 @pytest.mark.parametrize("expr", ["60 * * * *", "* 24 * * *", "* * 32 * *", "* * * 13 *", "* * * * 7",
-                                  "* * * *", "@every 5m", "@DAILY", " @daily", "* * H * *", "H(0-99) * * * *", "x * * * *"])
+                                  "* * * *", "@every", "@every 5", "@DAILY", " @daily", "* * H * *", "H(0-99) * * * *", "x * * * *"])
 def test_admission_regex_refuses(expr):
     assert not _SCHEDULE.match(expr)
     assert cron.validate_schedule(expr) is not None

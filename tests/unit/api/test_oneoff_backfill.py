@@ -170,3 +170,28 @@ def test_logical_time_round_trips():
     t = utc(2026, 5, 10, 8, 0)
     assert parse_logical_time(format_logical_time(t)) == t
     assert parse_logical_time("2026-05-10T10:00:00+02:00") == t
+
+
+def test_the_backfill_request_round_trips_and_bad_values_say_what_is_expected():
+    """Issue 17: the CLI asks the operator through an annotation; a hand-written one must not crash it."""
+    from thresher.api.backfill import BackfillError, parse_request, request_value
+
+    start, end = datetime(2026, 5, 1, 0, 0, tzinfo=UTC), datetime(2026, 5, 1, 1, 0, tzinfo=UTC)
+    assert parse_request(request_value(start, end, "t1")) == (start, end)
+    for bad in ("", "{}", '{"from": "yesterday", "to": "2026-05-01T00:00:00Z"}', "[1]"):
+        with pytest.raises(BackfillError, match="must be JSON with RFC 3339 from and to"):
+            parse_request(bad)
+
+
+def test_a_spec_plans_with_its_resolved_schedule_and_a_one_off_has_nothing_to_backfill():
+    from thresher.api.backfill import BackfillError, plan_for_spec
+    from thresher.api.schedule import parse_schedule
+
+    body = {"metadata": {"name": "s", "namespace": "ns"},
+            "spec": {"schedule": "*/10 * * * *", "job": {"container": {"image": "a"}}}}
+    start, end = datetime(2026, 5, 1, 0, 0, tzinfo=UTC), datetime(2026, 5, 1, 1, 0, tzinfo=UTC)
+    plan = plan_for_spec(parse_schedule(body).spec, "ns", "s", start, end, end + timedelta(hours=1), set())
+    assert len(plan.new) == 6
+    body["spec"] = {"runAt": "2026-05-01T00:00:00Z", "job": {"container": {"image": "a"}}}
+    with pytest.raises(BackfillError, match="no schedule"):
+        plan_for_spec(parse_schedule(body).spec, "ns", "s", start, end, end + timedelta(hours=1), set())

@@ -130,6 +130,19 @@ def test_effective_schedule_resolves_h_per_namespace_and_name():
     ({"job": {"drone": {"backend": "cuda"}}}, "needs resources.gpus >= 1"),
     ({"job": {"tmdb": {"collection": "custom", "apiKeySecretRef": {"name": "k"}}}}, "sources"),
     ({"job": {"tmdb": {"collection": "daily"}}}, "apiKeySecretRef"),
+    ({"schedule": "@every 30s"}, "shorter than the minimum of 1 minute"),
+    ({"schedule": "@every 90s"}, "not a whole number of minutes"),
+    ({"schedule": "@every 9000h"}, "longer than the maximum of 366 days"),
+    ({"schedule": "@every 90"}, "is not a duration"),
+    ({"schedule": "0 * * * *", "intervalAnchor": "2026-03-01T06:00:00Z"}, "intervalAnchor needs an @every schedule"),
+    ({"schedule": "@every 7m", "intervalAnchor": "2026-03-29T02:30:00", "timeZone": "Europe/Berlin"},
+     "does not exist in Europe/Berlin"),
+    ({"alerting": {"labels": {"Team": "a"}}}, "'Team' is not supported"),
+    ({"schedule": None}, "set schedule (cron or @every), runAt (one run at that time), or both"),
+    ({"runAt": "2026-05-01T06:00:30Z"}, "runAt must be on a whole minute"),
+    ({"runAt": "2026-05-01T06:00:00"}, "timestamps must carry a time zone"),
+    ({"alerting": {"labels": {"__name__": "a"}}}, "not a valid Prometheus label name"),
+    ({"alerting": {"labels": {"consecutiveFailuresSeverity": "page"}}}, "use warning or critical"),
 ])
 def test_invalid_specs_say_what_is_wrong(change, fragment):
     assert fragment in problems(obj(**change))
@@ -221,3 +234,28 @@ def test_run_summary_trims_to_the_status_bounds():
     assert len(summary.warnings) == 10 and all(len(w) <= 512 for w in summary.warnings)
     assert len(summary.error) == 2048 and summary.items == 5 and summary.output == "/data/out"
     RunSummary.model_validate(summary.model_dump())  # still within its own constraints
+
+
+def test_an_interval_schedule_parses_with_its_anchor_and_keeps_its_text():
+    """Issue 17: `@every` was refused; it is a schedule now, normalised for status.effectiveSchedule."""
+    spec = parse_schedule(obj(schedule="  @every  1h30m ", intervalAnchor="2026-03-01T06:15:00",
+                              timeZone="Europe/Berlin")).spec
+    assert spec.effective_schedule("ns", "s") == "@every 1h30m"
+    times = spec.times("ns", "s")
+    assert times.every.every == timedelta(minutes=90)
+    assert times.every.anchor == datetime(2026, 3, 1, 5, 15, tzinfo=UTC)  # 06:15 in Berlin (CET)
+    assert times.fired_by_operator
+    assert not parse_schedule(obj(schedule="@every 15m")).spec.times("ns", "s").fired_by_operator
+
+
+def test_alerting_labels_are_part_of_the_spec():
+    spec = parse_schedule(obj(alerting={"labels": {"team": "data-platform", "staleSeverity": "warning"}})).spec
+    assert spec.alerting.labels.info_labels()["team"] == "data-platform"
+    assert parse_schedule(obj()).spec.alerting.labels.root == {}
+
+
+def test_a_one_off_schedule_needs_no_cron():
+    """Issue 17: runAt alone is a schedule of one run (no recurring times, no effective schedule)."""
+    spec = parse_schedule(obj(schedule=None, runAt="2026-05-01T08:00:00+02:00")).spec
+    assert spec.run_at == datetime(2026, 5, 1, 6, 0, tzinfo=UTC)
+    assert spec.times("ns", "s") is None and spec.effective_schedule("ns", "s") is None

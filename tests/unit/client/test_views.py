@@ -58,3 +58,11 @@ def test_progress_line_only_once_the_operator_reports_the_run():
     assert views.progress_line({"name": "j", "phase": "Running", "node": "n1"}) == "job.batch/j Running on n1"
     assert (views.progress_line({"name": "j", "phase": "Blocked", "reason": "NodeLost", "message": "node n1 NotReady"})
             == "job.batch/j Blocked (NodeLost): node n1 NotReady")
+
+
+def test_a_one_off_schedule_shows_its_run_time_as_its_schedule():
+    """Issue 17: a schedule with only runAt has no cron: the dashboard showed None."""
+    body = _schedule([], runAt="2026-05-01T06:00:00Z")
+    body["spec"].pop("schedule")
+    (row,) = views.dashboard_rows([body])
+    assert row["schedule"] == "runAt 2026-05-01T06:00:00Z"

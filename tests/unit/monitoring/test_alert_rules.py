@@ -130,9 +130,3 @@ def test_joined_labels_are_labels_of_the_info_metric():
     for rule in _schedule_alerts():
         joined = re.search(r"group_left \(([^)]*)\)", rule["expr"]).group(1).split(", ")
         assert set(joined) <= _info_labels_declared() | set(INFO_LABELS), rule["alert"]
-
-
-def test_info_labels_are_still_pending():
-    """Issue 17: the operator does not put spec.alerting.labels on thresher_schedule_info yet (the
-    spec field lands with the reconciler restructuring). Fails once it does: then delete this test."""
-    assert _info_labels_declared() & set(INFO_LABELS) == set(), "wired now: delete this test"

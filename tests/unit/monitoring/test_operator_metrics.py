@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from thresher.api.alerting_labels import INFO_LABELS, AlertingLabels
 from thresher.operator.desired_status import ScheduleState
 from thresher.operator.metrics import OUTCOMES, OperatorMetrics
 
@@ -146,7 +147,8 @@ def test_set_schedule_state_exposes_every_gauge():
     }
     for (name, kind), want in expected.items():
         assert value(m, name, **(s if kind == "s" else sj)) == want, name
-    assert value(m, "thresher_schedule_info", **sj, cron="0 3 * * *", time_zone="Europe/Berlin") == 1
+    unset = dict.fromkeys(INFO_LABELS, "")
+    assert value(m, "thresher_schedule_info", **sj, cron="0 3 * * *", time_zone="Europe/Berlin", **unset) == 1
     for outcome in OUTCOMES:
         assert value(m, "thresher_schedule_runs_total", **sj, outcome=outcome) == 0
 
@@ -227,7 +229,7 @@ def test_labels_are_bounded():
     m.set_schedule_state(ScheduleState(**full_state()))
     m.observe_reconcile(handler="schedule_update", ok=False, seconds=0.2)
     allowed = {"namespace", "schedule", "job_type", "outcome", "cron", "time_zone", "le", "handler", "result",
-               "version", "reason"}
+               "version", "reason", *INFO_LABELS}
     all_samples = samples(m)
     used = {k for (_, lbls) in all_samples for (k, _) in lbls}
     assert used <= allowed
@@ -263,3 +265,17 @@ def test_serve_exposes_the_registry_over_http():
         assert 'thresher_schedule_runs_total{job_type="tmdb",namespace="data",outcome="succeeded",' in body
     finally:
         m.shutdown()
+
+
+def test_alerting_labels_reach_the_info_series_and_a_change_replaces_it():
+    """Issue 17: spec.alerting.labels must reach thresher_schedule_info (the rules join on it), and
+    a changed team must not leave the old series behind (alerts would route to both teams)."""
+    m = OperatorMetrics()
+    first = AlertingLabels({"team": "data-platform", "consecutiveFailuresSeverity": "critical"}).info_labels()
+    m.set_schedule_state(ScheduleState(**{**full_state(), "info_labels": tuple(first.values())}))
+    info = dict(namespace=NS, schedule=NAME, job_type="tmdb", cron="0 3 * * *", time_zone="Europe/Berlin")
+    assert value(m, "thresher_schedule_info", **info, **first) == 1
+    second = AlertingLabels({"team": "growth"}).info_labels()
+    m.set_schedule_state(ScheduleState(**{**full_state(), "info_labels": tuple(second.values())}))
+    assert value(m, "thresher_schedule_info", **info, **second) == 1
+    assert value(m, "thresher_schedule_info", **info, **first) is None

@@ -119,3 +119,33 @@ def test_drift_ignores_defaults_and_foreign_fields_but_not_edits():
     assert not builders.drifted(desired, actual)
     actual["schedule"] = "0 0 * * *"
     assert builders.drifted(desired, actual)
+
+
+def _interval(schedule: str, **spec) -> dict:
+    body = example("tmdb-daily.yaml")
+    body["spec"].update(schedule=schedule, **spec)
+    return build(body)
+
+
+def test_an_interval_that_divides_an_hour_is_an_ordinary_cron_in_utc():
+    """Issue 17: `@every 15m` is fired by the CronJob controller, as the cron it equals."""
+    cronjob = _interval("@every 15m", intervalAnchor="2026-01-01T00:05:00Z", timeZone="Europe/Berlin")
+    assert cronjob["spec"]["schedule"] == "5/15 * * * *"
+    assert cronjob["spec"]["timeZone"] == "UTC"  # elapsed time: the anchor fixed the phase
+    assert cronjob["spec"]["suspend"] is False
+
+
+def test_an_interval_no_cron_repeats_keeps_the_cronjob_as_a_suspended_template():
+    """Issue 17: `@every 90m` cannot be a cron: the CronJob must never fire it (the operator does),
+    whatever spec.suspend says, and must still carry the run template."""
+    cronjob = _interval("@every 90m")
+    assert cronjob["spec"]["suspend"] is True
+    assert cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+
+
+def test_a_one_off_schedule_keeps_the_cronjob_as_a_suspended_template():
+    body = example("tmdb-daily.yaml")
+    body["spec"].pop("schedule")
+    body["spec"]["runAt"] = "2026-05-01T06:00:00Z"
+    cronjob = build(body)
+    assert cronjob["spec"]["suspend"] is True and cronjob["spec"]["schedule"]

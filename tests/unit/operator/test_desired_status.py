@@ -197,3 +197,46 @@ def test_recording_a_run_reads_then_writes_once_per_attempt():
     kube.calls.clear()
     assert rec.record_job(finished_job("s-2")) is None
     assert "patch_status" not in kube.calls
+
+
+def test_an_interval_fired_by_the_operator_reports_its_next_due_time_and_the_fired_one():
+    """Issue 17: next run and lastScheduleTime come from the interval (the template CronJob never fires)."""
+    current = body(schedule="@every 90m", intervalAnchor="2026-11-22T00:00:00Z")
+    template = {"metadata": {"name": "s", "namespace": "ns", "uid": "cj"}, "status": {}}
+    first = desired(current, cronjob=template)
+    assert first.status.next_schedule_time == datetime(2026, 11, 22, 13, 30, tzinfo=timezone.utc)
+    assert first.status.last_schedule_time is None
+    fired = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+    second = desired(current, cronjob=template, fired=fired)
+    assert second.patch["lastScheduleTime"] == "2026-11-22T12:00:00Z"
+    assert second.state.stale_after_seconds == 90 * 60 + 3600
+    # An older fired time (a late event of an earlier fire) never moves it back.
+    written = body(status={"lastScheduleTime": "2026-11-22T12:00:00Z"}, schedule="@every 90m",
+                   intervalAnchor="2026-11-22T00:00:00Z")
+    assert "lastScheduleTime" not in desired(written, cronjob=template, fired=fired - timedelta(minutes=90)).patch
+
+
+def test_a_one_off_schedule_shows_its_run_as_next_and_is_never_stale():
+    """Issue 17: runAt without a schedule: nextScheduleTime is the run until it is due, Stale stays False."""
+    run_at = NOW + timedelta(minutes=10)
+    current = body(runAt=run_at.strftime("%Y-%m-%dT%H:%M:00Z"))
+    current["spec"].pop("schedule")
+    template = {"metadata": {"name": "s", "namespace": "ns", "uid": "cj"}, "status": {}}
+    waiting = desired(current, cronjob=template)
+    assert waiting.status.next_schedule_time == run_at.replace(second=0)
+    assert waiting.status.effective_schedule is None
+    later = desired(current, now=NOW + timedelta(days=30), cronjob=template)
+    assert later.status.next_schedule_time is None
+    assert next(c for c in later.status.conditions if c.type == "Stale").status == "False"
+    # Beside a schedule it is the next run only while it comes first.
+    both = body(runAt=run_at.strftime("%Y-%m-%dT%H:%M:00Z"))  # hourly: next 13:00 after 12:10
+    assert desired(both).status.next_schedule_time == run_at.replace(second=0)
+
+
+def test_a_backfilled_run_is_listed_but_does_not_move_the_schedules_health():
+    """Issue 17: a backfilled window (past runs) must not make a failing schedule look fresh."""
+    current = body(status={"consecutiveFailures": 2, "lastFailureTime": "2026-11-22T11:00:00Z"})
+    backfilled = run("s-b1", "Succeeded", NOW).model_copy(update={"backfill": True})
+    out = desired(current, finished=(backfilled,))
+    assert out.status.recent_runs[0].job_name == "s-b1" and out.status.recent_runs[0].backfill
+    assert out.status.consecutive_failures == 2 and out.status.last_successful_time is None

@@ -340,7 +340,7 @@ class Reconciler:
         if plan.new:
             self.kube.post_event(body, "Normal", "Backfill", f"{len(plan.new)} run(s) created for "
                                  f"{format_logical_time(start)} to {format_logical_time(end)}")
-        log.info("backfill", extra={"schedule": _name(body), "runs": len(plan.runs), "created": len(plan.new)})
+        log.info("backfill", extra={"schedule": _name(body), "runs": len(plan.runs), "jobs_created": len(plan.new)})
         return [run.job_name for run in plan.runs]
 
     # --- run now --------------------------------------------------------------------

@@ -151,9 +151,10 @@ def stress_cut_params(stats: IndexStats) -> tuple[float, int]:
 def is_orthomosaic(path: Path, min_pixels: int) -> bool:
     """A TIFF that is georeferenced or has at least ``min_pixels`` pixels; unreadable ones are left to
     the photo decoder, which says why."""
+    import warnings
+
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-    import warnings
 
     try:
         with warnings.catch_warnings():
@@ -236,8 +237,9 @@ def out_rel(key: str, name: str) -> str:
 def process(path: Path, key: str, spec: DroneJob, params: cp.ComputeParams, output: Path) -> dict:
     """One orthomosaic end to end; returns the item's frames and ``orthomosaic`` block. BadInput for input
     that cannot be processed (nothing written then)."""
-    import rasterio
     import warnings
+
+    import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
     from thresher.jobs.drone.decode import _max_dn

@@ -57,6 +57,12 @@ def test_unknown_band_layout_is_refused_naming_count_and_setting():
         ortho.band_layout(3, ["gray"] * 3, [None] * 3, ["R", "R", "B"], "m.tif")
 
 
+def test_cell_modes_take_the_most_frequent_class():
+    classes = np.array([[1, 1, 3, 3], [1, 3, 3, 3], [0, 0, 2, 2], [0, 3, 3, 3]], dtype=np.uint8)
+    assert ortho.cell_modes(classes, 2, 2).tolist() == [[1, 3], [0, 2]]  # tie 2-2 goes to the lower code
+    assert ortho.cell_modes(classes[:3], 2, 2).tolist() == [[1, 3]]  # whole cells only
+
+
 def test_zone_factor_strip_rows_and_space():
     assert ortho.zone_factor(20000, 20000, 16_000_000) == 8
     assert ortho.zone_factor(512, 512, 16_000_000) == 1
@@ -145,12 +151,15 @@ def test_zones_geojson_areas_centroids_and_ogrinfo(mosaic, processed):
 def test_coarse_zone_grid_keeps_areas_and_centroids(mosaic, tmp_path):
     """Zones traced on a reduced grid (f = 4 here) measure the patches to within their outline's cells: an
     edge moves by at most half a cell (f / 2 px), so the area by at most perimeter x f / 2 (here up to 6 %
-    on patches 60-250 px across; 2 % at field scale: benchmarks/ortho_bench.py); centroids within 2 px."""
+    on patches 60-250 px across; 2 % at field scale: benchmarks/ortho_bench.py); centroids within 2 px.
+    Bug pinned: cells classified by their mean index put a ring of "stressed" cells around bare soil
+    (half soil, half healthy averages to a stressed value); cells take their most frequent class."""
     spec = SPEC.model_copy(update={"orthomosaic": SPEC.orthomosaic.model_copy(
         update={"zone_grid_max_pixels": 70_000})})
     result = run(mosaic.path, tmp_path, spec)
     assert result["orthomosaic"]["zone_cell_pixels"] == 4
     feats = json.loads((tmp_path / result["orthomosaic"]["zones"]).read_text())["features"]
+    assert sorted(f["properties"]["class"] for f in feats) == sorted(p.kind for p in mosaic.patches)
     for patch in mosaic.patches:
         col, row = patch.centroid
         z = min(feats, key=lambda f: (f["properties"]["centroid_col"] - col) ** 2

@@ -13,8 +13,9 @@ GDAL bundled in its wheel):
    GeoTIFF (``classes.tif``: the input's CRS and transform, DEFLATE, overviews by mode, the
    PNG legend's colours as its colour table).
 
-Zones are traced (``rasterio.features.shapes``, 4-connected) on the zone grid classified like
-the PNG map (``healthmap.classes`` on the cell means): stressed and bare areas as polygons,
+Pass 2 also gives each zone-grid cell its most frequent pixel class (as the COG's mode
+overviews do). Zones are traced (``rasterio.features.shapes``, 4-connected) on that grid:
+stressed and bare areas as polygons,
 simplified (Douglas-Peucker) within ``simplifyPixels`` cells, their areas in m² in the input's
 CRS when it is projected, else in the UTM zone of the mosaic's centre, then written in WGS84
 (RFC 7946: lon/lat, exterior rings counter-clockwise, no ``crs`` member). A zone's outline is
@@ -293,14 +294,14 @@ def _process(ds, key: str, spec: DroneJob, params: cp.ComputeParams, output: Pat
         return {"frames": [frame], "warnings": warnings_, "orthomosaic": result}
     # Pass 2: every pixel classified with the final cuts, written as a COG.
     result["classes"] = out_rel(key, "classes.tif")
-    write_classes(ds, layout, rows, acc, pstats, output / result["classes"], windows)
+    cells = write_classes(ds, layout, rows, acc, pstats, output / result["classes"], windows, f, grid)
     means = cp.block_means(acc.map_sum, acc.map_cnt)
-    small = reduce_means(acc.map_sum, acc.map_cnt, cp.map_factor(*grid, params.map_max))
+    m = cp.map_factor(*grid, params.map_max)
     frame["map"] = out_rel(key, "map.png")
-    atomic_write_bytes(output / frame["map"], hm.render(primary, pstats, small))
+    atomic_write_bytes(output / frame["map"], hm.render_classes(primary, pstats, cells[::m, ::m]))
     zones: list[dict] = []
     if geo:
-        zones = trace_zones(means, pstats, ds.transform, ds.crs, f, cfg.min_zone_area_m2, cfg.simplify_pixels,
+        zones = trace_zones(cells, means, ds.transform, ds.crs, f, cfg.min_zone_area_m2, cfg.simplify_pixels,
                             primary)
         result["zones"] = out_rel(key, "zones.geojson")
         atomic_write_text(output / result["zones"], rp.to_json(feature_collection(zones)))
@@ -318,18 +319,20 @@ def planes_rows(planes: dict[str, np.ndarray]) -> int:
     return next(iter(planes.values())).shape[0]
 
 
-def reduce_means(total: np.ndarray, count: np.ndarray, m: int) -> np.ndarray:
-    """Cell sums and counts -> means of m x m groups of cells (whole groups only): the PNG map."""
-    hb, wb = max(1, total.shape[0] // m), max(1, total.shape[1] // m)
-    mh, mw = min(m, total.shape[0]), min(m, total.shape[1])
-    t = total[:hb * mh, :wb * mw].reshape(hb, mh, wb, mw).sum(axis=(1, 3))
-    c = count[:hb * mh, :wb * mw].reshape(hb, mh, wb, mw).sum(axis=(1, 3))
-    return cp.block_means(t, c)
+def cell_modes(classes: np.ndarray, f: int, cells_across: int) -> np.ndarray:
+    """The most frequent class of each f x f cell of a strip (whole cells only; ties to the lower code):
+    the zone grid, consistent with the COG's mode overviews. A cell's mean index would not do: around
+    bare soil, cells half soil and half healthy average to a "stressed" value, a ring of false zones."""
+    cells_down = classes.shape[0] // f
+    t = classes[:cells_down * f, :cells_across * f].reshape(cells_down, f, cells_across, f)
+    counts = np.stack([np.count_nonzero(t == c, axis=(1, 3)) for c in range(len(CLASS_NAMES))])
+    return counts.argmax(axis=0).astype(np.uint8)
 
 
 def write_classes(ds, layout: Layout, rows: int, acc: cp.Pass, pstats: IndexStats, dest: Path,
-                  windows: Windows) -> None:
-    """Pass 2 into a tiled GTiff (a temporary), then the COG driver copies it with overviews."""
+                  windows: Windows, f: int, grid: tuple[int, int]) -> np.ndarray:
+    """Pass 2 into a tiled GTiff (a temporary), then the COG driver copies it with overviews. Returns the
+    zone grid: each f x f cell's most frequent class."""
     import rasterio
     from rasterio.shutil import copy as rio_copy
     from rasterio.windows import Window
@@ -342,6 +345,7 @@ def write_classes(ds, layout: Layout, rows: int, acc: cp.Pass, pstats: IndexStat
                "blockxsize": COG_BLOCK, "blockysize": COG_BLOCK, "compress": "deflate", "BIGTIFF": "IF_SAFER"}
     colormap = {i: (*rgb, 0 if i == hm.NODATA else 255) for i, rgb in enumerate(hm.PALETTE[:4])}
     dummy = np.zeros(1, dtype=ds.dtypes[0])
+    cells = np.zeros(grid, dtype=np.uint8)
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = dest.parent / f".{dest.name}.stage.tmp"  # hidden, like atomic_path's temporaries
     try:
@@ -357,11 +361,14 @@ def write_classes(ds, layout: Layout, rows: int, acc: cp.Pass, pstats: IndexStat
                                  f32(acc.floor), f32(zoning.vegetation), f32(value), cut_bin, f32(QRANGE[0]),
                                  f32(QSCALE), QBINS, out)
                 dst.write(out, 1, window=Window(0, row0, w, h))
+                modes = cell_modes(out, f, grid[1])
+                cells[row0 // f: row0 // f + modes.shape[0]] = modes[:grid[0] - row0 // f]
         with atomic_path(dest) as tmp:
             rio_copy(stage, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=COG_BLOCK, RESAMPLING="MODE",
                      OVERVIEWS="AUTO", BIGTIFF="IF_SAFER")
     finally:
         stage.unlink(missing_ok=True)
+    return cells
 
 
 def zone_cell_metres(ds, f: int) -> float:
@@ -372,9 +379,10 @@ def zone_cell_metres(ds, f: int) -> float:
     return size * 111_320.0
 
 
-def trace_zones(means: np.ndarray, pstats: IndexStats, transform, crs, f: int, min_area_m2: float,
+def trace_zones(classes: np.ndarray, means: np.ndarray, transform, crs, f: int, min_area_m2: float,
                 simplify_cells: float, index: str) -> list[dict]:
-    """Stressed and bare zones of the cell-mean grid as GeoJSON features (WGS84), largest first."""
+    """Stressed and bare zones of the zone grid (``classes``: each cell's most frequent class; ``means``:
+    its mean index) as GeoJSON features (WGS84), largest first."""
     import rasterio.features
     from affine import Affine
     from pyproj import CRS, Transformer
@@ -382,7 +390,6 @@ def trace_zones(means: np.ndarray, pstats: IndexStats, transform, crs, f: int, m
     from shapely.geometry.polygon import orient
     from shapely.ops import transform as shp_transform
 
-    classes = hm.classes(means, pstats.vegetation_cut, pstats.stressed_cut)
     cell = transform * Affine.scale(f)
     src = CRS.from_wkt(crs.to_wkt())
     to_wgs = Transformer.from_crs(src, CRS.from_epsg(4326), always_xy=True)

@@ -56,15 +56,17 @@ class Mosaic:
 
 
 def default_patches(size: int) -> list[Patch]:
-    """Six patches scaled to the mosaic: stressed and bare, rectangles and discs, none touching."""
+    """Six patches scaled to the mosaic: stressed and bare, rectangles and discs, none touching. Edges
+    are 3 px off any power-of-two grid, so no zone grid traces them exactly by luck."""
     s = size / 100.0
+    o = 3.0
     return [
-        Patch("stressed", "rect", 10 * s, 10 * s, 20 * s, 12 * s),
-        Patch("stressed", "disc", 70 * s, 25 * s, 9 * s),
-        Patch("stressed", "rect", 15 * s, 60 * s, 8 * s, 25 * s),
-        Patch("bare", "disc", 45 * s, 75 * s, 10 * s),
-        Patch("bare", "rect", 60 * s, 55 * s, 25 * s, 8 * s),
-        Patch("stressed", "disc", 80 * s, 85 * s, 6 * s),
+        Patch("stressed", "rect", 10 * s + o, 10 * s + o, 20 * s, 12 * s),
+        Patch("stressed", "disc", 70 * s + o, 25 * s + o, 9 * s),
+        Patch("stressed", "rect", 15 * s + o, 60 * s + o, 8 * s + o, 25 * s + o),
+        Patch("bare", "disc", 45 * s + o, 75 * s + o, 10 * s),
+        Patch("bare", "rect", 60 * s + o, 55 * s + o, 25 * s + o, 8 * s + o),
+        Patch("stressed", "disc", 80 * s + o, 85 * s + o, 6 * s),
     ]
 
 

@@ -57,10 +57,13 @@ def test_unknown_band_layout_is_refused_naming_count_and_setting():
         ortho.band_layout(3, ["gray"] * 3, [None] * 3, ["R", "R", "B"], "m.tif")
 
 
-def test_cell_modes_take_the_most_frequent_class():
+def test_cell_summary_modes_and_pixel_moments():
     classes = np.array([[1, 1, 3, 3], [1, 3, 3, 3], [0, 0, 2, 2], [0, 3, 3, 3]], dtype=np.uint8)
-    assert ortho.cell_modes(classes, 2, 2).tolist() == [[1, 3], [0, 2]]  # tie 2-2 goes to the lower code
-    assert ortho.cell_modes(classes[:3], 2, 2).tolist() == [[1, 3]]  # whole cells only
+    modes, moments = ortho.cell_summary(classes, 2, 2)
+    assert modes.tolist() == [[1, 3], [0, 2]]  # tie 2-2 goes to the lower code
+    count, dx, dy = moments[hm.STRESSED]
+    assert count.tolist() == [[0, 0], [0, 2]] and dx[1, 1] == 0.5 + 1.5 and dy[1, 1] == 0.5 + 0.5
+    assert ortho.cell_summary(classes[:3], 2, 2)[0].tolist() == [[1, 3]]  # whole cells only
 
 
 def test_zone_factor_strip_rows_and_space():

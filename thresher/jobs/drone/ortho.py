@@ -298,7 +298,7 @@ def _process(ds, key: str, spec: DroneJob, params: cp.ComputeParams, output: Pat
     means = cp.block_means(acc.map_sum, acc.map_cnt)
     m = cp.map_factor(*grid, params.map_max)
     frame["map"] = out_rel(key, "map.png")
-    atomic_write_bytes(output / frame["map"], hm.render_classes(primary, pstats, cells[::m, ::m]))
+    atomic_write_bytes(output / frame["map"], hm.render_classes(primary, pstats, cells.classes[::m, ::m]))
     zones: list[dict] = []
     if geo:
         zones = trace_zones(cells, means, ds.transform, ds.crs, f, cfg.min_zone_area_m2, cfg.simplify_pixels,
@@ -319,20 +319,50 @@ def planes_rows(planes: dict[str, np.ndarray]) -> int:
     return next(iter(planes.values())).shape[0]
 
 
-def cell_modes(classes: np.ndarray, f: int, cells_across: int) -> np.ndarray:
-    """The most frequent class of each f x f cell of a strip (whole cells only; ties to the lower code):
-    the zone grid, consistent with the COG's mode overviews. A cell's mean index would not do: around
+@dataclass
+class ZoneGrid:
+    """The zone grid: each f x f cell's most frequent class, and per zone class (stressed, bare) how many
+    of the cell's pixels have it and the sums of their offsets inside the cell (for exact centroids)."""
+
+    classes: np.ndarray
+    moments: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]  # code -> (count, sum dx, sum dy)
+
+    @classmethod
+    def empty(cls, grid: tuple[int, int]) -> ZoneGrid:
+        return cls(np.zeros(grid, np.uint8), {code: (np.zeros(grid, np.uint32), np.zeros(grid, np.float32),
+                                                     np.zeros(grid, np.float32)) for code, _ in ZONE_CLASSES})
+
+    def add(self, classes: np.ndarray, row0: int, f: int) -> None:
+        """One strip of per-pixel classes starting at mosaic row ``row0`` (a multiple of f)."""
+        top = row0 // f
+        modes, moments = cell_summary(classes, f, self.classes.shape[1])
+        n = min(modes.shape[0], self.classes.shape[0] - top)
+        self.classes[top:top + n] = modes[:n]
+        for code, arrays in moments.items():
+            for whole, part in zip(self.moments[code], arrays):
+                whole[top:top + n] = part[:n]
+
+
+def cell_summary(classes: np.ndarray, f: int, cells_across: int):
+    """(most frequent class per f x f cell, {zone class: (pixel count, sum of x offsets, sum of y offsets)})
+    for a strip, whole cells only; ties go to the lower code. The mode, not a cell's mean index: around
     bare soil, cells half soil and half healthy average to a "stressed" value, a ring of false zones."""
     cells_down = classes.shape[0] // f
     t = classes[:cells_down * f, :cells_across * f].reshape(cells_down, f, cells_across, f)
     counts = np.stack([np.count_nonzero(t == c, axis=(1, 3)) for c in range(len(CLASS_NAMES))])
-    return counts.argmax(axis=0).astype(np.uint8)
+    offsets = np.arange(f, dtype=np.float32) + np.float32(0.5)  # pixel centres inside the cell
+    moments = {}
+    for code, _ in ZONE_CLASSES:
+        m = t == code
+        moments[code] = (counts[code].astype(np.uint32), m.sum(axis=1, dtype=np.float32) @ offsets,
+                         np.einsum("ifj,f->ij", m.sum(axis=3, dtype=np.float32), offsets))
+    return counts.argmax(axis=0).astype(np.uint8), moments
 
 
 def write_classes(ds, layout: Layout, rows: int, acc: cp.Pass, pstats: IndexStats, dest: Path,
-                  windows: Windows, f: int, grid: tuple[int, int]) -> np.ndarray:
+                  windows: Windows, f: int, grid: tuple[int, int]) -> ZoneGrid:
     """Pass 2 into a tiled GTiff (a temporary), then the COG driver copies it with overviews. Returns the
-    zone grid: each f x f cell's most frequent class."""
+    zone grid."""
     import rasterio
     from rasterio.shutil import copy as rio_copy
     from rasterio.windows import Window
@@ -345,7 +375,7 @@ def write_classes(ds, layout: Layout, rows: int, acc: cp.Pass, pstats: IndexStat
                "blockxsize": COG_BLOCK, "blockysize": COG_BLOCK, "compress": "deflate", "BIGTIFF": "IF_SAFER"}
     colormap = {i: (*rgb, 0 if i == hm.NODATA else 255) for i, rgb in enumerate(hm.PALETTE[:4])}
     dummy = np.zeros(1, dtype=ds.dtypes[0])
-    cells = np.zeros(grid, dtype=np.uint8)
+    cells = ZoneGrid.empty(grid)
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = dest.parent / f".{dest.name}.stage.tmp"  # hidden, like atomic_path's temporaries
     try:
@@ -361,8 +391,7 @@ def write_classes(ds, layout: Layout, rows: int, acc: cp.Pass, pstats: IndexStat
                                  f32(acc.floor), f32(zoning.vegetation), f32(value), cut_bin, f32(QRANGE[0]),
                                  f32(QSCALE), QBINS, out)
                 dst.write(out, 1, window=Window(0, row0, w, h))
-                modes = cell_modes(out, f, grid[1])
-                cells[row0 // f: row0 // f + modes.shape[0]] = modes[:grid[0] - row0 // f]
+                cells.add(out, row0, f)
         with atomic_path(dest) as tmp:
             rio_copy(stage, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=COG_BLOCK, RESAMPLING="MODE",
                      OVERVIEWS="AUTO", BIGTIFF="IF_SAFER")
@@ -379,10 +408,11 @@ def zone_cell_metres(ds, f: int) -> float:
     return size * 111_320.0
 
 
-def trace_zones(classes: np.ndarray, means: np.ndarray, transform, crs, f: int, min_area_m2: float,
+def trace_zones(cells: ZoneGrid, means: np.ndarray, transform, crs, f: int, min_area_m2: float,
                 simplify_cells: float, index: str) -> list[dict]:
-    """Stressed and bare zones of the zone grid (``classes``: each cell's most frequent class; ``means``:
-    its mean index) as GeoJSON features (WGS84), largest first."""
+    """Stressed and bare zones of the zone grid (``means``: each cell's mean index) as GeoJSON features
+    (WGS84), largest first. Outline and area from the traced cells; centroid: the mean position of the
+    zone class's pixels in the zone's cells (pixel-exact, so not biased by where cell edges fall)."""
     import rasterio.features
     from affine import Affine
     from pyproj import CRS, Transformer
@@ -401,6 +431,7 @@ def trace_zones(classes: np.ndarray, means: np.ndarray, transform, crs, f: int, 
         unit = 1.0
     tolerance = simplify_cells * abs(cell.a)
     shapes_found: list[tuple[object, str]] = []
+    classes = cells.classes
     for code, label in ZONE_CLASSES:
         mask = classes == code
         if not mask.any():
@@ -414,16 +445,26 @@ def trace_zones(classes: np.ndarray, means: np.ndarray, transform, crs, f: int, 
     finite = np.isfinite(means)
     sums = np.bincount(ids[finite], weights=means[finite], minlength=len(shapes_found) + 1)
     cnts = np.bincount(ids[finite], minlength=len(shapes_found) + 1)
+    # Pixel moments of each zone's class over its cells (count, sums of pixel-centre column and row),
+    # gathered over the zone classes' cells only: memory follows the zones, not the grid.
+    n_ids = len(shapes_found) + 1
+    zone_px, zone_sx, zone_sy = (np.zeros(n_ids) for _ in range(3))
+    for code, (cnt, dx, dy) in cells.moments.items():
+        r, c = np.nonzero(classes == code)
+        n = cnt[r, c].astype(np.float64)
+        for total, w in ((zone_px, n), (zone_sx, c * f * n + dx[r, c]), (zone_sy, r * f * n + dy[r, c])):
+            total += np.bincount(ids[r, c], weights=w, minlength=n_ids)
     features = []
     for i, (geom, label) in enumerate(shapes_found):
         projected = geom if metric is None else shp_transform(metric.transform, geom)
         area = projected.area * unit * unit
         if area < min_area_m2:
             continue
-        c = projected.centroid
-        cx, cy = (c.x, c.y) if metric is None else metric.transform(c.x, c.y, direction="INVERSE")
-        lon, lat = to_wgs.transform(cx, cy)
-        col, row = ~transform * (cx, cy)
+        if zone_px[i + 1]:
+            col, row = zone_sx[i + 1] / zone_px[i + 1], zone_sy[i + 1] / zone_px[i + 1]
+        else:  # no pixel of the class in its own cells cannot happen for a mode; keep the outline's centre
+            col, row = ~transform * (geom.centroid.x, geom.centroid.y)
+        lon, lat = to_wgs.transform(*(transform * (col, row)))
         simple = geom.simplify(tolerance, preserve_topology=True)
         wgs = orient(shp_transform(to_wgs.transform, simple), 1.0)
         features.append({"type": "Feature", "geometry": _rounded(mapping(wgs)), "properties": {

@@ -66,6 +66,13 @@ def test_cell_summary_modes_and_pixel_moments():
     assert ortho.cell_summary(classes[:3], 2, 2)[0].tolist() == [[1, 3]]  # whole cells only
 
 
+def test_ring_marks_the_cells_around_each_zone():
+    ids = np.zeros((4, 5), dtype=np.int32)
+    ids[1, 1] = 7
+    got = ortho.ring(ids)
+    assert got[0:3, 0:3].sum() == 7 * 9 - 7 and got[1, 1] == 0 and got[3].sum() == 0 and got[:, 3:].sum() == 0
+
+
 def test_zone_factor_strip_rows_and_space():
     assert ortho.zone_factor(20000, 20000, 16_000_000) == 8
     assert ortho.zone_factor(512, 512, 16_000_000) == 1

@@ -266,6 +266,25 @@ def class_pass(code, R, G, B, N, RE, present, nodata, has_nodata, sat, height, w
             row[x] = np.uint8(0) if k == nbins else cls
 
 
+@numba.njit(**JIT)
+def cell_pass(classes, f, zone_codes, counts, sx, sy):
+    """Per f x f cell of a strip of classes (whole cells only): counts[class, i, j] pixels of each class,
+    and for the classes in ``zone_codes`` (slot k) the sums sx[k, i, j], sy[k, i, j] of their pixel
+    centres' offsets inside the cell."""
+    cells_down, cells_across = counts.shape[1], counts.shape[2]
+    for i in range(cells_down):
+        for dy in range(f):
+            row = classes[i * f + dy]
+            for j in range(cells_across):
+                for dx in range(f):
+                    c = row[j * f + dx]
+                    counts[c, i, j] += 1
+                    for k in range(zone_codes.shape[0]):
+                        if c == zone_codes[k]:
+                            sx[k, i, j] += dx + f32(0.5)
+                            sy[k, i, j] += dy + f32(0.5)
+
+
 def pixel_array(planes: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:
     """When R, G and B are channel views of one C-contiguous H x W x C array (Pillow, PyAV, 3-band TIFFs),
     that array and the channel of each; else (None, [-1, -1, -1])."""

@@ -22,8 +22,9 @@ CRS when it is projected, else in the UTM zone of the mosaic's centre, then writ
 exact to one zone-grid cell (``f`` mosaic pixels); the last ``< f`` rows and columns of the
 mosaic are not traced.
 
-Memory is bounded by the strip (``STRIP_BYTES`` of input plus its class row), the zone grid
-(16 bytes a cell for the sums) and GDAL's block cache (``GDAL_CACHE_MB``), whatever the mosaic.
+Memory is bounded by two strips (``STRIP_BYTES`` of input each: the one computed and the one
+being read ahead), the zone grid (about 30 bytes a cell) and GDAL's block cache
+(``GDAL_CACHE_MB``), whatever the mosaic.
 """
 
 from __future__ import annotations
@@ -229,6 +230,20 @@ class Windows:
         return arr, broken
 
 
+def ahead(items: Iterator):
+    """``items``, with the next one produced on a thread while the caller works on the current one: GDAL
+    decodes the next strip (rasterio releases the GIL) while the numba kernels (nogil) compute. Only the
+    thread touches the dataset, so one GDAL handle is never used by two threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="ortho-read") as pool:
+        pending = pool.submit(next, items, done)
+        while (item := pending.result()) is not done:
+            pending = pool.submit(next, items, done)
+            yield item
+
+
 # --- the item ---------------------------------------------------------------------------------
 
 def out_rel(key: str, name: str) -> str:
@@ -273,7 +288,7 @@ def _process(ds, key: str, spec: DroneJob, params: cp.ComputeParams, output: Pat
     rows = strip_rows(h, w, len(layout.bands) + (1 if layout.alpha else 0), itemsize, ds.block_shapes[0][0], f)
     acc = cp.Pass(layout.bands, max_dn, params, grid)
     windows = Windows(ds, layout, rows)
-    for row0, planes, nodata in windows:
+    for row0, planes, nodata in ahead(iter(windows)):
         acc.add(planes, nodata, f, slice(row0 // f, min(grid[0], (row0 + planes_rows(planes)) // f)))
     stats = acc.finish()
     primary = acc.primary
@@ -348,14 +363,12 @@ def cell_summary(classes: np.ndarray, f: int, cells_across: int):
     for a strip, whole cells only; ties go to the lower code. The mode, not a cell's mean index: around
     bare soil, cells half soil and half healthy average to a "stressed" value, a ring of false zones."""
     cells_down = classes.shape[0] // f
-    t = classes[:cells_down * f, :cells_across * f].reshape(cells_down, f, cells_across, f)
-    counts = np.stack([np.count_nonzero(t == c, axis=(1, 3)) for c in range(len(CLASS_NAMES))])
-    offsets = np.arange(f, dtype=np.float32) + np.float32(0.5)  # pixel centres inside the cell
-    moments = {}
-    for code, _ in ZONE_CLASSES:
-        m = t == code
-        moments[code] = (counts[code].astype(np.uint32), m.sum(axis=1, dtype=np.float32) @ offsets,
-                         np.einsum("ifj,f->ij", m.sum(axis=3, dtype=np.float32), offsets))
+    codes = np.array([code for code, _ in ZONE_CLASSES], dtype=np.uint8)
+    counts = np.zeros((len(CLASS_NAMES), cells_down, cells_across), dtype=np.uint32)
+    sx = np.zeros((len(codes), cells_down, cells_across), dtype=np.float32)
+    sy = np.zeros_like(sx)
+    fused.cell_pass(np.ascontiguousarray(classes), f, codes, counts, sx, sy)
+    moments = {int(code): (counts[code], sx[k], sy[k]) for k, code in enumerate(codes)}
     return counts.argmax(axis=0).astype(np.uint8), moments
 
 
@@ -381,7 +394,7 @@ def write_classes(ds, layout: Layout, rows: int, acc: cp.Pass, pstats: IndexStat
     try:
         with rasterio.open(stage, "w", **profile) as dst:
             dst.write_colormap(1, colormap)
-            for row0, planes, nodata in Windows(ds, layout, rows, windows.bad):
+            for row0, planes, nodata in ahead(iter(Windows(ds, layout, rows, windows.bad))):
                 h, w = next(iter(planes.values())).shape
                 out = np.empty((h, w), dtype=np.uint8)
                 bands = [fused.flat(planes[b]) if b in planes else dummy for b in fused.BANDS]
@@ -408,11 +421,24 @@ def zone_cell_metres(ds, f: int) -> float:
     return size * 111_320.0
 
 
+def ring(ids: np.ndarray) -> np.ndarray:
+    """For each cell, the largest id among its 8 neighbours (0 if none): the cells around each zone."""
+    out = np.zeros_like(ids)
+    h, w = ids.shape
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                dst = out[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)]
+                np.maximum(dst, ids[max(0, -dy):h + min(0, -dy), max(0, -dx):w + min(0, -dx)], out=dst)
+    return out
+
+
 def trace_zones(cells: ZoneGrid, means: np.ndarray, transform, crs, f: int, min_area_m2: float,
                 simplify_cells: float, index: str) -> list[dict]:
     """Stressed and bare zones of the zone grid (``means``: each cell's mean index) as GeoJSON features
     (WGS84), largest first. Outline and area from the traced cells; centroid: the mean position of the
-    zone class's pixels in the zone's cells (pixel-exact, so not biased by where cell edges fall)."""
+    zone class's pixels in the zone's cells and the ring of cells around them (where its edge pixels
+    that lost a cell's vote are), so not biased by where cell edges fall."""
     import rasterio.features
     from affine import Affine
     from pyproj import CRS, Transformer
@@ -445,15 +471,17 @@ def trace_zones(cells: ZoneGrid, means: np.ndarray, transform, crs, f: int, min_
     finite = np.isfinite(means)
     sums = np.bincount(ids[finite], weights=means[finite], minlength=len(shapes_found) + 1)
     cnts = np.bincount(ids[finite], minlength=len(shapes_found) + 1)
-    # Pixel moments of each zone's class over its cells (count, sums of pixel-centre column and row),
-    # gathered over the zone classes' cells only: memory follows the zones, not the grid.
+    # Pixel moments of each zone's class (count, sums of pixel-centre column and row) over its cells and
+    # the cells around it, where its edge pixels that lost the cell's vote are.
     n_ids = len(shapes_found) + 1
     zone_px, zone_sx, zone_sy = (np.zeros(n_ids) for _ in range(3))
     for code, (cnt, dx, dy) in cells.moments.items():
-        r, c = np.nonzero(classes == code)
+        own = np.where(classes == code, ids, 0)
+        owner = np.where(own > 0, own, ring(own))
+        r, c = np.nonzero(owner)
         n = cnt[r, c].astype(np.float64)
         for total, w in ((zone_px, n), (zone_sx, c * f * n + dx[r, c]), (zone_sy, r * f * n + dy[r, c])):
-            total += np.bincount(ids[r, c], weights=w, minlength=n_ids)
+            total += np.bincount(owner[r, c], weights=w, minlength=n_ids)
     features = []
     for i, (geom, label) in enumerate(shapes_found):
         projected = geom if metric is None else shp_transform(metric.transform, geom)

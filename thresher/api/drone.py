@@ -147,7 +147,7 @@ class Orthomosaic(BaseModel):
         description="Zone outlines are simplified (Douglas-Peucker) within this many zone-grid cells.",
     )
     zone_grid_max_pixels: int = Field(
-        default=16_000_000, ge=10_000, le=400_000_000, alias="zoneGridMaxPixels",
+        default=8_000_000, ge=10_000, le=400_000_000, alias="zoneGridMaxPixels",
         description="Zones are traced on the mosaic reduced by the smallest power of two that brings it to at "
                     "most this many cells (each cell the mean index of its pixels).",
     )

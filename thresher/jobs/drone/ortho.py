@@ -309,8 +309,9 @@ def _process(ds, key: str, spec: DroneJob, params: cp.ComputeParams, output: Pat
         return {"frames": [frame], "warnings": warnings_, "orthomosaic": result}
     # Pass 2: every pixel classified with the final cuts, written as a COG.
     result["classes"] = out_rel(key, "classes.tif")
-    cells = write_classes(ds, layout, rows, acc, pstats, output / result["classes"], windows, f, grid)
     means = cp.block_means(acc.map_sum, acc.map_cnt)
+    acc.map_sum = acc.map_cnt = None  # 16 bytes a cell, not needed past here
+    cells = write_classes(ds, layout, rows, acc, pstats, output / result["classes"], windows, f, grid)
     m = cp.map_factor(*grid, params.map_max)
     frame["map"] = out_rel(key, "map.png")
     atomic_write_bytes(output / frame["map"], hm.render_classes(primary, pstats, cells.classes[::m, ::m]))

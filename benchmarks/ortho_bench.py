@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from thresher.demo.fakes import orthomosaic as om  # noqa: E402
+from thresher.demo.fakes import orthomosaic as om
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,7 +30,6 @@ being read ahead), the zone grid (about 30 bytes a cell) and GDAL's block cache
 from __future__ import annotations
 
 import html
-import logging
 import math
 import shutil
 from collections.abc import Iterator
@@ -47,8 +46,6 @@ from thresher.jobs.drone import report as rp
 from thresher.jobs.drone.decode import BadInput
 from thresher.jobs.drone.stats import QBINS, QRANGE, QSCALE, QWIDTH, IndexStats
 from thresher.jobs.harness import atomic_path, atomic_write_bytes, atomic_write_text
-
-log = logging.getLogger("thresher.drone")
 
 TIFF_EXTENSIONS = frozenset({"tif", "tiff"})
 STRIP_BYTES = 96 * 2**20  # input bytes read per window (all bands)

@@ -56,11 +56,15 @@ images: venv node-tools
 test-realnode: venv binaries node-tools
 	THRESHER_DEV_NODE=1 $(BIN)/pytest tests/realnode $(PYTEST_ARGS)
 
-# Upstream judges of the monitoring pieces: promtool and amtool (Debian's packages).
+# Upstream judges: promtool and amtool for the monitoring pieces, gdalinfo and ogrinfo for the
+# drone job's orthomosaic outputs (Debian's packages).
 tools:
 	@command -v promtool >/dev/null && command -v amtool >/dev/null || { \
 	  echo "installing prometheus and prometheus-alertmanager (promtool, amtool) from Debian"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }
+	@command -v gdalinfo >/dev/null && command -v ogrinfo >/dev/null || { \
+	  echo "installing gdal-bin (gdalinfo, ogrinfo) from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gdal-bin >/dev/null; }
 
 # As root the demo runs its jobs as real containers on a local kubelet node (node-tools; the
 # images are built on first use, about 4 minutes, cached after); otherwise on kwok's simulated

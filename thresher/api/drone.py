@@ -119,6 +119,40 @@ class RelativeZoning(BaseModel):
     )
 
 
+BandName = Literal["R", "G", "B", "N", "RE", "alpha", "ignore"]
+
+
+class Orthomosaic(BaseModel):
+    """How GeoTIFF orthomosaics are recognised, read and turned into zones (docs/drone.md, "Orthomosaics")."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    bands: list[BandName] = Field(
+        default_factory=list, max_length=16,
+        description="Band map, one entry per band of the file in order (R, G, B, N, RE, alpha, ignore), for "
+                    "files that do not name their bands. Empty: from the file's band descriptions or colour "
+                    "interpretation (RGB, RGBA).",
+    )
+    min_pixels: int = Field(
+        default=40_000_000, ge=1, alias="minPixels",
+        description="A TIFF is read as an orthomosaic (window by window) when it is georeferenced or has at "
+                    "least this many pixels; smaller plain TIFFs are photos.",
+    )
+    min_zone_area_m2: float = Field(
+        default=50.0, ge=0.0, le=1e9, alias="minZoneAreaM2",
+        description="Stress and bare zones smaller than this many square metres are left out of the GeoJSON.",
+    )
+    simplify_pixels: float = Field(
+        default=1.0, ge=0.0, le=100.0, alias="simplifyPixels",
+        description="Zone outlines are simplified (Douglas-Peucker) within this many zone-grid cells.",
+    )
+    zone_grid_max_pixels: int = Field(
+        default=8_000_000, ge=10_000, le=400_000_000, alias="zoneGridMaxPixels",
+        description="Zones are traced on the mosaic reduced by the smallest power of two that brings it to at "
+                    "most this many cells (each cell the mean index of its pixels).",
+    )
+
+
 def _no_parent_rule(alias: str) -> dict:
     # Same check as storage.subPath: the data directory is the volume; '..' would leave it.
     return {"rule": f"!has(self.{alias}) || !self.{alias}.matches('(^|/)[.][.](/|$)')",
@@ -219,6 +253,8 @@ class DroneJob(BaseModel):
         default=1024, ge=64, le=16384, alias="healthMapMaxSize",
         description="Longest side, in pixels, of the colour health map PNG written per image.",
     )
+    orthomosaic: Orthomosaic = Field(default_factory=Orthomosaic,
+                                     description="GeoTIFF orthomosaic input and georeferenced zone output.")
     report_period_days: int = Field(
         default=7, ge=1, le=3660, alias="reportPeriodDays",
         description="Task report covers inputs processed in this many days before now.",

@@ -13,6 +13,7 @@ it behave the same in a container, in a test and by hand:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -98,21 +99,29 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """A temporary name next to ``path`` for writers that need a file name (GDAL): renamed onto ``path``
+    when the block ends, removed if it fails, so readers see the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
+        yield Path(tmp_name)
+        with open(tmp_name, "rb+") as tmp:
             os.fsync(tmp.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -82,48 +82,85 @@ def full_scale(max_dn: float | None) -> float:
     return 1.0 if max_dn is None else float(max_dn)
 
 
+class Pass:
+    """The fused pass's accumulators for one image or one orthomosaic, fed window by window.
+
+    A photo is one window; an orthomosaic many (``ortho.py``). Counts are summed in int64 across
+    windows (the kernel's histogram copies are int32 per window), so the statistics of a mosaic are
+    those of one image of all its pixels: pixel-weighted, exactly as for photos."""
+
+    def __init__(self, bands: set[str] | dict, max_dn: float | None, params: ComputeParams,
+                 map_shape: tuple[int, int] = (1, 1)):
+        self.names = ix.applicable(bands, params.indices)
+        self.primary = ix.primary(bands, self.names, params.primary)
+        self.kind = input_kind(max_dn)
+        self.max_dn = max_dn
+        self.zonings = [params.zoning_for(name, self.kind) for name in self.names]
+        self.scale = full_scale(max_dn)
+        self.floor = params.min_denominator * self.scale
+        n = len(self.names)
+        self.hist = np.zeros((n, QBINS + 1), dtype=np.int64)
+        self.sums = np.zeros(n, dtype=np.float64)
+        self.counts = np.zeros((n, 2), dtype=np.int64)
+        self.masked = np.zeros(3, dtype=np.int64)
+        self.pixels = 0
+        self.map_sum = np.zeros(map_shape, dtype=np.float64)
+        self.map_cnt = np.zeros(map_shape, dtype=np.int64)
+
+    def add(self, planes: dict[str, np.ndarray], nodata: np.ndarray | None, k: int = 1,
+            map_rows: slice | None = None) -> None:
+        """One window: ``planes`` H x W per band; the primary index's k x k block sums go to rows
+        ``map_rows`` of the map (whole blocks only; None: the whole map, as for a photo)."""
+        first = next(iter(planes.values()))
+        h, w = first.shape
+        f32 = np.float32
+        dummy = np.zeros(1, dtype=first.dtype)
+        pixels, channels = fused.pixel_array(planes)
+        if pixels is None:
+            pixels = np.zeros((1, 1, 3), dtype=first.dtype)
+            bands = [fused.flat(planes[b]) if b in planes else dummy for b in fused.BANDS]
+        else:  # read from the interleaved array; the per-band views are not touched
+            bands = [dummy if b in "RGB" else (fused.flat(planes[b]) if b in planes else dummy)
+                     for b in fused.BANDS]
+        present = np.array([b in planes for b in fused.BANDS], dtype=np.bool_)
+        flat_nodata = fused.flat(nodata).view(np.uint8) if nodata is not None else np.zeros(1, np.uint8)
+        map_sum = self.map_sum if map_rows is None else self.map_sum[map_rows]
+        map_cnt = self.map_cnt if map_rows is None else self.map_cnt[map_rows]
+        hb, wb = map_sum.shape
+        hist = np.zeros((len(self.names), 2, QBINS + 1), dtype=np.int32)
+        fused.image_pass(
+            np.array([fused.CODES[n] for n in self.names], dtype=np.int64), *bands, pixels, channels, present,
+            flat_nodata, nodata is not None, f32(self.max_dn if self.max_dn is not None else -1.0), h, w,
+            f32(self.scale), f32(self.floor),
+            np.array([z.vegetation for z in self.zonings], dtype=f32),
+            np.array([z.stressed for z in self.zonings], dtype=f32),
+            f32(QRANGE[0]), f32(QSCALE), self.names.index(self.primary) if self.primary else -1,
+            min(k, h), min(k, w), hb, wb, hist, self.sums, self.counts, map_sum, map_cnt, self.masked)
+        self.hist += hist[:, 0, :].astype(np.int64) + hist[:, 1, :]
+        self.pixels += h * w
+
+    def finish(self) -> dict[str, IndexStats]:
+        stats = {}
+        for s, name in enumerate(self.names):
+            fine = self.hist[s, :QBINS]
+            valid = int(fine.sum())
+            stats[name] = finish(fine, valid, int(self.counts[s, 0]), int(self.counts[s, 1]),
+                                 self.pixels - valid - int(self.masked[2]), float(self.sums[s]), self.zonings[s],
+                                 with_histogram=name == self.primary)
+        return stats
+
+
 def compute_numpy(decoded: Decoded, params: ComputeParams) -> Computed:
     planes = decoded.planes
-    names = ix.applicable(planes, params.indices)
-    primary = ix.primary(planes, names, params.primary)
-    kind = input_kind(decoded.max_dn)
     first = next(iter(planes.values()))
     h, w = first.shape
-    dummy = np.zeros(1, dtype=first.dtype)
-    pixels, channels = fused.pixel_array(planes)
-    if pixels is None:
-        pixels = np.zeros((1, 1, 3), dtype=first.dtype)
-        bands = [fused.flat(planes[b]) if b in planes else dummy for b in fused.BANDS]
-    else:  # read from the interleaved array; the per-band views are not touched
-        bands = [dummy if b in "RGB" else (fused.flat(planes[b]) if b in planes else dummy) for b in fused.BANDS]
-    present = np.array([b in planes for b in fused.BANDS], dtype=np.bool_)
-    nodata = (fused.flat(decoded.nodata).view(np.uint8) if decoded.nodata is not None
-              else np.zeros(1, np.uint8))
-    zonings = [params.zoning_for(name, kind) for name in names]
-    scale = full_scale(decoded.max_dn)
-    hb, wb, kh, kw = map_grid(h, w, map_factor(h, w, params.map_max))
-    hist = np.zeros((len(names), 2, QBINS + 1), dtype=np.int32)
-    sums = np.zeros(len(names), dtype=np.float64)
-    counts = np.zeros((len(names), 2), dtype=np.int64)
-    map_sum = np.zeros((hb, wb), dtype=np.float64)
-    map_cnt = np.zeros((hb, wb), dtype=np.int64)
-    masked = np.zeros(3, dtype=np.int64)
-    f32 = np.float32
-    fused.image_pass(
-        np.array([fused.CODES[n] for n in names], dtype=np.int64), *bands, pixels, channels, present, nodata,
-        decoded.nodata is not None, f32(decoded.max_dn if decoded.max_dn is not None else -1.0), h, w,
-        f32(scale), f32(params.min_denominator * scale),
-        np.array([z.vegetation for z in zonings], dtype=f32), np.array([z.stressed for z in zonings], dtype=f32),
-        f32(QRANGE[0]), f32(QSCALE), names.index(primary) if primary else -1, kh, kw, hb, wb,
-        hist, sums, counts, map_sum, map_cnt, masked)
-    stats = {}
-    for s, name in enumerate(names):
-        fine = hist[s, 0, :QBINS].astype(np.int64) + hist[s, 1, :QBINS]
-        valid = int(fine.sum())
-        stats[name] = finish(fine, valid, int(counts[s, 0]), int(counts[s, 1]), h * w - valid - int(masked[2]),
-                             float(sums[s]), zonings[s], with_histogram=name == primary)
-    return Computed(stats=stats, primary=primary, pixels=h * w, saturated=int(masked[0]), nodata=int(masked[1]),
-                    map_index=block_means(map_sum, map_cnt) if primary else None, kind=kind)
+    k = map_factor(h, w, params.map_max)
+    hb, wb, _, _ = map_grid(h, w, k)
+    acc = Pass(planes, decoded.max_dn, params, (hb, wb))
+    acc.add(planes, decoded.nodata, k)
+    return Computed(stats=acc.finish(), primary=acc.primary, pixels=h * w, saturated=int(acc.masked[0]),
+                    nodata=int(acc.masked[1]),
+                    map_index=block_means(acc.map_sum, acc.map_cnt) if acc.primary else None, kind=acc.kind)
 
 
 def block_means(total: np.ndarray, count: np.ndarray) -> np.ndarray:

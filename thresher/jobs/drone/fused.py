@@ -96,6 +96,28 @@ def _index_row(code, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg, 
     return below_veg, below_stressed
 
 
+@numba.njit(inline="always", **JIT)
+def _index_row_any(code, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg, stressed, qlo, qscale, nbins,
+                   vbuf, binbuf):
+    """_index_row for a runtime code: one call per code with a literal, so each inlined copy is specialised
+    and vectorised."""
+    if code == 0:
+        return _index_row(0, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg, stressed, qlo, qscale, nbins, vbuf, binbuf)
+    if code == 1:
+        return _index_row(1, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg, stressed, qlo, qscale, nbins, vbuf, binbuf)
+    if code == 2:
+        return _index_row(2, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg, stressed, qlo, qscale, nbins, vbuf, binbuf)
+    if code == 3:
+        return _index_row(3, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg, stressed, qlo, qscale, nbins, vbuf, binbuf)
+    if code == 4:
+        return _index_row(4, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg, stressed, qlo, qscale, nbins, vbuf, binbuf)
+    if code == 5:
+        return _index_row(5, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg, stressed, qlo, qscale, nbins, vbuf, binbuf)
+    if code == 6:
+        return _index_row(6, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg, stressed, qlo, qscale, nbins, vbuf, binbuf)
+    return _index_row(7, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg, stressed, qlo, qscale, nbins, vbuf, binbuf)
+
+
 @numba.njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc"})
 def _row_sum(vbuf):
     """Sum of a row in float32 (reassociated so it vectorises); rows add up in float64."""
@@ -183,23 +205,8 @@ def image_pass(codes, R, G, B, N, RE, pixels, channels, present, nodata, has_nod
         masked[2] += either
         for s in range(codes.shape[0]):
             code = codes[s]
-            # One call per code with a literal, so each inlined copy is specialised and vectorised.
-            if code == 0:
-                a, c = _index_row(0, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg[s], stressed[s], qlo, qscale, nbins, vbuf, binbuf)
-            elif code == 1:
-                a, c = _index_row(1, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg[s], stressed[s], qlo, qscale, nbins, vbuf, binbuf)
-            elif code == 2:
-                a, c = _index_row(2, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg[s], stressed[s], qlo, qscale, nbins, vbuf, binbuf)
-            elif code == 3:
-                a, c = _index_row(3, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg[s], stressed[s], qlo, qscale, nbins, vbuf, binbuf)
-            elif code == 4:
-                a, c = _index_row(4, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg[s], stressed[s], qlo, qscale, nbins, vbuf, binbuf)
-            elif code == 5:
-                a, c = _index_row(5, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg[s], stressed[s], qlo, qscale, nbins, vbuf, binbuf)
-            elif code == 6:
-                a, c = _index_row(6, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg[s], stressed[s], qlo, qscale, nbins, vbuf, binbuf)
-            else:
-                a, c = _index_row(7, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg[s], stressed[s], qlo, qscale, nbins, vbuf, binbuf)
+            a, c = _index_row_any(code, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg[s], stressed[s], qlo,
+                                  qscale, nbins, vbuf, binbuf)
             counts[s, 0] += a
             counts[s, 1] += c
             sums[s] += _row_sum(vbuf)
@@ -216,6 +223,66 @@ def image_pass(codes, R, G, B, N, RE, pixels, channels, present, nodata, has_nod
                             x = bx * kw + j
                             map_sum[by, bx] += vbuf[x]
                             map_cnt[by, bx] += binbuf[x] != nbins
+
+
+@numba.njit(**JIT)
+def class_pass(code, R, G, B, N, RE, present, nodata, has_nodata, sat, height, width, full_scale, floor, veg,
+               stressed_value, stressed_bin, qlo, qscale, nbins, out):
+    """Per-pixel health classes of one window (orthomosaics), from the same row conversion, masks and index
+    row as ``image_pass``: out[y, x] = 0 no data or invalid, 1 soil (value < veg), 2 stressed (value <
+    stressed_value and fine bin < stressed_bin: absolute zoning sets the bin limit past the end, relative
+    zoning the value to +inf, so each counts exactly as ``stats.finish`` does), 3 healthy. The codes are
+    ``healthmap``'s palette indices."""
+    rb = np.zeros(width, np.float32)
+    gb = np.zeros(width, np.float32)
+    bb = np.zeros(width, np.float32)
+    nb_ = np.zeros(width, np.float32)
+    reb = np.zeros(width, np.float32)
+    mrow = np.zeros(width, np.uint8)
+    vbuf = np.zeros(width, np.float32)
+    binbuf = np.zeros(width, np.int32)
+    for y in range(height):
+        base = y * width
+        _convert_row(R, base, width, rb, present[0])
+        _convert_row(G, base, width, gb, present[1])
+        _convert_row(B, base, width, bb, present[2])
+        _convert_row(N, base, width, nb_, present[3])
+        _convert_row(RE, base, width, reb, present[4])
+        _mask_row(rb, gb, bb, nb_, reb, present, sat, width, mrow)
+        if has_nodata:
+            for x in range(width):
+                mrow[x] |= nodata[base + x]
+        _index_row_any(code, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, veg, stressed_value, qlo, qscale,
+                       nbins, vbuf, binbuf)
+        row = out[y]
+        for x in range(width):
+            v = vbuf[x]
+            k = binbuf[x]
+            cls = np.uint8(3)
+            if (v < stressed_value) & (k < stressed_bin):
+                cls = np.uint8(2)
+            if v < veg:
+                cls = np.uint8(1)
+            row[x] = np.uint8(0) if k == nbins else cls
+
+
+@numba.njit(**JIT)
+def cell_pass(classes, f, zone_codes, counts, sx, sy):
+    """Per f x f cell of a strip of classes (whole cells only): counts[class, i, j] pixels of each class,
+    and for the classes in ``zone_codes`` (slot k) the sums sx[k, i, j], sy[k, i, j] of their pixel
+    centres' offsets inside the cell."""
+    cells_down, cells_across = counts.shape[1], counts.shape[2]
+    for i in range(cells_down):
+        for dy in range(f):
+            row = classes[i * f + dy]
+            for j in range(cells_across):
+                for dx in range(f):
+                    c = row[j * f + dx]
+                    counts[c, i, j] += 1
+                    for k in range(zone_codes.shape[0]):
+                        if c == zone_codes[k]:
+                            sx[k, i, j] += dx + f32(0.5)
+                            sy[k, i, j] += dy + f32(0.5)
 
 
 def pixel_array(planes: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:

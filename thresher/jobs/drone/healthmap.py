@@ -116,6 +116,10 @@ def png_bytes(image, legend_text: str | None = None) -> bytes:
 
 def render(index: str, stats: IndexStats, small: np.ndarray) -> bytes:
     """The PNG of one frame's health map, legend included."""
+    return render_classes(index, stats, classes(small, stats.vegetation_cut, stats.stressed_cut))
+
+
+def render_classes(index: str, stats: IndexStats, cls: np.ndarray) -> bytes:
+    """The PNG of a class map (palette indices) with the legend of ``stats``' cuts."""
     title, entries = legend(index, stats)
-    image = with_legend(classes(small, stats.vegetation_cut, stats.stressed_cut), title, entries)
-    return png_bytes(image, "\n".join([title] + [e.label for e in entries]))
+    return png_bytes(with_legend(cls, title, entries), "\n".join([title] + [e.label for e in entries]))

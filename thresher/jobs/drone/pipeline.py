@@ -25,8 +25,9 @@ from thresher.api.drone import DroneJob
 from thresher.jobs.drone import compute as cp
 from thresher.jobs.drone import decode as dc
 from thresher.jobs.drone import healthmap as hm
+from thresher.jobs.drone import ortho
 from thresher.jobs.drone import report as rp
-from thresher.jobs.drone.discovery import Item, group, scan
+from thresher.jobs.drone.discovery import Item, extension, group, scan
 from thresher.jobs.drone.state import DB_NAME, Claimed, Outcome, RecoveredRun, StateDB, StateLock
 from thresher.jobs.harness import ConfigError, atomic_write_bytes, atomic_write_text
 
@@ -170,8 +171,27 @@ class Processor:
             "map": rel,
         }
 
+    def is_orthomosaic(self, item: Item) -> bool:
+        return (item.kind == "image" and extension(item.members[0][1]) in ortho.TIFF_EXTENSIONS
+                and ortho.is_orthomosaic(self.paths.input / item.members[0][1], self.spec.orthomosaic.min_pixels))
+
+    def process_orthomosaic(self, item: Item) -> dict:
+        """A GeoTIFF orthomosaic: read window by window (``ortho.py``), one frame of whole-mosaic statistics
+        plus the class COG, the zones GeoJSON and the zone report."""
+        try:
+            out = ortho.process(self.paths.input / item.members[0][1], item.key, self.spec, self.params,
+                                self.paths.output)
+        except dc.BadInput as err:
+            return {"key": item.key, "kind": "orthomosaic", "ok": False, "reason": str(err), "frames": [],
+                    "warnings": []}
+        result = {"key": item.key, "kind": "orthomosaic", "ok": True, "reason": None, **out}
+        atomic_write_text(self.paths.output / f"items/{item.key}.json", rp.to_json(result))
+        return result
+
     def process_item(self, item: Item) -> dict:
         """One item, end to end; bad input becomes a failed result, never an exception."""
+        if self.is_orthomosaic(item):
+            return self.process_orthomosaic(item)
         frames: list[dict] = []
         warnings: list[str] = [f"ignored band file {p}" for p in item.ignored]
         try:
@@ -193,13 +213,19 @@ class Processor:
             return self._process_batched(items)
         if self.workers <= 1 or len(items) <= 1:
             return [self.process_item(i) for i in items]
+        # Orthomosaics one at a time (each bounds its own memory and reads with all CPUs), photos on threads.
+        mosaics = {i.key: self.process_item(i) for i in items if self.is_orthomosaic(i)}
         with ThreadPoolExecutor(self.workers, thread_name_prefix="drone") as pool:
-            return list(pool.map(self.process_item, items))
+            photos = dict(zip([i.key for i in items if i.key not in mosaics],
+                              pool.map(self.process_item, [i for i in items if i.key not in mosaics])))
+        return [mosaics.get(i.key) or photos[i.key] for i in items]
 
     def _process_batched(self, items: list[Item]) -> list[dict]:
         """Torch: decode still images on CPU threads (or only parse headers when nvJPEG decodes),
-        compute all of them in one batch, then write outputs on threads. Videos go one by one."""
-        stills = [i for i in items if i.kind != "video"]
+        compute all of them in one batch, then write outputs on threads. Videos and orthomosaics go one
+        by one."""
+        one_by_one = {i.key for i in items if i.kind == "video" or self.is_orthomosaic(i)}
+        stills = [i for i in items if i.key not in one_by_one]
 
         def load(item: Item):
             try:
@@ -244,7 +270,7 @@ class Processor:
                 results[item.key] = {"key": item.key, "kind": item.kind, "ok": False,
                                      "reason": str(loaded[item.key]), "frames": [], "warnings": []}
         for item in items:
-            if item.kind == "video":
+            if item.key in one_by_one:
                 results[item.key] = self.process_item(item)
         return [results[i.key] for i in items]
 

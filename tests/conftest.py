@@ -57,9 +57,17 @@ def crd(cluster):
     assert files, f"no CRD manifests in {CRD_DIR}"
     for path in files:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/collectionschedules.thresher.dev")
+    wait_established(cluster)
     return "collectionschedules.thresher.dev"
+
+
+def wait_established(cluster, crd: str = "collectionschedules.thresher.dev", timeout: float = 60) -> None:
+    """Poll the CRD's Established condition. Not `kubectl wait --for=condition=Established`:
+    right after an apply the CRD may have no conditions yet, and kubectl then fails at once
+    instead of waiting (seen as setup errors of the fault tests on a loaded machine)."""
+    eventually(lambda: cluster.kubectl(
+        "get", f"crd/{crd}", "-o", 'jsonpath={.status.conditions[?(@.type=="Established")].status}',
+        check=False).stdout.strip() == "True", timeout=timeout, message=f"CRD {crd} Established")
 
 
 @pytest.fixture

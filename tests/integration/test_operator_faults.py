@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import CRD_DIR, NAMESPACE_PREFIX, kubectl_json
+from tests.conftest import CRD_DIR, NAMESPACE_PREFIX, kubectl_json, wait_established
 from tests.helpers.wait import consistently, eventually
 from tests.integration.conftest import OperatorProcess
 from tests.integration.test_operator import apply, get, run_now, sample, schedule, simulate, status_of
@@ -35,7 +35,7 @@ def private_cluster(tmp_path_factory):
     dev.up(log=lambda m: print(f"[private cluster] {m}"))
     for path in sorted(CRD_DIR.glob("*.yaml")):
         dev.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    dev.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/collectionschedules.thresher.dev")
+    wait_established(dev)
     yield dev
     dev.down(log=lambda m: None)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_established
 from tests.helpers.wait import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,8 +61,7 @@ def node(node_cluster):
 def crd(node_cluster):
     for path in sorted((REPO / "manifests" / "crds").glob("*.yaml")):
         node_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    node_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                         "crd/collectionschedules.thresher.dev")
+    wait_established(node_cluster)
 
 
 @pytest.fixture(scope="session")

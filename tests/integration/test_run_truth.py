@@ -126,8 +126,9 @@ def test_unschedulable_gpu_and_missing_claim_are_blocked_and_ended(cluster, name
     assert pvc["message"] == f'PersistentVolumeClaim "nope" does not exist in namespace {namespace}'
     gpu = blocked_entry(cluster, namespace, "gpu", "Unschedulable", timeout=60 + 15)
     assert "Insufficient nvidia.com/gpu" in gpu["message"] and "preemption" not in gpu["message"]
-    assert re.search(r'thresher_schedule_runs_blocked\{[^}]*reason="Unschedulable"[^}]*schedule="gpu"[^}]*\} 1',
-                     operator.metrics())
+    # The gauge is set right after the status write that the line above observed: poll it.
+    eventually(lambda: re.search(r'thresher_schedule_runs_blocked\{[^}]*reason="Unschedulable"[^}]*schedule="gpu"[^}]*\} 1',
+                                 operator.metrics()), timeout=15, message="blocked gauge for gpu")
     for name, reason, timeout in (("pvc", "UnboundPVC", STARTUP_TIMEOUT), ("gpu", "Unschedulable", GPU_STARTUP_TIMEOUT)):
         run = recorded(cluster, namespace, name, timeout=timeout + 30)["recentRuns"][0]
         assert (run["outcome"], run["reason"]) == ("FailedToStart", reason), run

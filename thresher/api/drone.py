@@ -160,13 +160,16 @@ def _no_parent_rule(alias: str) -> dict:
 
 
 PATH_ALIASES = ("inputPath", "outputPath", "statePath", "backupPath")
+PARALLEL_TASK_RULE = {
+    "rule": "!has(self.parallelism) || self.parallelism == 1 || !has(self.task) || self.task == 'process'",
+    "message": "drone parallelism above 1 is for task process only", "fieldPath": ".parallelism"}
 
 
 class DroneJob(BaseModel):
     """Crop-health processing of drone images in a folder of the schedule's storage."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid", json_schema_extra={
-        "x-kubernetes-validations": [_no_parent_rule(alias) for alias in PATH_ALIASES]})
+        "x-kubernetes-validations": [_no_parent_rule(alias) for alias in PATH_ALIASES] + [PARALLEL_TASK_RULE]})
 
     task: Literal["process", "report", "backup", "cleanup"] = Field(
         default="process",
@@ -255,6 +258,14 @@ class DroneJob(BaseModel):
     )
     orthomosaic: Orthomosaic = Field(default_factory=Orthomosaic,
                                      description="GeoTIFF orthomosaic input and georeferenced zone output.")
+    parallelism: int = Field(
+        default=1, ge=1, le=64,
+        description="Pods that process one run together (task process only). Above 1 the run is an Indexed "
+                    "Job: index i takes its share of the strips of every orthomosaic and the photos whose key "
+                    "hashes to i, with its own state (statePath/shard-i-of-N); the last index to finish merges "
+                    "the run's summary, class COG and zones. The indexes share the schedule's storage: a "
+                    "ReadWriteMany claim, or a ReadWriteOnce claim with a nodeSelector pinning one node.",
+    )
     report_period_days: int = Field(
         default=7, ge=1, le=3660, alias="reportPeriodDays",
         description="Task report covers inputs processed in this many days before now.",
@@ -284,6 +295,12 @@ class DroneJob(BaseModel):
     def _primary_computed(self) -> DroneJob:
         if self.indices and self.primary_index != "auto" and self.primary_index not in self.indices:
             raise ValueError(f"primaryIndex {self.primary_index} is not among indices {self.indices}")
+        return self
+
+    @model_validator(mode="after")
+    def _parallel_process_only(self) -> DroneJob:
+        if self.parallelism > 1 and self.task != "process":
+            raise ValueError("drone parallelism above 1 is for task process only")
         return self
 
     def normalized_extensions(self) -> frozenset[str]:

@@ -80,3 +80,11 @@ class ExitCode(enum.IntEnum):
 # environment variable and kept on the Job as an annotation (docs/scheduling.md).
 LOGICAL_TIME_ENV = "THRESHER_LOGICAL_TIME"
 LOGICAL_TIME_ANNOTATION = "thresher.dev/logical-time"
+
+# Fan-out (a drone run as an Indexed Job, docs/drone.md "Fan-out"): the run's id shared by its
+# indexes (the Job's name, through the downward API), Kubernetes' own index variable and the
+# labels/annotations it sets on the pods of an Indexed Job (upstream's names, read here).
+RUN_ID_ENV = "THRESHER_RUN_ID"
+COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"

@@ -314,6 +314,14 @@ class JobBlock(_Spec):
         return "drone" if self.drone is not None else "container"
 
 
+# The indexes of a fanned-out drone run share its volume (shard files, the merge): an emptyDir per pod
+# would give every index its own. Whether the claim can be shared (its access modes) is only known at run
+# time: the operator checks it (PrerequisitesMissing, docs/drone.md "Fan-out").
+PARALLEL_STORAGE_CEL = ("!has(self.job.drone) || !has(self.job.drone.parallelism) || self.job.drone.parallelism == 1 "
+                        "|| (has(self.storage) && !(has(self.storage.readOnly) && self.storage.readOnly))")
+PARALLEL_STORAGE_MESSAGE = "job.drone.parallelism above 1 needs writable storage (a claim the indexes share)"
+
+
 class CollectionScheduleSpec(_Spec):
     """The desired state: when to run which job, with what resources, and when to alert."""
 
@@ -321,6 +329,7 @@ class CollectionScheduleSpec(_Spec):
         _rule("!has(self.job.drone) || !has(self.job.drone.backend) || self.job.drone.backend != 'cuda' "
               "|| (has(self.resources) && has(self.resources.gpus) && self.resources.gpus >= 1)",
               "job.drone.backend cuda needs resources.gpus >= 1", ".resources"),
+        _rule(PARALLEL_STORAGE_CEL, PARALLEL_STORAGE_MESSAGE, ".storage"),
         _rule("!has(self.intervalAnchor) || (has(self.schedule) && self.schedule.trim().startsWith('@every'))",
               "intervalAnchor needs an @every schedule (a cron expression has its own phase)", ".intervalAnchor"),
         _rule("has(self.schedule) || has(self.runAt)",
@@ -450,6 +459,13 @@ class CollectionScheduleSpec(_Spec):
                 raise ValueError(problem)
         elif self.interval_anchor is not None:
             raise ValueError("intervalAnchor needs an @every schedule (a cron expression has its own phase)")
+        return self
+
+    @model_validator(mode="after")
+    def _parallel_storage(self) -> CollectionScheduleSpec:
+        drone = self.job.drone
+        if drone is not None and drone.parallelism > 1 and (self.storage is None or self.storage.read_only):
+            raise ValueError(PARALLEL_STORAGE_MESSAGE)
         return self
 
     @model_validator(mode="after")

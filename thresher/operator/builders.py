@@ -12,12 +12,14 @@ from dataclasses import dataclass
 
 from thresher.api.names import (
     API_VERSION,
+    JOB_NAME_LABEL,
     JOB_TYPE_LABEL,
     KIND,
     MANAGED_BY,
     MANAGED_BY_VALUE,
     MANUAL_ANNOTATION,
     RESULT_PATH,
+    RUN_ID_ENV,
     RUN_TOKEN_ANNOTATION,
     SCHEDULE_LABEL,
     ExitCode,
@@ -84,6 +86,10 @@ def job_container(spec: CollectionScheduleSpec, images: JobImages) -> dict:
                      "--data-dir", data_dir, *_quality_args(spec)],
         }
     elif job.drone is not None:
+        if job.drone.parallelism > 1:
+            # The indexes of one run share its id (the Job's name): their shard files meet under it.
+            env.append({"name": RUN_ID_ENV, "valueFrom": {"fieldRef": {
+                "fieldPath": f"metadata.labels['{JOB_NAME_LABEL}']"}}})
         container = {
             "image": images.gpu if spec.resources.gpus > 0 else images.cpu,
             "command": ["thresher", "job", "drone", "run"],
@@ -197,7 +203,45 @@ def job_spec(spec: CollectionScheduleSpec, images: JobImages, name: str) -> dict
     }
     if spec.timeout_seconds:
         body["activeDeadlineSeconds"] = spec.timeout_seconds
+    shards = fan_out(spec)
+    if shards > 1:
+        # One pod per shard; retries count per index, so a shard that keeps failing does not use up the
+        # others' retries or stop them, and its exit 5 (bad inputs, reported) ends only that index.
+        del body["backoffLimit"]
+        body.update({"completionMode": "Indexed", "completions": shards, "parallelism": shards,
+                     "backoffLimitPerIndex": spec.retries})
+        rules.append({"action": "FailIndex", "onExitCodes": {
+            "containerName": CONTAINER_NAME, "operator": "In", "values": [int(ExitCode.PARTIAL)]}})
     return body
+
+
+def fan_out(spec: CollectionScheduleSpec) -> int:
+    """How many indexes a run of this spec has: the drone job's parallelism, else 1."""
+    return spec.job.drone.parallelism if spec.job.drone is not None else 1
+
+
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+def shared_storage_problem(spec: CollectionScheduleSpec, pvc: dict) -> str | None:
+    """Why the indexes of a fanned-out run cannot share this claim, or None. ReadWriteMany is shared
+    across nodes; ReadWriteOnce only by pods on one node, so the spec must pin one (nodeSelector
+    kubernetes.io/hostname); ReadWriteOncePod never. Access modes from the claim's status (what was
+    bound), else its spec."""
+    shards = fan_out(spec)
+    if shards <= 1:
+        return None
+    modes = set((pvc.get("status") or {}).get("accessModes") or (pvc.get("spec") or {}).get("accessModes") or [])
+    name = (pvc.get("metadata") or {}).get("name", "?")
+    if "ReadWriteMany" in modes:
+        return None
+    if "ReadWriteOnce" in modes and HOSTNAME_LABEL in spec.node_selector:
+        return None
+    have = ", ".join(sorted(modes)) or "no access modes"
+    pin = "" if "ReadWriteOncePod" in modes and "ReadWriteOnce" not in modes else \
+        f", or pin one node with nodeSelector {HOSTNAME_LABEL}"
+    return (f'PersistentVolumeClaim "{name}" is {have}: job.drone.parallelism {shards} needs a ReadWriteMany '
+            f"claim{pin}")
 
 
 def build_cronjob(schedule: dict, parsed: CollectionSchedule, images: JobImages) -> dict:

@@ -83,9 +83,12 @@ class Reconciler:
         missing = []
         if spec.priority_class_name and not self.kube.priority_class_exists(spec.priority_class_name):
             missing.append(f'PriorityClass "{spec.priority_class_name}" does not exist')
-        if spec.storage and self.kube.get_pvc(namespace, spec.storage.claim_name) is None:
+        pvc = self.kube.get_pvc(namespace, spec.storage.claim_name) if spec.storage else None
+        if spec.storage and pvc is None:
             missing.append(f'PersistentVolumeClaim "{spec.storage.claim_name}" does not exist in namespace '
                            f"{namespace}")
+        elif pvc is not None and (problem := builders.shared_storage_problem(spec, pvc)):
+            missing.append(problem)  # a fanned-out run's indexes could not share it (docs/drone.md)
         if spec.service_account_name and not self.kube.service_account_exists(namespace, spec.service_account_name):
             missing.append(f'ServiceAccount "{spec.service_account_name}" does not exist in namespace {namespace}')
         return missing

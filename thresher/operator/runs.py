@@ -12,11 +12,12 @@ from datetime import datetime, timezone
 
 from thresher.api.names import (
     BACKFILL_RUN_ANNOTATION,
+    COMPLETION_INDEX_ANNOTATION,
     MANUAL_ANNOTATION,
     SCHEDULED_TIMESTAMP_ANNOTATION,
     STARTUP_VERDICT_ANNOTATION,
 )
-from thresher.api.runresult import RunResult, parse_message
+from thresher.api.runresult import ParsedMessage, RunResult, parse_message
 from thresher.api.schedule import (
     MAX_RESULT_PROBLEM,
     MAX_RUN_MESSAGE,
@@ -110,7 +111,8 @@ def run_record(job: dict, pods: list[dict]) -> RunRecord | None:
     start = parse_time(status.get("startTime")) or parse_time(meta.get("creationTimestamp"))
     end = parse_time(status.get("completionTime")) or parse_time(condition.get("lastTransitionTime"))
     terminated = last_terminated(pods)
-    parsed = parse_message(terminated.get("message") if terminated else None)
+    parsed = (indexed_result(job, pods) if is_indexed(job)
+              else parse_message(terminated.get("message") if terminated else None))
     failed = outcome != SUCCEEDED
     return RunRecord(
         job_name=meta["name"],
@@ -143,3 +145,56 @@ def failure_message(condition: dict, terminated: dict | None, result: RunResult 
         # Not a run result: a generic container's log tail (FallbackToLogsOnError).
         parts.append(terminated["message"].strip().splitlines()[-1][:300] if terminated["message"].strip() else "")
     return "; ".join(p for p in parts if p)[:MAX_RUN_MESSAGE]
+
+
+# --- Indexed Jobs (a fanned-out drone run, docs/drone.md "Fan-out") --------------------------------
+
+def is_indexed(job: dict) -> bool:
+    return (job.get("spec") or {}).get("completionMode") == "Indexed"
+
+
+def parse_indexes(text: str | None) -> list[int]:
+    """Kubernetes' compressed index list ("1,3-5") as numbers."""
+    out: list[int] = []
+    for part in (text or "").split(","):
+        first, _, last = part.strip().partition("-")
+        if first.isdigit():
+            out.extend(range(int(first), int(last if last.isdigit() else first) + 1))
+    return out
+
+
+def indexed_result(job: dict, pods: list[dict]) -> ParsedMessage:
+    """One run result for an Indexed Job: every index's latest result summed (each counts its own shard,
+    the merging index also the orthomosaics it merged), the merge's output, and the failed indexes
+    (``status.failedIndexes``) named. Indexes without a result are named in a warning."""
+    count = int((job.get("spec") or {}).get("completions") or 1)
+    by_index: dict[int, list[dict]] = {}
+    for pod in pods:
+        raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION, "")
+        if raw.isdigit():
+            by_index.setdefault(int(raw), []).append(pod)
+    results: list[RunResult] = []
+    problems: list[str] = []
+    for index in range(count):
+        state = last_terminated(by_index.get(index, []))
+        parsed = parse_message(state.get("message") if state else None)
+        if parsed.result is not None:
+            results.append(parsed.result)
+        else:
+            problems.append(f"shard {index} of {count}: {parsed.problem}")
+    failed = parse_indexes((job.get("status") or {}).get("failedIndexes"))
+    if not results:
+        return ParsedMessage(None, "; ".join(problems) or "missing: no index wrote a run result")
+    total = lambda name: sum(getattr(r, name) or 0 for r in results)  # noqa: E731
+    items, valid = total("items"), total("valid")
+    lost = (f"shard(s) {', '.join(map(str, failed))} of {count} failed: their inputs are processed by the next run"
+            if failed else None)
+    errors = [r.error for r in results if r.error]
+    return ParsedMessage(RunResult(
+        job_type=results[0].job_type, succeeded=all(r.succeeded for r in results) and not failed,
+        items=items, valid=valid, failed=total("failed"), quality=valid / items if items else None,
+        output=next((r.output for r in results if r.output), None),
+        duration_seconds=max((r.duration_seconds or 0.0) for r in results),
+        warnings=([lost] if lost else []) + problems + [w for r in results for w in r.warnings],
+        error="; ".join(([lost] if lost else []) + errors) or None,
+        exit_code=max((r.exit_code or 0) for r in results)), None)

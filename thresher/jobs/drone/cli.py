@@ -116,9 +116,12 @@ def _execute(spec, paths, started, watch_seconds, settle_seconds, stop) -> RunRe
 
     now = time.time()
     if spec.task == "process":
+        from thresher.jobs.drone.shards import from_env
+
+        shard = from_env(spec.parallelism, os.environ)  # this pod's index of a fanned-out run, or None
         engine = select_engine(spec.backend)
         if watch_seconds is None:
-            stats = run_process(spec, paths, engine)
+            stats = run_process(spec, paths, engine, shard=shard)
             return process_result(stats.items, str(stats.summary_path) if stats.summary_path else None,
                                   time.monotonic() - started, stats.warnings)
         from thresher.jobs.drone.watch import watch

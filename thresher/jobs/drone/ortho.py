@@ -30,6 +30,7 @@ being read ahead), the zone grid (about 30 bytes a cell) and GDAL's block cache
 from __future__ import annotations
 
 import html
+import json
 import math
 import shutil
 from collections.abc import Iterator
@@ -176,6 +177,7 @@ class Windows:
     layout: Layout
     rows: int
     bad: list[dict] = field(default_factory=list)
+    span: tuple[int, int] | None = None  # (first row, end row) of a shard (multiples of rows); None: all
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray | None]]:
         from rasterio.windows import Window
@@ -183,7 +185,8 @@ class Windows:
         ds = self.ds
         order = list(self.layout.bands.items())
         indexes = [i for _, i in order] + ([self.layout.alpha] if self.layout.alpha else [])
-        for row0 in range(0, ds.height, self.rows):
+        first, end = self.span or (0, ds.height)
+        for row0 in range(first, min(end, ds.height), self.rows):
             window = Window(0, row0, ds.width, min(self.rows, ds.height - row0))
             arr, broken = self._read(indexes, window)
             planes = {b: arr[k] for k, (b, _) in enumerate(order)}
@@ -250,6 +253,11 @@ def out_rel(key: str, name: str) -> str:
 def process(path: Path, key: str, spec: DroneJob, params: cp.ComputeParams, output: Path) -> dict:
     """One orthomosaic end to end; returns the item's frames and ``orthomosaic`` block. BadInput for input
     that cannot be processed (nothing written then)."""
+    return _opened(path, key, lambda ds, max_dn: _process(ds, key, spec, params, output, max_dn))
+
+
+def _opened(path: Path, key: str, work):
+    """``work(dataset, max_dn)`` on the opened mosaic, with GDAL's settings; read errors become BadInput."""
     import warnings
 
     import rasterio
@@ -262,31 +270,117 @@ def process(path: Path, key: str, spec: DroneJob, params: cp.ComputeParams, outp
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             # No NUM_THREADS: with it GDAL 3.10 returned a corrupt tile as zeros instead of failing.
             with rasterio.open(path) as ds:
-                return _process(ds, key, spec, params, output, _max_dn(np.dtype(ds.dtypes[0])))
+                return work(ds, _max_dn(np.dtype(ds.dtypes[0])))
     except RasterioIOError as err:
         raise BadInput(f"cannot read orthomosaic {key}: {str(err).splitlines()[0]}") from None
 
 
-def _process(ds, key: str, spec: DroneJob, params: cp.ComputeParams, output: Path, max_dn) -> dict:
+@dataclass(frozen=True)
+class Geometry:
+    """How a mosaic is read: its band layout, zone factor f, zone grid shape and rows per strip. Pure in
+    the file's header, so every shard of a fanned-out run computes the same."""
+
+    layout: Layout
+    f: int
+    grid: tuple[int, int]
+    rows: int
+
+
+def geometry(ds, key: str, spec: DroneJob) -> Geometry:
     cfg = spec.orthomosaic
     layout = band_layout(ds.count, [c.name for c in ds.colorinterp], list(ds.descriptions), cfg.bands, key)
+    h, w = ds.height, ds.width
+    f = zone_factor(h, w, cfg.zone_grid_max_pixels)
+    itemsize = np.dtype(ds.dtypes[0]).itemsize
+    rows = strip_rows(h, w, len(layout.bands) + (1 if layout.alpha else 0), itemsize, ds.block_shapes[0][0], f)
+    return Geometry(layout, f, (max(1, h // f), max(1, w // f)), rows)
+
+
+def shard_span(height: int, rows: int, index: int, count: int) -> tuple[int, int]:
+    """Rows [first, end) of shard ``index`` of ``count``: a contiguous share of the mosaic's strips
+    (``rows`` each, a multiple of the zone factor, so no zone cell straddles two shards). Shards differ
+    by at most one strip; with more shards than strips some are empty."""
+    strips = math.ceil(height / rows)
+    return min(height, index * strips // count * rows), min(height, (index + 1) * strips // count * rows)
+
+
+def first_pass(ds, g: Geometry, params: cp.ComputeParams, max_dn, span: tuple[int, int] | None = None
+               ) -> tuple[cp.Pass, list[dict]]:
+    """Pass 1 over the mosaic's strips (a shard's span, or all): the accumulators and the bad windows."""
+    acc = cp.Pass(g.layout.bands, max_dn, params, g.grid)
+    windows = Windows(ds, g.layout, g.rows, span=span)
+    for row0, planes, nodata in ahead(iter(windows)):
+        acc.add(planes, nodata, g.f, slice(row0 // g.f, min(g.grid[0], (row0 + planes_rows(planes)) // g.f)))
+    return acc, windows.bad
+
+
+def check_output_space(ds, key: str, output: Path) -> None:
+    where = output if output.exists() else next(p for p in output.parents if p.exists())
+    check_space(output_bytes_needed(ds.height, ds.width), shutil.disk_usage(where).free, key, where)
+
+
+def _process(ds, key: str, spec: DroneJob, params: cp.ComputeParams, output: Path, max_dn) -> dict:
+    g = geometry(ds, key, spec)
+    check_output_space(ds, key, output)
+    acc, bad = first_pass(ds, g, params, max_dn)
+    return complete(ds, key, spec, params, output, g, acc, bad)
+
+
+# --- fan-out: pass 1 per shard, everything else once (docs/drone.md "Fan-out") -------------------
+
+PART_ARRAYS = ("hist", "sums", "counts", "masked")
+
+
+def process_part(path: Path, key: str, spec: DroneJob, params: cp.ComputeParams, index: int, count: int
+                 ) -> dict[str, np.ndarray]:
+    """Pass 1 of shard ``index`` of ``count`` over its rows of the mosaic: its accumulators (histograms,
+    counts and sums add up exactly) and its rows of the zone grid, as arrays for an ``.npz`` file."""
+    def work(ds, max_dn):
+        g = geometry(ds, key, spec)
+        span = shard_span(ds.height, g.rows, index, count)
+        acc, bad = first_pass(ds, g, params, max_dn, span)
+        top, end = span[0] // g.f, min(g.grid[0], span[1] // g.f)
+        return {**{name: getattr(acc, name) for name in PART_ARRAYS}, "pixels": np.int64(acc.pixels),
+                "grid_rows": np.array([top, max(top, end)]), "map_sum": acc.map_sum[top:end],
+                "map_cnt": acc.map_cnt[top:end], "bad": np.array(json.dumps(bad))}
+
+    return _opened(path, key, work)
+
+
+def merge_parts(path: Path, key: str, spec: DroneJob, params: cp.ComputeParams, output: Path,
+                parts: list[dict[str, np.ndarray]]) -> dict:
+    """The shards' pass-1 parts summed into one pass (exactly what one process would have accumulated, up
+    to float summation order), then pass 2, zones, map and report as for one process."""
+    def work(ds, max_dn):
+        g = geometry(ds, key, spec)
+        check_output_space(ds, key, output)
+        acc = cp.Pass(g.layout.bands, max_dn, params, g.grid)
+        bad: list[dict] = []
+        for part in parts:
+            for name in PART_ARRAYS:
+                getattr(acc, name)[...] += part[name]
+            acc.pixels += int(part["pixels"])
+            top, end = (int(x) for x in part["grid_rows"])
+            acc.map_sum[top:end] += part["map_sum"]
+            acc.map_cnt[top:end] += part["map_cnt"]
+            bad += json.loads(str(part["bad"]))
+        return complete(ds, key, spec, params, output, g, acc, bad)
+
+    return _opened(path, key, work)
+
+
+def complete(ds, key: str, spec: DroneJob, params: cp.ComputeParams, output: Path, g: Geometry, acc: cp.Pass,
+             bad: list[dict]) -> dict:
+    """After pass 1 (of one process, or merged from the shards): the statistics, pass 2 (class COG and
+    zone grid), the zones, the map and the report."""
+    cfg, layout, f, grid, rows = spec.orthomosaic, g.layout, g.f, g.grid, g.rows
+    h, w = ds.height, ds.width
     warnings_: list[str] = []
     geo = georeferenced(ds)
     if not geo:
         warnings_.append(f"orthomosaic {key} has no CRS or geotransform: statistics and the class raster are "
                          "written, but zones cannot be georeferenced (no GeoJSON)")
-    where = output if output.exists() else next(p for p in output.parents if p.exists())
-    check_space(output_bytes_needed(ds.height, ds.width), shutil.disk_usage(where).free, key, where)
-
-    h, w = ds.height, ds.width
-    f = zone_factor(h, w, cfg.zone_grid_max_pixels)
-    grid = (max(1, h // f), max(1, w // f))
-    itemsize = np.dtype(ds.dtypes[0]).itemsize
-    rows = strip_rows(h, w, len(layout.bands) + (1 if layout.alpha else 0), itemsize, ds.block_shapes[0][0], f)
-    acc = cp.Pass(layout.bands, max_dn, params, grid)
-    windows = Windows(ds, layout, rows)
-    for row0, planes, nodata in ahead(iter(windows)):
-        acc.add(planes, nodata, f, slice(row0 // f, min(grid[0], (row0 + planes_rows(planes)) // f)))
+    windows = Windows(ds, layout, rows, bad)
     stats = acc.finish()
     primary = acc.primary
     pstats = stats.get(primary) if primary else None

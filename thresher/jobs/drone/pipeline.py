@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from thresher.jobs.drone import decode as dc
 from thresher.jobs.drone import healthmap as hm
 from thresher.jobs.drone import ortho
 from thresher.jobs.drone import report as rp
+from thresher.jobs.drone import shards as sh
 from thresher.jobs.drone.discovery import Item, extension, group, scan
 from thresher.jobs.drone.state import DB_NAME, Claimed, Outcome, RecoveredRun, StateDB, StateLock
 from thresher.jobs.harness import ConfigError, atomic_write_bytes, atomic_write_text
@@ -139,8 +140,10 @@ class RunStats:
 class Processor:
     """Processes claimed items with an engine and writes their outputs."""
 
-    def __init__(self, spec: DroneJob, paths: Paths, engine, workers: int | None = None):
+    def __init__(self, spec: DroneJob, paths: Paths, engine, workers: int | None = None,
+                 shard: sh.Shard | None = None):
         self.spec = spec
+        self.shard = shard
         self.paths = paths
         self.engine = engine
         self.params = cp.ComputeParams.from_spec(spec)
@@ -177,10 +180,36 @@ class Processor:
 
     def process_orthomosaic(self, item: Item) -> dict:
         """A GeoTIFF orthomosaic: read window by window (``ortho.py``), one frame of whole-mosaic statistics
-        plus the class COG, the zones GeoJSON and the zone report."""
+        plus the class COG, the zones GeoJSON and the zone report. A shard of a fanned-out run does pass 1
+        of its strips only (``process_part``)."""
+        if self.shard is not None:
+            return self.process_part(item)
+        return self.orthomosaic_result(item, lambda path: ortho.process(path, item.key, self.spec, self.params,
+                                                                        self.paths.output))
+
+    def process_part(self, item: Item) -> dict:
+        """Pass 1 of this shard's strips into a part file; the item itself is merged (and counted) once all
+        shards' parts exist. A mosaic this shard cannot read leaves the reason as its part."""
         try:
-            out = ortho.process(self.paths.input / item.members[0][1], item.key, self.spec, self.params,
-                                self.paths.output)
+            part = ortho.process_part(self.paths.input / item.members[0][1], item.key, self.spec, self.params,
+                                      self.shard.index, self.shard.count)
+        except dc.BadInput as err:
+            part = str(err)
+        sh.save_part(self.paths.output, item.key, item.fingerprint, self.shard, part)
+        return {"key": item.key, "kind": "orthomosaic", "ok": True, "reason": None, "part": self.shard.name,
+                "frames": [], "warnings": []}
+
+    def merge_orthomosaic(self, item: Item, parts: list[dict] | str) -> dict:
+        """The shards' parts of one orthomosaic into its outputs, as ``process_orthomosaic`` writes them."""
+        if isinstance(parts, str):
+            return {"key": item.key, "kind": "orthomosaic", "ok": False, "reason": parts, "frames": [],
+                    "warnings": []}
+        return self.orthomosaic_result(item, lambda path: ortho.merge_parts(path, item.key, self.spec, self.params,
+                                                                            self.paths.output, parts))
+
+    def orthomosaic_result(self, item: Item, produce: Callable[[Path], dict]) -> dict:
+        try:
+            out = produce(self.paths.input / item.members[0][1])
         except dc.BadInput as err:
             return {"key": item.key, "kind": "orthomosaic", "ok": False, "reason": str(err), "frames": [],
                     "warnings": []}
@@ -277,13 +306,18 @@ class Processor:
 
 def run_process(spec: DroneJob, paths: Paths, engine=None, now: Callable[[], float] = time.time,
                 settle_seconds: float = 0.0, run_id: str | None = None,
-                after_outputs: Callable[[list[Claimed]], None] | None = None) -> RunStats:
+                after_outputs: Callable[[list[Claimed]], None] | None = None,
+                shard: sh.Shard | None = None) -> RunStats:
     """One process run under the state lock. ``after_outputs`` runs between writing a batch's outputs
     and committing it (crash-injection point for tests; None in production). Runs that died before
     finishing are closed as interrupted and their completed items reported in this run's summary;
-    a run with nothing to report writes no run folder."""
+    a run with nothing to report writes no run folder. ``shard``: this process is one index of a
+    fanned-out run (``shards.py``): its own state folder, its share of the inputs, and the merge when
+    it finishes last."""
     if not paths.input.is_dir():
         raise ConfigError(f"input folder {paths.input} does not exist")
+    if shard is not None:
+        paths = replace(paths, state=shard.state_dir(paths.state))
     engine = engine or select_engine(spec.backend)
     started = now()
     run_id = run_id or new_run_id(started)
@@ -291,14 +325,20 @@ def run_process(spec: DroneJob, paths: Paths, engine=None, now: Callable[[], flo
     with StateLock(paths.state), StateDB(paths.db) as db:
         settle_ns = int((started - settle_seconds) * 1e9) if settle_seconds > 0 else None
         files = scan(paths.input, spec.normalized_extensions(), spec.recursive, settle_ns, stats.unsettled)
-        counts = db.sync(group(files), started)
+        processor = Processor(spec, paths, engine, shard=shard)
+        items = group(files)
+        mosaics: list[Item] = []
+        if shard is not None:  # every shard reads its strips of every mosaic; other inputs by key hash
+            mosaics = [i for i in items if processor.is_orthomosaic(i)]
+            mosaic_keys = {i.key for i in mosaics}
+            items = [i for i in items if i.key in mosaic_keys or shard.owns(i.key)]
+        counts = db.sync(items, started)
         stats.recovered = db.close_interrupted("process", started)
         for run in stats.recovered:
             stats.warnings.append(f"run {run.run_id} was interrupted; its {len(run.items)} completed item(s) "
                                   "are reported in this run's summary")
         db.start_run(run_id, "process", started)
         log.info("discovered inputs", extra={"files": len(files), **counts, "run_id": run_id})
-        processor = Processor(spec, paths, engine)
         while True:
             claimed = db.claim(run_id, spec.batch_size)
             if not claimed:
@@ -313,11 +353,36 @@ def run_process(spec: DroneJob, paths: Paths, engine=None, now: Callable[[], flo
             for r in results:
                 if not r["ok"]:
                     log.warning("skipped input", extra={"key": r["key"], "reason": r["reason"]})
-        if stats.items or any(run.items for run in stats.recovered):
+        if shard is not None:
+            stats.summary_path = finish_shard(spec, paths, stats, processor, mosaics, started, now)
+        elif stats.items or any(run.items for run in stats.recovered):
             stats.summary_path = write_run_report(spec, paths, stats, engine.name, started, now())
         db.finish_run(run_id, now(), len(stats.items), stats.valid, stats.failed,
                       0 if not stats.failed else 5, str(stats.summary_path) if stats.summary_path else None)
     return stats
+
+
+def finish_shard(spec: DroneJob, paths: Paths, stats: RunStats, processor: Processor, mosaics: list[Item],
+                 started: float, now: Callable[[], float]) -> Path | None:
+    """A shard's end: its run file, then (under the run's merge lock) the merge when every index's run file
+    is there. ``stats.items`` becomes what this index counts: its own inputs plus the orthomosaics it
+    merged (parts are counted where merged). Returns the run summary when this index wrote it."""
+    shard = processor.shard
+    own = [r for r in stats.items if not r.get("part")]
+    recovered = [r for run in stats.recovered for r in run.items if not r.get("part")]
+    sh.write_run_file(paths.output, shard, own + recovered)
+    stats.items = own
+    folder = sh.run_dir(paths.output, shard)
+    with sh.MergeLock(folder / ".merge.lock"):
+        runs = sh.read_run_files(paths.output, shard)
+        if runs is None or (folder / "summary.json").is_file():
+            return None
+        merged = sh.merge_mosaics(paths.output, mosaics, shard.count, processor.merge_orthomosaic)
+        stats.items = own + merged
+        everything = RunStats(shard.run_id, items=[r for run in runs for r in run] + merged)
+        log.info("merged the run's shards", extra={"run_id": shard.run_id, "shards": shard.count,
+                                                   "items": len(everything.items), "orthomosaics": len(merged)})
+        return write_run_report(spec, paths, everything, processor.engine.name, started, now())
 
 
 def write_run_report(spec: DroneJob, paths: Paths, stats: RunStats, backend: str, started: float,

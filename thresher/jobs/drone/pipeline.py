@@ -380,6 +380,8 @@ def finish_shard(spec: DroneJob, paths: Paths, stats: RunStats, processor: Proce
         merged = sh.merge_mosaics(paths.output, mosaics, shard.count, processor.merge_orthomosaic)
         stats.items = own + merged
         everything = RunStats(shard.run_id, items=[r for run in runs for r in run] + merged)
+        if not everything.items:
+            return None  # nothing new in any shard: no summary, as a run of one pod writes none
         log.info("merged the run's shards", extra={"run_id": shard.run_id, "shards": shard.count,
                                                    "items": len(everything.items), "orthomosaics": len(merged)})
         return write_run_report(spec, paths, everything, processor.engine.name, started, now())

@@ -213,3 +213,30 @@ def test_shard_processes_in_parallel_merge_once(tmp_path, single_and_fanned):
     za = json.loads((one / "output/orthomosaics/field.tif/zones.geojson").read_text())
     zb = json.loads((tmp_path / "output/orthomosaics/field.tif/zones.geojson").read_text())
     assert [f["properties"]["area_m2"] for f in za["features"]] == [f["properties"]["area_m2"] for f in zb["features"]]
+
+
+# --- EXIF GPS points (issue 18, point 1) ---------------------------------------------------------
+
+def test_photos_with_exif_gps_become_points_in_the_run_geojson(tmp_path):
+    """A JPEG written with a GPS IFD (Pillow) is a Point at its lon/lat/alt; a photo without GPS is not."""
+    (tmp_path / "input").mkdir()
+    labels, _ = df.field_labels(48, 64, 0.6, 0.3, seed=2)
+    df.write_rgb(tmp_path / "input" / "north.jpg", df.rgb_field(labels), gps=(52.0912345, 5.1234567, 12.5))
+    df.write_rgb(tmp_path / "input" / "south.jpg", df.rgb_field(labels), gps=(-33.8567844, -70.6482, -3.0))
+    df.write_rgb(tmp_path / "input" / "nogps.jpg", df.rgb_field(labels))
+    stats = run_process(SPEC, Paths.resolve(SPEC, tmp_path))
+    doc = json.loads((stats.summary_path.parent / "photos.geojson").read_text())
+    assert doc["type"] == "FeatureCollection" and "crs" not in doc
+    points = {f["properties"]["key"]: f for f in doc["features"]}
+    assert set(points) == {"north.jpg", "south.jpg"}
+    lon, lat, alt = points["north.jpg"]["geometry"]["coordinates"]
+    assert points["north.jpg"]["geometry"]["type"] == "Point"
+    assert (lon, lat, alt) == (pytest.approx(5.1234567, abs=1e-6), pytest.approx(52.0912345, abs=1e-6), 12.5)
+    lon, lat, alt = points["south.jpg"]["geometry"]["coordinates"]
+    assert lon == pytest.approx(-70.6482, abs=1e-6) and lat == pytest.approx(-33.8567844, abs=1e-6) and alt == -3.0
+    props = points["north.jpg"]["properties"]
+    assert props["index"] == "GLI" and 0 <= props["cover"] <= 1 and props["map"] == "maps/north.jpg.png"
+    # The independent reader (gdal-bin, installed by make tools, as the orthomosaic tests need it).
+    out = subprocess.run(["ogrinfo", "-ro", "-al", "-so", str(stats.summary_path.parent / "photos.geojson")],
+                         capture_output=True, text=True, check=True).stdout
+    assert "Feature Count: 2" in out and "Point" in out

@@ -400,4 +400,7 @@ def write_run_report(spec: DroneJob, paths: Paths, stats: RunStats, backend: str
     atomic_write_text(folder / "summary.json", rp.to_json(summary))
     atomic_write_text(folder / "summary.csv", rp.to_csv(stats.items + recovered))
     atomic_write_text(folder / "report.html", rp.to_html(summary, "../../"))
+    points = rp.photo_points(stats.items + recovered)
+    if points["features"]:  # photos with EXIF GPS, one Point each (docs/drone.md, "Outputs")
+        atomic_write_text(folder / "photos.geojson", rp.to_json(points))
     return folder / "summary.json"

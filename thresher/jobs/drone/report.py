@@ -234,3 +234,23 @@ def to_html(summary: dict, map_prefix: str) -> str:
 
 def to_json(summary: dict) -> str:
     return json.dumps(summary, indent=1, allow_nan=False, default=str)
+
+
+def photo_points(items: Iterable[dict]) -> dict:
+    """RFC 7946 FeatureCollection (WGS84 lon/lat, no ``crs`` member) with a Point per photo or video frame
+    whose EXIF had GPS: [lon, lat] (and altitude in metres when known), with the frame's primary index,
+    cover and stressed share and its map, so a scout sees where each photo was taken and how it rated."""
+    features = []
+    for item in items:
+        for frame in item.get("frames") or []:
+            gps = frame.get("gps")
+            if not gps or gps.get("lat") is None or gps.get("lon") is None:
+                continue
+            coords = [round(gps["lon"], 7), round(gps["lat"], 7)]
+            if gps.get("alt") is not None:
+                coords.append(round(gps["alt"], 2))
+            features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": coords},
+                             "properties": {"key": item["key"], "frame_time": frame.get("frame_time"),
+                                            "index": frame.get("primary"), "cover": frame.get("cover"),
+                                            "stressed": frame.get("stressed"), "map": frame.get("map")}})
+    return {"type": "FeatureCollection", "features": features}

@@ -75,4 +75,5 @@ def test_parent_directory_in_a_path_is_refused_with_one_line(alias, value):
 
 def test_path_rules_are_in_the_schema_for_admission():
     rules = DroneJob.model_json_schema(by_alias=True)["x-kubernetes-validations"]
-    assert {r["fieldPath"] for r in rules} == {".inputPath", ".outputPath", ".statePath", ".backupPath"}
+    assert {r["fieldPath"] for r in rules} == {".inputPath", ".outputPath", ".statePath", ".backupPath",
+                                               ".parallelism"}

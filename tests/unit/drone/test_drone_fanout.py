@@ -153,6 +153,9 @@ def test_every_input_once_and_the_run_counts_all_shards(single_and_fanned):
         assert photos == {k for k in keys if k != "field.tif" and sh.shard_of_key(k, 3) == i}
         assert (fan / "state" / f"shard-{i}-of-3" / "drone.sqlite").is_file()
     assert not list((fan / "output").rglob("*.tmp"))
+    # The shards' parts are dropped once merged; the marker stays, so the merge is never repeated.
+    parts = [p.name for p in (fan / "output/orthomosaics/field.tif/.parts").rglob("*") if p.is_file()]
+    assert parts == ["merged.json"]
 
 
 def test_a_rerun_of_every_index_does_nothing_again(single_and_fanned):

@@ -126,6 +126,8 @@ def _execute(spec, paths, started, watch_seconds, settle_seconds, stop) -> RunRe
                                   time.monotonic() - started, stats.warnings)
         from thresher.jobs.drone.watch import watch
 
+        if shard is not None:
+            raise ConfigError("--watch runs one process; parallelism above 1 is for scheduled runs")
         items = watch(spec, paths, engine, stop or threading.Event(), watch_seconds, settle_seconds)
         return process_result(items, str(paths.output), time.monotonic() - started, [])
     if spec.task == "report":

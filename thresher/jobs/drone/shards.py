@@ -162,5 +162,7 @@ def merge_mosaics(output: Path, mosaics: list, count: int, merge_one: Callable[[
             continue
         result = merge_one(item, parts)
         atomic_write_text(folder / MERGED_MARKER, json.dumps({"ok": result["ok"]}))
+        for done in [*folder.glob("*.npz"), *folder.glob("*-of-*.json")]:
+            done.unlink()  # the zone-grid rows of every shard: not needed once merged and marked
         results.append(result)
     return results

@@ -16,6 +16,7 @@ from thresher.api.names import (
     MANUAL_ANNOTATION,
     SCHEDULED_TIMESTAMP_ANNOTATION,
     STARTUP_VERDICT_ANNOTATION,
+    ExitCode,
 )
 from thresher.api.runresult import ParsedMessage, RunResult, parse_message
 from thresher.api.schedule import (
@@ -173,22 +174,29 @@ def indexed_result(job: dict, pods: list[dict]) -> ParsedMessage:
         raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION, "")
         if raw.isdigit():
             by_index.setdefault(int(raw), []).append(pod)
-    results: list[RunResult] = []
+    by_result: dict[int, RunResult] = {}
     problems: list[str] = []
     for index in range(count):
         state = last_terminated(by_index.get(index, []))
         parsed = parse_message(state.get("message") if state else None)
         if parsed.result is not None:
-            results.append(parsed.result)
+            by_result[index] = parsed.result
         else:
             problems.append(f"shard {index} of {count}: {parsed.problem}")
+    results = list(by_result.values())
     failed = parse_indexes((job.get("status") or {}).get("failedIndexes"))
     if not results:
         return ParsedMessage(None, "; ".join(problems) or "missing: no index wrote a run result")
     total = lambda name: sum(getattr(r, name) or 0 for r in results)  # noqa: E731
     items, valid = total("items"), total("valid")
-    lost = (f"shard(s) {', '.join(map(str, failed))} of {count} failed: their inputs are processed by the next run"
-            if failed else None)
+    # An index that exited 5 finished its shard and reported bad inputs; any other failure left its
+    # shard undone (its state keeps the inputs pending for the next run).
+    partial = [i for i in failed if i in by_result and by_result[i].exit_code == int(ExitCode.PARTIAL)]
+    undone = [i for i in failed if i not in partial]
+    notes = ([f"shard(s) {', '.join(map(str, undone))} of {count} failed: their inputs are processed by the next "
+              "run"] if undone else []) + \
+        ([f"shard(s) {', '.join(map(str, partial))} of {count} skipped bad inputs"] if partial else [])
+    lost = "; ".join(notes) or None
     errors = [r.error for r in results if r.error]
     return ParsedMessage(RunResult(
         job_type=results[0].job_type, succeeded=all(r.succeeded for r in results) and not failed,

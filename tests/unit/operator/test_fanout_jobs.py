@@ -136,6 +136,17 @@ def test_a_failed_index_makes_the_run_partial_and_is_named():
     assert any("shard 1 of 3: not JSON" in w for w in record.result.warnings)
 
 
+def test_an_index_that_skipped_bad_inputs_is_told_apart_from_an_undone_shard():
+    """Exit 5 (FailIndex at once): the shard finished and reported its bad photos; its inputs are not
+    redone, so the record must not say they will be."""
+    bad = index_pod(2, 5, exit_code=5)
+    pods = [index_pod(0, 4), index_pod(1, 0, exit_code=137, message=""), bad]
+    record = runs.run_record(indexed_job(failed="1,2", completed="0"), pods)
+    assert record.result.warnings[0] == ("shard(s) 1 of 3 failed: their inputs are processed by the next run; "
+                                         "shard(s) 2 of 3 skipped bad inputs")
+    assert record.result.items == 9 and record.outcome == "Failed"
+
+
 def test_index_lists_parse_as_kubernetes_writes_them():
     assert runs.parse_indexes("1,3-5,9") == [1, 3, 4, 5, 9]
     assert runs.parse_indexes(None) == [] and runs.parse_indexes("") == []

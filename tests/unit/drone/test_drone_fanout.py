@@ -125,6 +125,9 @@ def test_merged_class_cog_and_zones_equal_one_process(single_and_fanned):
     path = "output/orthomosaics/field.tif/"
     with rasterio.open(one / path / "classes.tif") as a, rasterio.open(fan / path / "classes.tif") as b:
         assert np.array_equal(a.read(1), b.read(1)) and a.overviews(1) == b.overviews(1)
+    info = json.loads(subprocess.run(["gdalinfo", "-json", str(fan / path / "classes.tif")], check=True,
+                                     capture_output=True, text=True).stdout)
+    assert info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"] == "COG" and info["stac"]["proj:epsg"] == 32633
     za = json.loads((one / path / "zones.geojson").read_text())["features"]
     zb = json.loads((fan / path / "zones.geojson").read_text())["features"]
     assert len(za) == len(zb) >= 6

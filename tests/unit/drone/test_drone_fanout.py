@@ -246,3 +246,17 @@ def test_photos_with_exif_gps_become_points_in_the_run_geojson(tmp_path):
     out = subprocess.run(["ogrinfo", "-ro", "-al", "-so", str(stats.summary_path.parent / "photos.geojson")],
                          capture_output=True, text=True, check=True).stdout
     assert "Feature Count: 2" in out and "Point" in out
+
+
+def test_a_shard_without_its_index_or_in_watch_mode_is_a_config_error(tmp_path, monkeypatch):
+    from thresher.jobs.drone.cli import execute
+
+    (tmp_path / "input").mkdir()
+    spec = DroneJob.model_validate({"parallelism": 2})
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    result = execute(spec, tmp_path)
+    assert result.exit_code == 2 and "JOB_COMPLETION_INDEX" in result.error
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    monkeypatch.setenv("THRESHER_RUN_ID", "r")
+    result = execute(spec, tmp_path, watch_seconds=1.0)
+    assert result.exit_code == 2 and "--watch runs one process" in result.error

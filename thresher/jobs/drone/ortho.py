@@ -33,7 +33,7 @@ import html
 import json
 import math
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -348,7 +348,7 @@ def process_part(path: Path, key: str, spec: DroneJob, params: cp.ComputeParams,
 
 
 def merge_parts(path: Path, key: str, spec: DroneJob, params: cp.ComputeParams, output: Path,
-                parts: list[dict[str, np.ndarray]]) -> dict:
+                parts: Iterable[dict[str, np.ndarray]]) -> dict:
     """The shards' pass-1 parts summed into one pass (exactly what one process would have accumulated, up
     to float summation order), then pass 2, zones, map and report as for one process."""
     def work(ds, max_dn):

@@ -199,7 +199,7 @@ class Processor:
         return {"key": item.key, "kind": "orthomosaic", "ok": True, "reason": None, "part": self.shard.name,
                 "frames": [], "warnings": []}
 
-    def merge_orthomosaic(self, item: Item, parts: list[dict] | str) -> dict:
+    def merge_orthomosaic(self, item: Item, parts: Iterable[dict] | str) -> dict:
         """The shards' parts of one orthomosaic into its outputs, as ``process_orthomosaic`` writes them."""
         if isinstance(parts, str):
             return {"key": item.key, "kind": "orthomosaic", "ok": False, "reason": parts, "frames": [],

@@ -27,7 +27,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,12 +97,11 @@ def save_part(output: Path, key: str, fingerprint: str, shard: Shard, part: dict
     atomic_write_bytes(folder / f"{shard.name}.npz", buf.getvalue())
 
 
-def load_parts(folder: Path, count: int) -> list[dict] | str | None:
-    """Every shard's part (in index order), the first shard's reason when one could not read the mosaic,
+def load_parts(folder: Path, count: int) -> Iterator[dict] | str | None:
+    """Every shard's part, loaded one at a time as the merge adds it (in index order, so the merge's float
+    sums come out the same whoever merges); the first shard's reason when one could not read the mosaic;
     or None while some part is missing."""
-    import numpy as np
-
-    parts = []
+    paths = []
     for i in range(count):
         failed = folder / f"{i}-of-{count}.json"
         if failed.is_file():
@@ -110,9 +109,16 @@ def load_parts(folder: Path, count: int) -> list[dict] | str | None:
         path = folder / f"{i}-of-{count}.npz"
         if not path.is_file():
             return None
+        paths.append(path)
+    return _loaded(paths)
+
+
+def _loaded(paths: list[Path]) -> Iterator[dict]:
+    import numpy as np
+
+    for path in paths:
         with np.load(path) as data:
-            parts.append({name: data[name] for name in data.files})
-    return parts
+            yield {name: data[name] for name in data.files}
 
 
 class MergeLock:
@@ -146,7 +152,7 @@ def read_run_files(output: Path, shard: Shard) -> list[list[dict]] | None:
     return [json.loads(f.read_text())["items"] for f in files]
 
 
-def merge_mosaics(output: Path, mosaics: list, count: int, merge_one: Callable[[object, list[dict] | str], dict]
+def merge_mosaics(output: Path, mosaics: list, count: int, merge_one: Callable[[object, Iterator[dict] | str], dict]
                   ) -> list[dict]:
     """Item results of the orthomosaics (items with ``key`` and ``fingerprint``) whose parts are complete
     and not yet merged; ``merge_one(item, parts or reason)`` writes one and returns its item result. Each

@@ -130,7 +130,7 @@ def backfill(
         if isinstance(parsed, SpecInvalid):
             _fail(f"collectionschedule {ns}/{name} is invalid: {parsed.message}")
         existing = {j["metadata"]["name"] for j in conn.kube.list_jobs(ns, f"{SCHEDULE_LABEL}={name}")}
-        existing |= {r.job_name for r in (parsed.status.recent_runs if parsed.status else [])}
+        existing |= parsed.status.run_jobs() if parsed.status else set()
         now = datetime.now(timezone.utc)
         try:  # refused here at once, with the reason, rather than as an Event later
             plan = plan_for_spec(parsed.spec, ns, name, *window, now, existing)

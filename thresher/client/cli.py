@@ -184,7 +184,8 @@ def _follow(conn: Connection, ns: str, name: str, job_name: str, timeout: float 
         schedule = conn.kube.get_schedule(ns, name)
         if schedule is None:
             _fail(f"collectionschedule {ns}/{name} was deleted while waiting")
-        line = views.progress_line(views.active_run(schedule, job_name))
+        retrying = views.retrying_run(schedule, job_name)
+        line = views.retry_line(retrying) if retrying else views.progress_line(views.active_run(schedule, job_name))
         if line and line != said[0]:
             typer.echo(line, err=True)
             said[0] = line
@@ -263,5 +264,7 @@ def _print_table(rows: list[dict]) -> None:
         for a in r["active"]:
             if a.get("phase") == "Blocked":
                 console.print(f"[red]{where}[/red] {escape(views.progress_line(a) or '')}")
+        for line in r["retrying"]:
+            console.print(f"[yellow]{where}[/yellow] {escape(line)}")
         for f in r["recentFailures"]:
             console.print(f"[yellow]{where}[/yellow] {f['job']} at {f['at']}: {escape(f['message'])}")

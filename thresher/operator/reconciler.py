@@ -271,17 +271,18 @@ class Reconciler:
                                  f"run {run.first_job}: attempt {run.last.attempt} of {run.max_attempts} "
                                  f"{run.last.outcome} ({run.message or run.last.reason or 'failed'}); attempt "
                                  f"{run.last.attempt + 1} at {format_logical_time(run.next_attempt_time)}")
-        self._recheck_retries(key_of(schedule), desired.status.retrying)
         self._stop_blocked(schedule, desired)
         if desired.state is not None:
             self.metrics.set_schedule_state(desired.state)
 
     def _recheck_retries(self, key: Key, retrying) -> None:
-        """Look at the schedule again when a waiting run's next attempt is due (the recheck list
-        that interval due times use: no poll of its own)."""
+        """After a run was recorded: look at the schedule again when a waiting run's next attempt
+        is due (the recheck list that interval due times use: no poll of its own). A refresh
+        asks for its own rechecks (``retry_due``)."""
+        now = self.clock()
         for run in retrying:
             if run.next_attempt_time is not None:
-                due = run.next_attempt_time
+                due = max(run.next_attempt_time, now)
                 self.caches.soon[key] = min(due, self.caches.soon.get(key, due))
 
     # --- runs the operator fires: intervals no cron repeats (issue 17) ------------------
@@ -438,6 +439,7 @@ class Reconciler:
             if new:
                 self._after_new_run(schedule, desired)
             self._after_write(schedule, desired)
+            self._recheck_retries((namespace, schedule_name), desired.status.retrying)
         # Marked after the status write: a crash in between is harmless (the fold dedupes).
         self.kube.annotate_job(namespace, meta["name"], {RECORDED_ANNOTATION: "true"})
         return record if new else None

@@ -52,6 +52,10 @@ MAX_RESULT_WARNINGS = 10
 MAX_RUN_REASON, MAX_RUN_MESSAGE, MAX_RESULT_PROBLEM = 256, 1024, 512
 # How long a run may stay blocked before it is ended (spec.startupTimeoutSeconds).
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 300
+# ttlSecondsAfterFinished: a year at most; deleting a schedule is only for one-off schedules.
+MAX_TTL_SECONDS = 31_622_400
+TTL_NEEDS_ONE_OFF = ("ttlSecondsAfterFinished needs a one-off schedule: runAt without schedule (a recurring "
+                     "schedule never finishes)")
 # Used when alerting.staleAfterSeconds is unset (and timeoutSeconds is shorter).
 DEFAULT_STALE_GRACE_SECONDS = 3600
 
@@ -327,6 +331,8 @@ class CollectionScheduleSpec(_Spec):
               "intervalAnchor needs an @every schedule (a cron expression has its own phase)", ".intervalAnchor"),
         _rule("has(self.schedule) || has(self.runAt)",
               "set schedule (cron or @every), runAt (one run at that time), or both"),
+        _rule("!has(self.ttlSecondsAfterFinished) || (has(self.runAt) && !has(self.schedule))",
+              TTL_NEEDS_ONE_OFF, ".ttlSecondsAfterFinished"),
     ))
 
     schedule: str | None = Field(
@@ -354,6 +360,11 @@ class CollectionScheduleSpec(_Spec):
         description="One run at this time (RFC 3339 with an offset, on a whole minute), beside the schedule's "
         "own runs or instead of them; it fires once. `thresher run NAME --at TIME` sets it (and refuses a time "
         "further in the past than startingDeadlineSeconds, or 5 minutes without one).")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, alias="ttlSecondsAfterFinished", ge=0, le=MAX_TTL_SECONDS,
+        description="Only for a one-off schedule (runAt without schedule): the operator deletes the schedule "
+        "this long after its run finished (recorded in recentRuns, retries included), like a Job's TTL; its "
+        "CronJob and Jobs go with it. Unset: kept for ever.")
     interval_anchor: str | None = Field(
         default=None, alias="intervalAnchor", max_length=64,
         pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?(Z|z|[+-][0-9]{2}:[0-9]{2})?$",
@@ -449,6 +460,12 @@ class CollectionScheduleSpec(_Spec):
             raise ValueError("set schedule (cron or @every), runAt (one run at that time), or both")
         if self.run_at is not None and self.run_at.second:
             raise ValueError("runAt must be on a whole minute (runs start on whole minutes)")
+        return self
+
+    @model_validator(mode="after")
+    def _ttl_only_for_one_off(self) -> CollectionScheduleSpec:
+        if self.ttl_seconds_after_finished is not None and (self.run_at is None or self.schedule is not None):
+            raise ValueError(TTL_NEEDS_ONE_OFF)
         return self
 
     @model_validator(mode="after")

@@ -1,4 +1,5 @@
-"""The runs the operator fires itself, as pure steps (issue 17): intervals, runAt, retries.
+"""The runs the operator fires itself, as pure steps (issue 17): intervals, runAt, retries, and
+when a finished one-off schedule expires.
 
 An ``@every`` interval that no cron expression repeats (90m, 7m, 7h) keeps its CronJob
 suspended as the run template; the operator creates each run's Job at its due time, as the
@@ -19,9 +20,10 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from thresher.api import interval
-from thresher.api.oneoff import one_off_state
+from thresher.api.oneoff import Expiry, one_off_state, ttl_expiry
 from thresher.api.retry import RetryPolicy, RunAttempts
 from thresher.api.runnames import scheduled_job_name
+from thresher.api.schedule import RunRecord
 from thresher.api.timing import ScheduleTimes
 from thresher.operator.retries import Retry, next_step
 
@@ -143,3 +145,19 @@ def retry_steps(policy: RetryPolicy | None, retrying: Sequence[RunAttempts], nam
             continue
         starts.append(RetryStart(run.first_job, step.attempt, step.job_name))
     return tuple(starts), recheck
+
+
+def one_off_expiry(run_at: datetime | None, recurring: bool, ttl_seconds: int | None, name: str,
+                   recent_runs: Sequence[RunRecord], retrying: Sequence[RunAttempts], now: datetime) -> Expiry | None:
+    """When a finished one-off schedule is deleted (``ttlSecondsAfterFinished``), or None: no TTL,
+    a recurring schedule, or its run has not finished (not recorded yet, or waiting for a retry).
+    Finished: the run of ``runAt`` (its Job's name) is in recentRuns, counted from its completion."""
+    if run_at is None or recurring or ttl_seconds is None:
+        return None
+    own = scheduled_job_name(name, run_at)
+    if any(run.first_job == own for run in retrying):
+        return None
+    record = next((run for run in recent_runs if run.job_name == own), None)
+    if record is None:
+        return None
+    return ttl_expiry(record.completion_time or now, ttl_seconds, now)

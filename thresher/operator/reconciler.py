@@ -31,7 +31,7 @@ from thresher.operator import builders, runs
 from thresher.operator.activeruns import Grace, active_run, startup_verdict
 from thresher.operator.caches import Caches, Key, cronjob_needs_check, in_sync_marker, key_of, slim_schedule
 from thresher.operator.desired_status import Desired, Observed, desired_status
-from thresher.operator.firing import FireStep, fire_step, retry_steps, run_at_step
+from thresher.operator.firing import FireStep, fire_step, one_off_expiry, retry_steps, run_at_step
 from thresher.operator.kube import Kube, is_conflict
 from thresher.operator.metrics import OperatorMetrics
 from thresher.operator.runjobs import run_job
@@ -274,6 +274,34 @@ class Reconciler:
         self._stop_blocked(schedule, desired)
         if desired.state is not None:
             self.metrics.set_schedule_state(desired.state)
+        self._expire(schedule, desired)
+
+    def _expire(self, schedule: dict, desired: Desired) -> None:
+        """``ttlSecondsAfterFinished``: delete a one-off schedule its TTL after its run finished
+        (``firing.one_off_expiry``), exactly the object judged (uid and resourceVersion as
+        preconditions: a spec changed meanwhile, e.g. a schedule added, is judged again); until
+        then, look again at the time (the recheck list)."""
+        parsed, now = desired.schedule, self.clock()
+        if parsed is None or parsed.spec.ttl_seconds_after_finished is None:
+            return
+        meta, spec = schedule["metadata"], parsed.spec
+        expiry = one_off_expiry(spec.run_at, spec.schedule is not None, spec.ttl_seconds_after_finished,
+                                meta["name"], desired.status.recent_runs, desired.status.retrying, now)
+        if expiry is None:
+            return
+        key = key_of(schedule)
+        if not expiry.due:
+            self.caches.soon[key] = min(expiry.delete_at, self.caches.soon.get(key, expiry.delete_at))
+            return
+        deleted = self.kube.delete_schedule(key[0], key[1], meta.get("uid"), meta.get("resourceVersion"))
+        log.info("one-off schedule expired", extra={"schedule": _name(schedule), "deleted": deleted})
+        if not deleted:  # changed meanwhile: judged again on a fresh read soon
+            self.caches.soon[key] = now + RECHECK
+            return
+        ttl = spec.ttl_seconds_after_finished
+        finished = format_logical_time(expiry.delete_at - timedelta(seconds=ttl))
+        self.kube.post_event(schedule, "Normal", "Expired", f"one-off run finished at {finished}; schedule deleted "
+                             f"(ttlSecondsAfterFinished={ttl})")
 
     def _recheck_retries(self, key: Key, retrying) -> None:
         """After a run was recorded: look at the schedule again when a waiting run's next attempt

@@ -17,7 +17,7 @@ from thresher.operator.metrics import OperatorMetrics
 from thresher.operator.reconciler import Reconciler
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
-FIRST = "s-29397600"  # the CronJob's Job of 12:00
+FIRST = "s-29922480"  # the Job of 12:00 (the CronJob controller's name, and runAt's)
 LABELS = {"namespace": "ns", "schedule": "s"}
 
 
@@ -183,3 +183,53 @@ def test_forbid_holds_a_due_retry_while_another_run_is_unfinished():
     rec.caches.jobs[("ns", "s")] = {}
     rec.refresh(kube.current)
     assert kube.created == [retry_job_name("s", FIRST, 2)]
+
+
+# --- ttlSecondsAfterFinished: a finished one-off schedule is deleted ---------------------------------
+
+
+def one_off(ttl: int) -> dict:
+    body = schedule(runAt="2026-11-22T12:00:00Z", ttlSecondsAfterFinished=ttl)
+    body["spec"].pop("schedule")
+    return body
+
+
+class DeletingKube(Kube):
+    def __init__(self, current: dict, conflicts: int = 0):
+        super().__init__(current)
+        self.deleted, self.conflicts = [], conflicts
+
+    def delete_schedule(self, namespace, name, uid, resource_version):
+        if self.conflicts:
+            self.conflicts -= 1
+            return False
+        self.deleted.append((name, uid, resource_version))
+        return True
+
+
+def test_a_one_off_schedule_is_deleted_its_ttl_after_its_run_finished():
+    """Issue 17: a finished one-off schedule stayed for ever; with ttlSecondsAfterFinished it is
+    deleted (the object judged, by uid and resourceVersion), and not before its run finished."""
+    now = [T0 + timedelta(minutes=1)]
+    kube = DeletingKube(one_off(600), conflicts=1)
+    rec = Reconciler(kube=kube, metrics=OperatorMetrics(), clock=lambda: now[0])
+    rec.refresh(kube.current)  # the run has not finished: nothing
+    assert kube.deleted == [] and "Expired" not in [e[0] for e in kube.events]
+    record(kube, rec, failed_job(FIRST, now[0]))
+    assert kube.deleted == [] and rec.caches.soon[("ns", "s")] == now[0] + timedelta(minutes=10)
+    now[0] += timedelta(minutes=10)
+    rec.refresh(kube.current)  # due, but the object changed meanwhile (409): judged again soon
+    assert kube.deleted == [] and rec.caches.soon[("ns", "s")] == now[0] + timedelta(seconds=10)
+    rec.refresh(kube.current)
+    assert kube.deleted == [("s", "u", kube.current["metadata"]["resourceVersion"])]
+    assert kube.events[-1] == ("Expired", "one-off run finished at 2026-11-22T12:01:00Z; schedule deleted "
+                                          "(ttlSecondsAfterFinished=600)")
+
+
+def test_a_one_off_run_waiting_for_a_retry_has_not_finished():
+    now = [T0 + timedelta(minutes=1)]
+    kube = DeletingKube(one_off(0))
+    kube.current["spec"]["retryPolicy"] = {"attempts": 2, "delaySeconds": 60}
+    rec = Reconciler(kube=kube, metrics=OperatorMetrics(), clock=lambda: now[0])
+    record(kube, rec, failed_job(FIRST, now[0]))
+    assert kube.current["status"]["retrying"] and kube.deleted == []

@@ -367,11 +367,11 @@ def test_service_account_is_a_name_in_the_schedules_namespace(cluster, chart_ope
     assert pod["metadata"]["namespace"] == alice
 
 
-def test_allow_list_policy_from_the_docs_restricts_service_accounts(cluster, alice):
-    """docs/security.md's ValidatingAdmissionPolicy, applied as written, limits
-    serviceAccountName to an allow-list (the gap the operator leaves open by design)."""
+def policy_from_docs(marker: str, namespace: str) -> list[dict]:
+    """The ValidatingAdmissionPolicy and binding of docs/security.md's ```yaml block that starts
+    with ``# marker``, as written, under names unique to this test and bound to ``namespace``."""
     doc = (REPO / "docs" / "security.md").read_text()
-    block = doc.split("```yaml\n# thresher-sa-allow-list\n", 1)[1].split("```", 1)[0]
+    block = doc.split(f"```yaml\n# {marker}\n", 1)[1].split("```", 1)[0]
     suffix = uuid.uuid4().hex[:5]
     objects = [d for d in yaml.safe_load_all(block) if d]
     for obj in objects:
@@ -379,7 +379,14 @@ def test_allow_list_policy_from_the_docs_restricts_service_accounts(cluster, ali
         if obj["kind"] == "ValidatingAdmissionPolicyBinding":
             obj["spec"]["policyName"] += f"-{suffix}"
             obj["spec"]["matchResources"] = {"namespaceSelector": {"matchLabels": {
-                "kubernetes.io/metadata.name": alice}}}
+                "kubernetes.io/metadata.name": namespace}}}
+    return objects
+
+
+def test_allow_list_policy_from_the_docs_restricts_service_accounts(cluster, alice):
+    """docs/security.md's ValidatingAdmissionPolicy, applied as written, limits
+    serviceAccountName to an allow-list (the gap the operator leaves open by design)."""
+    objects = policy_from_docs("thresher-sa-allow-list", alice)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
     try:
         def refused() -> str | None:
@@ -405,20 +412,9 @@ def test_operator_delete_policy_from_the_docs_allows_only_finished_one_offs(clus
     """docs/security.md's policy for the operator's one `delete` (ttlSecondsAfterFinished, issue
     17), applied as written with alice in place of the operator's ServiceAccount: a recurring
     schedule and an unfinished one-off are refused, a finished one-off with a TTL is deleted."""
-    doc = (REPO / "docs" / "security.md").read_text()
-    block = doc.split("```yaml\n# thresher-operator-deletes-finished-one-offs\n", 1)[1].split("```", 1)[0]
-    suffix = uuid.uuid4().hex[:5]
-    objects = [d for d in yaml.safe_load_all(block) if d]
-    for obj in objects:
-        obj["metadata"]["name"] += f"-{suffix}"
-        if obj["kind"] == "ValidatingAdmissionPolicy":
-            (condition,) = obj["spec"]["matchConditions"]
-            condition["expression"] = condition["expression"].replace(
-                "system:serviceaccount:thresher-system:thresher", ALICE)
-        else:
-            obj["spec"]["policyName"] += f"-{suffix}"
-            obj["spec"]["matchResources"] = {"namespaceSelector": {"matchLabels": {
-                "kubernetes.io/metadata.name": alice}}}
+    objects = policy_from_docs("thresher-operator-deletes-finished-one-offs", alice)
+    (condition,) = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicy")["spec"]["matchConditions"]
+    condition["expression"] = condition["expression"].replace("system:serviceaccount:thresher-system:thresher", ALICE)
     # Suspended, with a day's TTL: an operator of this session never fires or expires them itself.
     one_off = {"runAt": "2026-05-01T06:00:00Z", "ttlSecondsAfterFinished": 86400, "suspend": True}
     recurring = yaml.safe_load(schedule_yaml("recurring"))

@@ -492,10 +492,17 @@ class Reconciler:
         self.caches.unrecorded.discard((namespace, schedule))
 
     def job_deleted(self, job: dict) -> None:
+        """A Job is gone. Finished and not recorded yet, it is recorded from its last state: the
+        CronJob's history limits delete finished Jobs within seconds, and kopf hands over only the
+        newest event of a burst, so the DELETED event may be the only one that says it finished
+        (a backfill of six quick runs lost some; a retry attempt would wait for ever)."""
         meta = job["metadata"]
         schedule = (meta.get("labels") or {}).get(SCHEDULE_LABEL)
-        if schedule:
-            self.caches.observe_job((meta["namespace"], schedule), job, deleted=True)
+        if not schedule:
+            return
+        self.caches.observe_job((meta["namespace"], schedule), job, deleted=True)
+        if runs.finished_condition(job) is not None and not (meta.get("annotations") or {}).get(RECORDED_ANNOTATION):
+            self.record_job_or_defer(job)
 
     def pod_changed(self, pod: dict, deleted: bool = False) -> None:
         """A Pod of a run changed: refresh its schedule's active runs if its Job is unfinished."""

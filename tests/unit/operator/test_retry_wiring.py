@@ -233,3 +233,22 @@ def test_a_one_off_run_waiting_for_a_retry_has_not_finished():
     rec = Reconciler(kube=kube, metrics=OperatorMetrics(), clock=lambda: now[0])
     record(kube, rec, failed_job(FIRST, now[0]))
     assert kube.current["status"]["retrying"] and kube.deleted == []
+
+
+def test_a_finished_job_deleted_before_it_was_recorded_is_recorded_from_its_deletion():
+    """Pins the lost-run race: the CronJob's history limits delete a finished Job within seconds,
+    and kopf may hand over only the DELETED event. The run (here a retry attempt, which would
+    otherwise wait in status.retrying for ever) is recorded from the Job's last state."""
+    now = [T0 + timedelta(minutes=1)]
+    kube, rec, metrics = setup(now, delaySeconds=0)
+    record(kube, rec, failed_job(FIRST, now[0]))
+    rec.refresh(kube.current)
+    second = retry_job_name("s", FIRST, 2)
+    job, _ = failed_job(second, now[0], {RETRY_OF_ANNOTATION: FIRST, ATTEMPT_ANNOTATION: "2"})
+    rec.job_deleted(job)
+    (run,) = kube.current["status"]["recentRuns"]
+    assert [a["jobName"] for a in run["attempts"]] == [FIRST, second] and runs_total(metrics, "failed") == 1
+    assert ("ns", "s") not in rec.caches.jobs or second not in rec.caches.jobs[("ns", "s")]
+    rec.job_deleted({**job, "metadata": {**job["metadata"], "annotations": {
+        **job["metadata"]["annotations"], "thresher.dev/recorded": "true"}}})
+    assert runs_total(metrics, "failed") == 1

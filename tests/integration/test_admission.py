@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from thresher.api.retry import AttemptRecord, RunAttempts
 from thresher.api.schedule import (
     CollectionScheduleStatus,
     Condition,
@@ -152,6 +153,16 @@ INVALID = [
     ("failure-threshold-0", manifest({"alerting": {"consecutiveFailureThreshold": 0}}),
      "spec.alerting.consecutiveFailureThreshold in body should be greater than or equal to 1"),
     ("priority-class", manifest({"priorityClassName": "Not_A_Name"}), "spec.priorityClassName in body should match"),
+    ("retry-delay-beyond-timeout", manifest({"retryPolicy": {"delaySeconds": 600, "timeoutSeconds": 300}}),
+     "retryPolicy.delaySeconds is beyond retryPolicy.timeoutSeconds: no retry could ever start"),
+    ("retry-cap-below-delay", manifest({"retryPolicy": {"delaySeconds": 600, "maxDelaySeconds": 60}}),
+     "retryPolicy.maxDelaySeconds must be at least delaySeconds"),
+    ("retry-attempts-11", manifest({"retryPolicy": {"attempts": 11}}),
+     "spec.retryPolicy.attempts in body should be less than or equal to 10"),
+    ("retry-delay-day", manifest({"retryPolicy": {"delaySeconds": 86401}}),
+     "spec.retryPolicy.delaySeconds in body should be less than or equal to 86400"),
+    ("ttl-recurring", manifest({"ttlSecondsAfterFinished": 60}),
+     "ttlSecondsAfterFinished needs a one-off schedule: runAt without schedule"),
 ]
 
 
@@ -221,7 +232,15 @@ def test_status_written_from_the_models_is_kept_whole(cluster, crd, namespace):
                       outcome="Failed", duration_seconds=12.5, reason="BackoffLimitExceeded", message="exit 2",
                       result=RunSummary(items=10, valid=9, quality=0.9, failed=1, output="/data/x",
                                         warnings=["slow"], error="boom"), result_problem=None),
-            RunRecord(job_name="probe-manual", manual=True, outcome="Succeeded", result_problem="missing")]
+            RunRecord(job_name="probe-manual", manual=True, outcome="Succeeded", result_problem="missing"),
+            RunRecord(job_name="probe-29100060", outcome="Failed", exit_code=3, max_attempts=2, attempts=[
+                AttemptRecord(attempt=1, job_name="probe-29100060", start_time=t, completion_time=t,
+                              outcome="Failed", exit_code=3, reason="BackoffLimitExceeded"),
+                AttemptRecord(attempt=2, job_name="probe-r0123abcde", start_time=t, completion_time=t,
+                              outcome="Failed", exit_code=3)])]
+    retrying = [RunAttempts(logical_time=t, max_attempts=3, next_attempt_time=t, manual=True, message="exit 3",
+                            attempts=[AttemptRecord(attempt=1, job_name="probe-m1", outcome="NodeLost",
+                                                    reason="NodeLost", completion_time=t)])]
     status = CollectionScheduleStatus(
         observed_generation=1,
         conditions=[Condition(type="Ready", status="True", reason="CronJobReady", message="ok",
@@ -229,7 +248,7 @@ def test_status_written_from_the_models_is_kept_whole(cluster, crd, namespace):
                     Condition(type="Failing", status="False", reason="BelowThreshold", last_transition_time=t)],
         cron_job_ref={"name": "probe"}, effective_schedule="0 0 * * *", last_schedule_time=t,
         last_successful_time=t, last_failure_time=t, next_schedule_time=t, consecutive_failures=1,
-        last_result="Failed", recent_runs=runs, stats=RunStats.from_runs(runs),
+        last_result="Failed", recent_runs=runs, stats=RunStats.from_runs(runs), retrying=retrying,
     )
     written = status.model_dump(mode="json", exclude_none=True)
     cluster.kubectl("patch", "collectionschedule", "probe", "-n", namespace, "--subresource=status",

@@ -58,3 +58,27 @@ def test_run_at_fires_one_run_once_and_the_schedule_reports_it(cluster, namespac
     assert status["lastResult"] == "Succeeded" and status["recentRuns"][0]["scheduledTime"] == format_logical_time(due)
     assert status.get("nextScheduleTime") is None
     consistently(lambda: len(_jobs(cluster, namespace, "once")) == 1, duration=8, message="fired once")
+
+
+def test_a_finished_one_off_schedule_is_deleted_after_its_ttl(cluster, namespace, operator):
+    """Issue 17: a finished one-off schedule stayed for ever. With ttlSecondsAfterFinished the
+    operator deletes it once its run is recorded (and the CronJob goes with it)."""
+    body = yaml.safe_load(schedule("ephemeral"))
+    body["spec"].pop("schedule")
+    # This minute (in the past, within the 5-minute grace): due at once, no deadline set.
+    body["spec"]["runAt"] = format_logical_time(datetime.now(UTC).replace(second=0, microsecond=0))
+    body["spec"]["ttlSecondsAfterFinished"] = 5
+    apply(cluster, namespace, json.dumps(body))
+    simulate(cluster, namespace, "ephemeral", message={"jobType": "container", "succeeded": True, "items": 1})
+    status = eventually(lambda: (s := status_of(cluster, namespace, "ephemeral")).get("recentRuns") and s,
+                        timeout=60, message="the one-off run recorded")
+    finished = datetime.fromisoformat(status["recentRuns"][0]["completionTime"].replace("Z", "+00:00"))
+    eventually(lambda: get(cluster, namespace, "collectionschedule", "ephemeral") is None, timeout=60,
+               message="the schedule deleted after its TTL")
+    gone = datetime.now(UTC)  # seen gone within a poll of its deletion: not before the TTL ran out
+    assert gone >= finished + timedelta(seconds=5), (gone, finished)
+    events = json.loads(cluster.kubectl("get", "events.events.k8s.io", "-n", namespace, "-o", "json").stdout)
+    assert any(e.get("reason") == "Expired" and "ttlSecondsAfterFinished=5" in e.get("note", "")
+               for e in events["items"])
+    eventually(lambda: get(cluster, namespace, "cronjob", "ephemeral") is None, timeout=60,
+               message="the CronJob garbage-collected with it")

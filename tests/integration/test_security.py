@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import json
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 import yaml
@@ -366,11 +367,11 @@ def test_service_account_is_a_name_in_the_schedules_namespace(cluster, chart_ope
     assert pod["metadata"]["namespace"] == alice
 
 
-def test_allow_list_policy_from_the_docs_restricts_service_accounts(cluster, alice):
-    """docs/security.md's ValidatingAdmissionPolicy, applied as written, limits
-    serviceAccountName to an allow-list (the gap the operator leaves open by design)."""
+def policy_from_docs(marker: str, namespace: str) -> list[dict]:
+    """The ValidatingAdmissionPolicy and binding of docs/security.md's ```yaml block that starts
+    with ``# marker``, as written, under names unique to this test and bound to ``namespace``."""
     doc = (REPO / "docs" / "security.md").read_text()
-    block = doc.split("```yaml\n# thresher-sa-allow-list\n", 1)[1].split("```", 1)[0]
+    block = doc.split(f"```yaml\n# {marker}\n", 1)[1].split("```", 1)[0]
     suffix = uuid.uuid4().hex[:5]
     objects = [d for d in yaml.safe_load_all(block) if d]
     for obj in objects:
@@ -378,7 +379,14 @@ def test_allow_list_policy_from_the_docs_restricts_service_accounts(cluster, ali
         if obj["kind"] == "ValidatingAdmissionPolicyBinding":
             obj["spec"]["policyName"] += f"-{suffix}"
             obj["spec"]["matchResources"] = {"namespaceSelector": {"matchLabels": {
-                "kubernetes.io/metadata.name": alice}}}
+                "kubernetes.io/metadata.name": namespace}}}
+    return objects
+
+
+def test_allow_list_policy_from_the_docs_restricts_service_accounts(cluster, alice):
+    """docs/security.md's ValidatingAdmissionPolicy, applied as written, limits
+    serviceAccountName to an allow-list (the gap the operator leaves open by design)."""
+    objects = policy_from_docs("thresher-sa-allow-list", alice)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
     try:
         def refused() -> str | None:
@@ -395,6 +403,46 @@ def test_allow_list_policy_from_the_docs_restricts_service_accounts(cluster, ali
         ok = as_alice(cluster, "apply", "-n", alice, "-f", "-",
                       input=schedule_yaml("vap3", serviceAccountName="thresher-jobs"))
         assert ok.returncode == 0, ok.stderr
+    finally:
+        for obj in objects:
+            cluster.kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"], check=False)
+
+
+def test_operator_delete_policy_from_the_docs_allows_only_finished_one_offs(cluster, alice):
+    """docs/security.md's policy for the operator's one `delete` (ttlSecondsAfterFinished, issue
+    17), applied as written with alice in place of the operator's ServiceAccount: a recurring
+    schedule and an unfinished one-off are refused, a finished one-off with a TTL is deleted."""
+    objects = policy_from_docs("thresher-operator-deletes-finished-one-offs", alice)
+    (condition,) = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicy")["spec"]["matchConditions"]
+    condition["expression"] = condition["expression"].replace("system:serviceaccount:thresher-system:thresher", ALICE)
+    # Suspended, with a day's TTL: an operator of this session never fires or expires them itself.
+    one_off = {"runAt": "2026-05-01T06:00:00Z", "ttlSecondsAfterFinished": 86400, "suspend": True}
+    recurring = yaml.safe_load(schedule_yaml("recurring"))
+    pending = yaml.safe_load(schedule_yaml("pending"))
+    pending["spec"].pop("schedule")
+    pending["spec"].update(one_off)
+    finished = {**pending, "metadata": {"name": "finished"}}
+    cluster.kubectl("apply", "-n", alice, "-f", "-", input=yaml.safe_dump_all([recurring, pending, finished]))
+    run = {"jobName": f"finished-{int(datetime(2026, 5, 1, 6, tzinfo=UTC).timestamp()) // 60}", "outcome": "Succeeded",
+           "scheduledTime": one_off["runAt"]}
+    cluster.kubectl("patch", "collectionschedule", "finished", "-n", alice, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {"recentRuns": [run]}}))
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+    try:
+        def refused() -> str | None:
+            proc = as_alice(cluster, "delete", "collectionschedule", "recurring", "-n", alice)
+            if proc.returncode == 0:  # the policy is not active yet: put it back and retry
+                cluster.kubectl("apply", "-n", alice, "-f", "-", input=yaml.safe_dump(recurring))
+                return None
+            return proc.stderr
+        message = eventually(refused, timeout=30, message="the policy refusing a recurring schedule's deletion")
+        assert "may delete only a one-off schedule" in message, message
+        unfinished = as_alice(cluster, "delete", "collectionschedule", "pending", "-n", alice)
+        assert unfinished.returncode != 0 and "may delete only a one-off schedule" in unfinished.stderr
+        done = as_alice(cluster, "delete", "collectionschedule", "finished", "-n", alice)
+        assert done.returncode == 0, done.stderr
+        # Anyone else (here: the admin) is not matched by the policy.
+        cluster.kubectl("delete", "collectionschedule", "recurring", "-n", alice)
     finally:
         for obj in objects:
             cluster.kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"], check=False)

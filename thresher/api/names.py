@@ -49,6 +49,10 @@ RECORDED_ANNOTATION = f"{GROUP}/recorded"
 # JSON {"outcome": "FailedToStart"|"NodeLost", "reason": BLOCKED_REASON, "message": "..."}, set
 # in the same patch that stops the Job, so the run is recorded with it whenever the Job ends.
 STARTUP_VERDICT_ANNOTATION = f"{GROUP}/startup-verdict"
+# On the Job of a retry attempt (spec.retryPolicy): the run's first Job (the run's identity, its
+# jobName in recentRuns) and the attempt's number (2, 3, ...).
+RETRY_OF_ANNOTATION = f"{GROUP}/retry-of"
+ATTEMPT_ANNOTATION = f"{GROUP}/attempt"
 # Set by the CronJob controller on the Jobs it creates (upstream's name, read here).
 SCHEDULED_TIMESTAMP_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 # kopf's own bookkeeping (progress, diff base) lives in annotations under this prefix.

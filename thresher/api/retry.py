@@ -125,10 +125,19 @@ class RunAttempts(BaseModel):
                                                 "next attempt starts.")
     outcome: AttemptOutcome | None = Field(default=None, description="The run's final outcome (its last "
                                            "attempt's); unset while an attempt runs or a retry waits.")
+    manual: bool = Field(default=False, description="The run was started by hand (its attempts are too).")
+    backfill: bool = Field(default=False, description="The run backfills a past fire time (its attempts too).")
+    message: str | None = Field(default=None, max_length=1024,
+                                description="Why the last finished attempt failed, in words.")
 
     @property
     def first_job(self) -> str:
         return self.attempts[0].job_name
+
+    @property
+    def waiting(self) -> bool:
+        """The last attempt finished and the next one is not created yet (in its delay, or held back)."""
+        return self.attempts[-1].outcome is not None
 
     @property
     def last(self) -> AttemptRecord:

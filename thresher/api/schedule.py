@@ -33,6 +33,7 @@ from thresher.api import cron, interval
 from thresher.api.alerting_labels import AlertingLabels
 from thresher.api.activerun import ActiveRun
 from thresher.api.drone import DroneJob
+from thresher.api.retry import MAX_ATTEMPTS, AttemptRecord, RetryPolicy, RunAttempts
 from thresher.api.names import API_VERSION, KIND
 from thresher.api.runresult import RunResult
 from thresher.api.tmdb import CUSTOM_NEEDS_SOURCES_CEL, TmdbJob
@@ -45,11 +46,16 @@ MAX_NAME_LENGTH = 52
 # 20 runs of 10 warnings of 512 characters each is about 100 KiB of warnings per schedule.
 MAX_RECENT_RUNS = 20
 MAX_ACTIVE_RUNS = 20  # concurrencyPolicy Allow could pile up more; the oldest are listed
+MAX_RETRYING = 20  # runs waiting for a retry; beyond this a failed run is final (concurrencyPolicy Allow)
 MAX_RESULT_WARNINGS = 10
 # Bounds of a run record's free text (a job may report longer text than status holds).
 MAX_RUN_REASON, MAX_RUN_MESSAGE, MAX_RESULT_PROBLEM = 256, 1024, 512
 # How long a run may stay blocked before it is ended (spec.startupTimeoutSeconds).
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 300
+# ttlSecondsAfterFinished: a year at most; deleting a schedule is only for one-off schedules.
+MAX_TTL_SECONDS = 31_622_400
+TTL_NEEDS_ONE_OFF = ("ttlSecondsAfterFinished needs a one-off schedule: runAt without schedule (a recurring "
+                     "schedule never finishes)")
 # Used when alerting.staleAfterSeconds is unset (and timeoutSeconds is shorter).
 DEFAULT_STALE_GRACE_SECONDS = 3600
 
@@ -334,6 +340,8 @@ class CollectionScheduleSpec(_Spec):
               "intervalAnchor needs an @every schedule (a cron expression has its own phase)", ".intervalAnchor"),
         _rule("has(self.schedule) || has(self.runAt)",
               "set schedule (cron or @every), runAt (one run at that time), or both"),
+        _rule("!has(self.ttlSecondsAfterFinished) || (has(self.runAt) && !has(self.schedule))",
+              TTL_NEEDS_ONE_OFF, ".ttlSecondsAfterFinished"),
     ))
 
     schedule: str | None = Field(
@@ -361,6 +369,11 @@ class CollectionScheduleSpec(_Spec):
         description="One run at this time (RFC 3339 with an offset, on a whole minute), beside the schedule's "
         "own runs or instead of them; it fires once. `thresher run NAME --at TIME` sets it (and refuses a time "
         "further in the past than startingDeadlineSeconds, or 5 minutes without one).")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, alias="ttlSecondsAfterFinished", ge=0, le=MAX_TTL_SECONDS,
+        description="Only for a one-off schedule (runAt without schedule): the operator deletes the schedule "
+        "this long after its run finished (recorded in recentRuns, retries included), like a Job's TTL; its "
+        "CronJob and Jobs go with it. Unset: kept for ever.")
     interval_anchor: str | None = Field(
         default=None, alias="intervalAnchor", max_length=64,
         pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?(Z|z|[+-][0-9]{2}:[0-9]{2})?$",
@@ -383,6 +396,13 @@ class CollectionScheduleSpec(_Spec):
         "Below 10 the CronJob controller may never start it. Unset: no deadline.")
     retries: int = Field(default=0, ge=0, le=10,
                          description="Pod retries within one run (the Job's backoffLimit).")
+    retry_policy: RetryPolicy | None = Field(
+        default=None, alias="retryPolicy",
+        description="Retry a failed run as a new Job after a delay (attempts, delaySeconds, backoffFactor, "
+        "maxDelaySeconds, timeoutSeconds); the run is recorded once with its attempts. Never retried: exit "
+        "code 2 (a configuration error) and a run that failed to start because of its configuration "
+        "(ImagePullBackOff, InvalidImageName, CreateContainerConfigError, CreateContainerError, FailedCreate, "
+        "UnboundPVC). Unset: a failed run is final (retries within the Job: spec.retries).")
     timeout_seconds: int | None = Field(
         default=None, alias="timeoutSeconds", ge=1,
         description="Wall-clock limit of one run, retries included (the Job's activeDeadlineSeconds). "
@@ -449,6 +469,12 @@ class CollectionScheduleSpec(_Spec):
             raise ValueError("set schedule (cron or @every), runAt (one run at that time), or both")
         if self.run_at is not None and self.run_at.second:
             raise ValueError("runAt must be on a whole minute (runs start on whole minutes)")
+        return self
+
+    @model_validator(mode="after")
+    def _ttl_only_for_one_off(self) -> CollectionScheduleSpec:
+        if self.ttl_seconds_after_finished is not None and (self.run_at is None or self.schedule is not None):
+            raise ValueError(TTL_NEEDS_ONE_OFF)
         return self
 
     @model_validator(mode="after")
@@ -585,6 +611,21 @@ class RunRecord(_Status):
     result: RunSummary | None = Field(default=None, description="What the job reported, when it did.")
     result_problem: str | None = Field(default=None, alias="resultProblem", max_length=MAX_RESULT_PROBLEM,
                                        description="Why there is no result (missing, not JSON, invalid).")
+    exit_code: int | None = Field(default=None, alias="exitCode",
+                                  description="Exit code of the job container, when the run failed after it ran.")
+    max_attempts: int | None = Field(default=None, alias="maxAttempts", ge=1, le=MAX_ATTEMPTS,
+                                     description="With spec.retryPolicy: the attempts the run could have had "
+                                     "(the m of attempt n of m).")
+    attempts: list[AttemptRecord] = Field(
+        default_factory=list, max_length=MAX_ATTEMPTS,
+        description="With spec.retryPolicy: each attempt's Job and outcome, first first (jobName is the first "
+        "attempt's Job; outcome, reason, message and result are the last attempt's; startTime is the first "
+        "attempt's start and completionTime the last one's, delays included).")
+
+    @property
+    def attempt_job(self) -> str:
+        """The Job this record was made from: a retry attempt's own Job, else ``job_name``."""
+        return self.attempts[-1].job_name if self.attempts else self.job_name
 
 
 class RunStats(_Status):
@@ -637,11 +678,26 @@ class CollectionScheduleStatus(_Status):
     recent_runs: list[RunRecord] = Field(default_factory=list, alias="recentRuns", max_length=MAX_RECENT_RUNS,
                                          description=f"The newest {MAX_RECENT_RUNS} finished runs, newest first.")
     stats: RunStats | None = Field(default=None, description="Statistics over recentRuns.")
+    retrying: list[RunAttempts] = Field(
+        default_factory=list, max_length=MAX_RETRYING,
+        description="Runs with a failed attempt and another one to come (spec.retryPolicy), oldest first: "
+        "their attempts so far and, while waiting in the delay, nextAttemptTime. A run leaves this list for "
+        "recentRuns when it is final.")
     active: list[ActiveRun] = Field(default_factory=list, max_length=MAX_ACTIVE_RUNS,
                                     json_schema_extra={"x-kubernetes-list-type": "map",
                                                        "x-kubernetes-list-map-keys": ["name"]},
                                     description="The unfinished runs (Jobs), oldest first: phase, node and, "
                                     "when blocked, the reason and what exactly is wrong.")
+
+    def run_jobs(self) -> set[str]:
+        """The Jobs of the runs status records, finished or retrying: each run's first Job and its
+        attempts' Jobs (what backfill and runAt count as existing)."""
+        names = set()
+        for run in self.recent_runs:
+            names |= {run.job_name, *(a.job_name for a in run.attempts)}
+        for waiting in self.retrying:
+            names |= {a.job_name for a in waiting.attempts}
+        return names
 
 
 # --- the object ----------------------------------------------------------------------------------

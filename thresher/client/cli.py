@@ -130,7 +130,7 @@ def backfill(
         if isinstance(parsed, SpecInvalid):
             _fail(f"collectionschedule {ns}/{name} is invalid: {parsed.message}")
         existing = {j["metadata"]["name"] for j in conn.kube.list_jobs(ns, f"{SCHEDULE_LABEL}={name}")}
-        existing |= {r.job_name for r in (parsed.status.recent_runs if parsed.status else [])}
+        existing |= parsed.status.run_jobs() if parsed.status else set()
         now = datetime.now(timezone.utc)
         try:  # refused here at once, with the reason, rather than as an Event later
             plan = plan_for_spec(parsed.spec, ns, name, *window, now, existing)
@@ -184,7 +184,8 @@ def _follow(conn: Connection, ns: str, name: str, job_name: str, timeout: float 
         schedule = conn.kube.get_schedule(ns, name)
         if schedule is None:
             _fail(f"collectionschedule {ns}/{name} was deleted while waiting")
-        line = views.progress_line(views.active_run(schedule, job_name))
+        retrying = views.retrying_run(schedule, job_name)
+        line = views.retry_line(retrying) if retrying else views.progress_line(views.active_run(schedule, job_name))
         if line and line != said[0]:
             typer.echo(line, err=True)
             said[0] = line
@@ -263,5 +264,7 @@ def _print_table(rows: list[dict]) -> None:
         for a in r["active"]:
             if a.get("phase") == "Blocked":
                 console.print(f"[red]{where}[/red] {escape(views.progress_line(a) or '')}")
+        for line in r["retrying"]:
+            console.print(f"[yellow]{where}[/yellow] {escape(line)}")
         for f in r["recentFailures"]:
             console.print(f"[yellow]{where}[/yellow] {f['job']} at {f['at']}: {escape(f['message'])}")

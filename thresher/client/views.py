@@ -47,6 +47,7 @@ def dashboard_rows(schedules: list[dict]) -> list[dict]:
                                 "message": r.get("message", "")} for r in failures[:3]],
             "active": [{k: a[k] for k in ("name", "phase", "node", "reason", "message") if a.get(k)}
                        for a in active],
+            "retrying": [retry_line(r) for r in status.get("retrying") or []],
         })
     return rows
 
@@ -62,7 +63,29 @@ def state_of(row: dict) -> str:
         return "not ready"
     if row["stale"]:
         return "stale"
-    return "running" if row["active"] else "ok"
+    if row["active"]:
+        return "running"
+    return "retry waiting" if row.get("retrying") else "ok"
+
+
+def retry_line(run: dict) -> str:
+    """One run of ``status.retrying``: its first Job, attempt n of m, and the next attempt's time
+    while it waits in the delay (or the attempt's Job while it runs)."""
+    attempts = run.get("attempts") or [{}]
+    last, of = attempts[-1], run.get("maxAttempts", "?")
+    line = f"job.batch/{attempts[0].get('jobName')} attempt {last.get('attempt', '?')} of {of}"
+    if not last.get("outcome"):
+        return f"{line} running as job.batch/{last.get('jobName')}"
+    line += f" {last['outcome']}"
+    if run.get("nextAttemptTime"):
+        line += f"; attempt {last.get('attempt', 0) + 1} of {of} at {run['nextAttemptTime']}"
+    return line + (f": {run['message']}" if run.get("message") else "")
+
+
+def retrying_run(schedule: dict, job_name: str) -> dict | None:
+    """The ``status.retrying`` entry of the run whose first Job is ``job_name``."""
+    retrying = (schedule.get("status") or {}).get("retrying") or []
+    return next((r for r in retrying if ((r.get("attempts") or [{}])[0]).get("jobName") == job_name), None)
 
 
 def recorded_run(schedule: dict, job_name: str) -> dict | None:
@@ -89,6 +112,8 @@ def wait_outcome(run: dict) -> WaitOutcome:
     """Exit 0 for a succeeded run, 1 for any other recorded outcome, with the recorded message."""
     outcome = run.get("outcome", "?")
     line = f"job.batch/{run.get('jobName')} {outcome}"
+    if run.get("attempts"):
+        line += f" (attempt {len(run['attempts'])} of {run.get('maxAttempts', '?')})"
     if run.get("durationSeconds") is not None:
         line += f" after {run['durationSeconds']:g}s"
     if run.get("message"):

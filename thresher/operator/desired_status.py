@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from thresher.api import cron
 from thresher.api.activerun import ActiveRun
+from thresher.api.retry import RetryPolicy, RunAttempts
 from thresher.api.schedule import (
     MAX_ACTIVE_RUNS,
     MAX_RECENT_RUNS,
@@ -43,6 +44,7 @@ from thresher.api.schedule import (
 )
 from thresher.api.timing import ScheduleTimes
 from thresher.operator.activeruns import blocked_counts, run_blocked_condition
+from thresher.operator.retries import fold_attempts
 from thresher.operator.runs import SUCCEEDED, format_time, parse_time
 
 CONDITION_MESSAGE_LIMIT = 1000  # well inside the schema's bound; a condition is read by people
@@ -81,6 +83,8 @@ class Observed:
     missing: Sequence[str] | None = None
     # The due time of a Job the operator just created for an interval it fires (lastScheduleTime).
     fired: datetime | None = None
+    # Retry attempts whose Job exists now (just created, or AlreadyExists): (first Job, attempt, Job).
+    retried: Sequence[tuple[str, int, str]] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,8 @@ class Desired:
     # condition when it turned True in this step.
     started: tuple[ActiveRun, ...] = ()
     newly_blocked: Condition | None = None
+    # Runs whose next attempt was scheduled in this step (status.retrying, nextAttemptTime set).
+    retries_scheduled: tuple[RunAttempts, ...] = ()
 
 
 def desired_status(body: dict, parsed: CollectionSchedule | SpecInvalid, observed: Observed, now: datetime,
@@ -134,7 +140,7 @@ def desired_status(body: dict, parsed: CollectionSchedule | SpecInvalid, observe
     current_raw = body.get("status") or {}
     if isinstance(parsed, SpecInvalid):
         current = read_status(current_raw)
-        status, new = fold_runs(current, observed.finished)
+        status, new, _ = fold_all(current, observed, None, body["metadata"].get("name") or "", now)
         generation = body["metadata"].get("generation")
         status = status.model_copy(update={
             "observed_generation": generation,
@@ -144,23 +150,36 @@ def desired_status(body: dict, parsed: CollectionSchedule | SpecInvalid, observe
         })
         return Desired(status, status_patch(current_raw, current, status), new, None, None)
     current = parsed.status or CollectionScheduleStatus()
-    status, new, state = _valid(parsed, current, observed, now, times)
+    status, new, state, scheduled = _valid(parsed, current, observed, now, times)
     known = {run.name for run in current.active} | {run.job_name for run in status.recent_runs}
     started = tuple(run for run in status.active if run.name not in known)
     was_blocked = _condition_true(current.conditions, ConditionType.RUN_BLOCKED)
     blocked = next((c for c in status.conditions if c.type == ConditionType.RUN_BLOCKED and c.status == "True"), None)
     return Desired(status, status_patch(current_raw, current, status), new, parsed, state, started,
-                   None if was_blocked else blocked)
+                   None if was_blocked else blocked, scheduled)
 
 
 def _condition_true(conditions: list[Condition], type_: str) -> bool:
     return any(c.type == type_ and c.status == "True" for c in conditions)
 
 
+def fold_all(current: CollectionScheduleStatus, observed: Observed, policy: RetryPolicy | None, name: str,
+             now: datetime) -> tuple[CollectionScheduleStatus, tuple[RunRecord, ...], tuple[RunAttempts, ...]]:
+    """Finished Jobs' records through the retrying runs (``retries.fold_attempts``) into recentRuns
+    (``fold_runs``): status with both, the runs newly over, the retries newly scheduled."""
+    folded = fold_attempts(current.retrying, observed.finished, {run.job_name for run in current.recent_runs},
+                           policy, name, now, observed.retried)
+    status, new = fold_runs(current, folded.final)
+    if list(folded.retrying) != status.retrying:
+        status = status.model_copy(update={"retrying": list(folded.retrying)})
+    return status, new, folded.scheduled
+
+
 def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observed: Observed, now: datetime,
-           times: CronTimes) -> tuple[CollectionScheduleStatus, tuple[RunRecord, ...], ScheduleState]:
+           times: CronTimes) -> tuple[CollectionScheduleStatus, tuple[RunRecord, ...], ScheduleState,
+                                      tuple[RunAttempts, ...]]:
     meta, spec = parsed.metadata, parsed.spec
-    status, new = fold_runs(current, observed.finished)
+    status, new, scheduled = fold_all(current, observed, spec.retry_policy, meta.name, now)
     effective = spec.effective_schedule(meta.namespace, meta.name)
     zone = spec.time_zone or "UTC"
     schedule_times = spec.times(meta.namespace, meta.name)
@@ -232,7 +251,7 @@ def _valid(parsed: CollectionSchedule, current: CollectionScheduleStatus, observ
         cron=effective or "", time_zone=zone, blocked=blocked_counts(entries),
         info_labels=tuple(spec.alerting.labels.info_labels().values()),
     )
-    return status, new, state
+    return status, new, state, scheduled
 
 
 def _active_order(entry: ActiveRun) -> tuple[str, str]:

@@ -148,6 +148,21 @@ class Kube:
         return _json(self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, name, patch, _preload_content=False))
 
+    def delete_schedule(self, namespace: str, name: str, uid: str, resource_version: str) -> bool:
+        """Delete the schedule as it was read (preconditions: that object, at that version), for
+        ``ttlSecondsAfterFinished``. False when it changed or is gone meanwhile (409, 404): the
+        caller decides again on what it reads next."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _preload_content=False,
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(
+                    uid=uid, resource_version=resource_version)))
+        except ApiException as err:
+            if err.status in (404, 409):
+                return False
+            raise
+        return True
+
     # --- Events -----------------------------------------------------------------------
 
     def post_event(self, schedule: dict, type_: str, reason: str, note: str) -> None:

@@ -17,8 +17,11 @@ from datetime import datetime, timedelta, timezone
 from thresher.api.activerun import ActiveRun
 from thresher.api.backfill import BackfillError, parse_request, plan_for_spec
 from thresher.api.names import (
+    ATTEMPT_ANNOTATION,
     BACKFILL_RUN_ANNOTATION,
+    MANUAL_ANNOTATION,
     RECORDED_ANNOTATION,
+    RETRY_OF_ANNOTATION,
     SCHEDULE_LABEL,
     STARTUP_VERDICT_ANNOTATION,
 )
@@ -28,7 +31,7 @@ from thresher.operator import builders, runs
 from thresher.operator.activeruns import Grace, active_run, startup_verdict
 from thresher.operator.caches import Caches, Key, cronjob_needs_check, in_sync_marker, key_of, slim_schedule
 from thresher.operator.desired_status import Desired, Observed, desired_status
-from thresher.operator.firing import FireStep, fire_step, run_at_step
+from thresher.operator.firing import FireStep, fire_step, one_off_expiry, retry_steps, run_at_step
 from thresher.operator.kube import Kube, is_conflict
 from thresher.operator.metrics import OperatorMetrics
 from thresher.operator.runjobs import run_job
@@ -156,10 +159,11 @@ class Reconciler:
             missing = self.missing_prerequisites(parsed)  # looked at again until it exists, then clears
         cronjob = cronjob or self._cronjob_for(body, parsed)
         fired = self.fire_due(body, parsed)
+        retried = self.retry_due(body, parsed)
         active = self.active_runs(key_of(body))
         schedule, desired = self._write_status(
             body, lambda cur: self._desired(cur, parsed if cur is body else parse_schedule(cur), cronjob,
-                                            active=active, missing=missing, fired=fired),
+                                            active=active, missing=missing, fired=fired, retried=retried),
             current=body)
         if schedule is not None and desired is not None:
             self._after_write(schedule, desired)
@@ -181,11 +185,11 @@ class Reconciler:
 
     def _desired(self, current: dict, parsed: CollectionSchedule | SpecInvalid, cronjob: dict | None = None,
                  finished: tuple = (), active: tuple[ActiveRun, ...] = (), missing: list[str] | None = None,
-                 fired: datetime | None = None) -> Desired:
+                 fired: datetime | None = None, retried: tuple = ()) -> Desired:
         """The pure step, fed from what this process observed (its caches) at the clock's now."""
         observed = Observed(cronjob=cronjob, finished=finished,
                             running_since=self.caches.running_since(key_of(current)), active=active,
-                            missing=missing, fired=fired)
+                            missing=missing, fired=fired, retried=retried)
         return desired_status(current, parsed, observed, self.clock(), self.caches.fire_times)
 
     # --- unfinished Jobs -> status.active ---------------------------------------------
@@ -265,9 +269,52 @@ class Reconciler:
                                  f"run {entry.name} started ({entry.phase})")
         if desired.newly_blocked is not None:
             self.kube.post_event(schedule, "Warning", "RunBlocked", desired.newly_blocked.message)
+        for run in desired.retries_scheduled:
+            self.kube.post_event(schedule, "Warning", "RetryScheduled",
+                                 f"run {run.first_job}: attempt {run.last.attempt} of {run.max_attempts} "
+                                 f"{run.last.outcome} ({run.message or run.last.reason or 'failed'}); attempt "
+                                 f"{run.last.attempt + 1} at {format_logical_time(run.next_attempt_time)}")
         self._stop_blocked(schedule, desired)
         if desired.state is not None:
             self.metrics.set_schedule_state(desired.state)
+        self._expire(schedule, desired)
+
+    def _expire(self, schedule: dict, desired: Desired) -> None:
+        """``ttlSecondsAfterFinished``: delete a one-off schedule its TTL after its run finished
+        (``firing.one_off_expiry``), exactly the object judged (uid and resourceVersion as
+        preconditions: a spec changed meanwhile, e.g. a schedule added, is judged again); until
+        then, look again at the time (the recheck list)."""
+        parsed, now = desired.schedule, self.clock()
+        if parsed is None or parsed.spec.ttl_seconds_after_finished is None:
+            return
+        meta, spec = schedule["metadata"], parsed.spec
+        expiry = one_off_expiry(spec.run_at, spec.schedule is not None, spec.ttl_seconds_after_finished,
+                                meta["name"], desired.status.recent_runs, desired.status.retrying, now)
+        if expiry is None:
+            return
+        key = key_of(schedule)
+        if not expiry.due:
+            self.caches.soon[key] = min(expiry.delete_at, self.caches.soon.get(key, expiry.delete_at))
+            return
+        deleted = self.kube.delete_schedule(key[0], key[1], meta.get("uid"), meta.get("resourceVersion"))
+        log.info("one-off schedule expired", extra={"schedule": _name(schedule), "deleted": deleted})
+        if not deleted:  # changed meanwhile: judged again on a fresh read soon
+            self.caches.soon[key] = now + RECHECK
+            return
+        ttl = spec.ttl_seconds_after_finished
+        finished = format_logical_time(expiry.delete_at - timedelta(seconds=ttl))
+        self.kube.post_event(schedule, "Normal", "Expired", f"one-off run finished at {finished}; schedule deleted "
+                             f"(ttlSecondsAfterFinished={ttl})")
+
+    def _recheck_retries(self, key: Key, retrying) -> None:
+        """After a run was recorded: look at the schedule again when a waiting run's next attempt
+        is due (the recheck list that interval due times use: no poll of its own). A refresh
+        asks for its own rechecks (``retry_due``)."""
+        now = self.clock()
+        for run in retrying:
+            if run.next_attempt_time is not None:
+                due = max(run.next_attempt_time, now)
+                self.caches.soon[key] = min(due, self.caches.soon.get(key, due))
 
     # --- runs the operator fires: intervals no cron repeats (issue 17) ------------------
 
@@ -289,9 +336,10 @@ class Reconciler:
                                    starting_deadline_seconds=spec.starting_deadline_seconds,
                                    concurrency_policy=spec.concurrency_policy, unfinished=unfinished))
         if spec.run_at is not None:
-            known = unfinished | {run.job_name for run in (status.recent_runs if status else [])}
+            known = unfinished | (status.run_jobs() if status else set())
             steps.append(run_at_step(spec.run_at, meta.name, known, now, suspended=spec.suspend,
-                                     starting_deadline_seconds=spec.starting_deadline_seconds))
+                                     starting_deadline_seconds=spec.starting_deadline_seconds,
+                                     concurrency_policy=spec.concurrency_policy, unfinished=unfinished))
         fired = None
         for step in steps:
             if step.recheck is not None:
@@ -314,6 +362,39 @@ class Reconciler:
                                               "job_created": created, "missed": step.missed})
         return True
 
+    # --- retries (spec.retryPolicy) ---------------------------------------------------
+
+    def retry_due(self, body: dict, parsed: CollectionSchedule) -> tuple[tuple[str, int, str], ...]:
+        """Create the Jobs of the retry attempts that are due (``firing.retry_steps`` over
+        status.retrying); returns (first Job, attempt, Job) of each that exists now, for status.
+        Asks for a look again when the next one is due. No API call without a due retry."""
+        meta, spec, status, now = parsed.metadata, parsed.spec, parsed.status, self.clock()
+        if status is None or not status.retrying:
+            return ()
+        key = (meta.namespace, meta.name)
+        starts, recheck = retry_steps(spec.retry_policy, status.retrying, meta.name, now, suspended=spec.suspend,
+                                      concurrency_policy=spec.concurrency_policy,
+                                      unfinished=set(self.caches.jobs.get(key) or {}))
+        if recheck is not None:
+            self.caches.soon[key] = min(recheck, self.caches.soon.get(key, recheck))
+        cronjob = self.kube.get_cronjob(*key) if starts else None  # the whole template
+        if cronjob is None:
+            return ()
+        runs_by_first = {run.first_job: run for run in status.retrying}
+        created = []
+        for start in starts:
+            run = runs_by_first[start.first_job]
+            annotations = {RETRY_OF_ANNOTATION: start.first_job, ATTEMPT_ANNOTATION: str(start.attempt)}
+            if run.manual:
+                annotations[MANUAL_ANNOTATION] = "true"
+            if run.backfill:
+                annotations[BACKFILL_RUN_ANNOTATION] = "true"
+            new = self.kube.create_job(run_job(cronjob, start.job_name, annotations, run.logical_time))
+            log.info("retry attempt", extra={"schedule": _name(body), "job": start.job_name,
+                                             "attempt": start.attempt, "job_created": new})
+            created.append((start.first_job, start.attempt, start.job_name))
+        return tuple(created)
+
     # --- backfill (thresher backfill) -------------------------------------------------
 
     def backfill(self, body: dict, value: str) -> list[str] | None:
@@ -330,7 +411,7 @@ class Reconciler:
                 raise BackfillError(f"the spec is invalid: {parsed.message}")
             start, end = parse_request(value)
             existing = {job["metadata"]["name"] for job in self.kube.list_jobs(namespace, f"{SCHEDULE_LABEL}={name}")}
-            existing |= {run.job_name for run in (parsed.status.recent_runs if parsed.status else [])}
+            existing |= parsed.status.run_jobs() if parsed.status else set()
             plan = plan_for_spec(parsed.spec, namespace, name, start, end, self.clock(), existing)
         except BackfillError as err:
             self.kube.post_event(body, "Warning", "BackfillRefused", str(err))
@@ -389,6 +470,7 @@ class Reconciler:
             if new:
                 self._after_new_run(schedule, desired)
             self._after_write(schedule, desired)
+            self._recheck_retries((namespace, schedule_name), desired.status.retrying)
         # Marked after the status write: a crash in between is harmless (the fold dedupes).
         self.kube.annotate_job(namespace, meta["name"], {RECORDED_ANNOTATION: "true"})
         return record if new else None
@@ -413,10 +495,17 @@ class Reconciler:
         self.caches.unrecorded.discard((namespace, schedule))
 
     def job_deleted(self, job: dict) -> None:
+        """A Job is gone. Finished and not recorded yet, it is recorded from its last state: the
+        CronJob's history limits delete finished Jobs within seconds, and kopf hands over only the
+        newest event of a burst, so the DELETED event may be the only one that says it finished
+        (a backfill of six quick runs lost some; a retry attempt would wait for ever)."""
         meta = job["metadata"]
         schedule = (meta.get("labels") or {}).get(SCHEDULE_LABEL)
-        if schedule:
-            self.caches.observe_job((meta["namespace"], schedule), job, deleted=True)
+        if not schedule:
+            return
+        self.caches.observe_job((meta["namespace"], schedule), job, deleted=True)
+        if runs.finished_condition(job) is not None and not (meta.get("annotations") or {}).get(RECORDED_ANNOTATION):
+            self.record_job_or_defer(job)
 
     def pod_changed(self, pod: dict, deleted: bool = False) -> None:
         """A Pod of a run changed: refresh its schedule's active runs if its Job is unfinished."""

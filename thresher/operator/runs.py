@@ -11,13 +11,16 @@ import json
 from datetime import datetime, timezone
 
 from thresher.api.names import (
+    ATTEMPT_ANNOTATION,
     BACKFILL_RUN_ANNOTATION,
     COMPLETION_INDEX_ANNOTATION,
     MANUAL_ANNOTATION,
+    RETRY_OF_ANNOTATION,
     SCHEDULED_TIMESTAMP_ANNOTATION,
     STARTUP_VERDICT_ANNOTATION,
     ExitCode,
 )
+from thresher.api.retry import MAX_ATTEMPTS, AttemptRecord
 from thresher.api.runresult import ParsedMessage, RunResult, parse_message
 from thresher.api.schedule import (
     MAX_RESULT_PROBLEM,
@@ -115,6 +118,9 @@ def run_record(job: dict, pods: list[dict]) -> RunRecord | None:
     parsed = (indexed_result(job, pods) if is_indexed(job)
               else parse_message(terminated.get("message") if terminated else None))
     failed = outcome != SUCCEEDED
+    exit_code = terminated.get("exitCode") if failed and terminated else None
+    reason = (str(verdict.get("reason") or outcome) if verdict else (condition.get("reason") or outcome)
+              )[:MAX_RUN_REASON] if failed else None
     return RunRecord(
         job_name=meta["name"],
         manual=annotations.get(MANUAL_ANNOTATION) == "true",
@@ -128,11 +134,28 @@ def run_record(job: dict, pods: list[dict]) -> RunRecord | None:
         # Trimmed to the status schema's bounds (RunSummary.from_result trims the result).
         result=RunSummary.from_result(parsed.result) if parsed.result is not None else None,
         result_problem=None if parsed.result is not None else parsed.problem[:MAX_RESULT_PROBLEM],
-        reason=(str(verdict.get("reason") or outcome) if verdict else (condition.get("reason") or outcome)
-                )[:MAX_RUN_REASON] if failed else None,
+        reason=reason,
         message=(str(verdict.get("message") or outcome)[:MAX_RUN_MESSAGE] if verdict
                  else failure_message(condition, terminated, parsed.result)) if failed else None,
-    )
+        exit_code=exit_code if isinstance(exit_code, int) else None,
+    ).model_copy(update=_retry_attempt(annotations, meta["name"], start, end, outcome, exit_code, reason))
+
+
+def _retry_attempt(annotations: dict, job_name: str, start: datetime | None, end: datetime | None, outcome: str,
+                   exit_code: object, reason: str | None) -> dict:
+    """A retry attempt's Job (``thresher.dev/retry-of``) is recorded as its run: ``jobName`` is
+    the run's first Job and ``attempts`` holds this one attempt (the fold merges it)."""
+    first = annotations.get(RETRY_OF_ANNOTATION)
+    try:
+        number = int(annotations.get(ATTEMPT_ANNOTATION) or "")
+    except ValueError:
+        return {}
+    if not first or not 2 <= number <= MAX_ATTEMPTS:
+        return {}  # written by hand or by another version: recorded as a run of its own
+    attempt = AttemptRecord(attempt=number, job_name=job_name, start_time=start, completion_time=end,
+                            outcome=outcome, exit_code=exit_code if isinstance(exit_code, int) else None,
+                            reason=reason)
+    return {"job_name": first, "attempts": [attempt]}
 
 
 def failure_message(condition: dict, terminated: dict | None, result: RunResult | None) -> str:

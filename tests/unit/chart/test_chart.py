@@ -20,7 +20,8 @@ APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 # tests/integration/test_security.py (project issue 6). files/rbac-rules.yaml
 # must say exactly this; the rendered RBAC must equal that file.
 SPECIFIED_RULES = {
-    ("thresher.dev", "collectionschedules"): {"get", "list", "watch", "patch"},
+    # delete: ttlSecondsAfterFinished of one-off schedules (issue 17), docs/security.md
+    ("thresher.dev", "collectionschedules"): {"get", "list", "watch", "patch", "delete"},
     ("thresher.dev", "collectionschedules/status"): {"patch"},
     ("thresher.dev", "collectionschedules/finalizers"): {"update"},
     ("batch", "cronjobs"): {"get", "list", "watch", "create", "patch"},

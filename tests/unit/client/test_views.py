@@ -66,3 +66,22 @@ def test_a_one_off_schedule_shows_its_run_time_as_its_schedule():
     body["spec"].pop("schedule")
     (row,) = views.dashboard_rows([body])
     assert row["schedule"] == "runAt 2026-05-01T06:00:00Z"
+
+
+def test_a_run_waiting_for_a_retry_shows_attempt_n_of_m_and_when():
+    """Issue 17: an attempt waiting in its retry delay must show in `thresher status`."""
+    waiting = {"logicalTime": "2026-01-03T00:00:00Z", "maxAttempts": 3, "message": "exit code 3 (Error)",
+               "nextAttemptTime": "2026-01-03T00:11:00Z",
+               "attempts": [{"attempt": 1, "jobName": "daily-3", "outcome": "Failed"}]}
+    body = _schedule([NEW])
+    body["status"]["retrying"] = [waiting]
+    (row,) = views.dashboard_rows([body])
+    assert row["retrying"] == ["job.batch/daily-3 attempt 1 of 3 Failed; attempt 2 of 3 at 2026-01-03T00:11:00Z: "
+                               "exit code 3 (Error)"]
+    assert views.state_of(row) == "retry waiting"
+    running = {**waiting, "nextAttemptTime": None,
+               "attempts": [*waiting["attempts"], {"attempt": 2, "jobName": "daily-rabc"}]}
+    assert views.retry_line(running) == "job.batch/daily-3 attempt 2 of 3 running as job.batch/daily-rabc"
+    assert views.retrying_run(body, "daily-3") is waiting and views.retrying_run(body, "daily-2") is None
+    final = {**NEW, "maxAttempts": 3, "attempts": [{"attempt": 1}, {"attempt": 2}]}
+    assert views.wait_outcome(final).line == "job.batch/daily-2 Succeeded (attempt 2 of 3) after 12.5s (7 items)"

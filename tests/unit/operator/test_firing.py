@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from thresher.api.runnames import scheduled_job_name
 from thresher.api.timing import ScheduleTimes
-from thresher.operator.firing import FORBID_RECHECK, fire_step, run_at_step
+from thresher.api.retry import AttemptRecord, RetryPolicy, RunAttempts
+from thresher.api.runnames import retry_job_name
+from thresher.operator.firing import FORBID_RECHECK, RetryStart, fire_step, retry_steps, run_at_step
 
 TIMES = ScheduleTimes.of("@every 7m", None, "2026-11-22T12:00:00Z")  # due 12:00, 12:07, 12:14, ...
 CREATED = datetime(2026, 11, 22, 11, 58, tzinfo=UTC)
@@ -74,8 +76,9 @@ def test_before_the_first_run_due_times_count_from_creation():
 RUN_AT = datetime(2026, 11, 22, 12, 30, tzinfo=UTC)
 
 
-def at_step(now, known=(), deadline=None, suspended=False):
-    return run_at_step(RUN_AT, "s", set(known), now, suspended=suspended, starting_deadline_seconds=deadline)
+def at_step(now, known=(), deadline=None, suspended=False, policy="Allow", unfinished=()):
+    return run_at_step(RUN_AT, "s", set(known), now, suspended=suspended, starting_deadline_seconds=deadline,
+                       concurrency_policy=policy, unfinished=set(unfinished))
 
 
 def test_a_one_off_run_waits_fires_once_and_is_never_fired_late_beyond_the_deadline():
@@ -88,6 +91,47 @@ def test_a_one_off_run_waits_fires_once_and_is_never_fired_late_beyond_the_deadl
     expired = at_step(RUN_AT + timedelta(seconds=90), deadline=60)
     assert expired.fire is None and expired.missed == 1 and expired.recheck is None
     assert at_step(RUN_AT, suspended=True).fire is None
+
+
+def test_a_one_off_run_honours_concurrency_policy():
+    """Issue 17: runAt started beside a running run whatever concurrencyPolicy said."""
+    other = "s-29397600"
+    held = at_step(RUN_AT + timedelta(seconds=5), policy="Forbid", unfinished=[other])
+    assert held.fire is None and held.recheck == RUN_AT + timedelta(seconds=5) + FORBID_RECHECK
+    # Held past its starting deadline: never fired late, reported missed (the CronJob controller's rule).
+    late = at_step(RUN_AT + timedelta(seconds=70), deadline=60, policy="Forbid", unfinished=[other])
+    assert late.fire is None and late.missed == 1
+    replaced = at_step(RUN_AT, policy="Replace", unfinished=[other])
+    assert replaced.fire == RUN_AT and replaced.stop == (other,)
+    assert at_step(RUN_AT, policy="Allow", unfinished=[other]).fire == RUN_AT
+    # Its own Job unfinished (a lost status write): not forbidden behind itself.
+    assert at_step(RUN_AT, policy="Forbid", unfinished=[scheduled_job_name("s", RUN_AT)]).fire == RUN_AT
+
+
+# --- retries ------------------------------------------------------------------------------------
+
+
+def _waiting(end: datetime) -> RunAttempts:
+    return RunAttempts(logical_time=RUN_AT, max_attempts=3, attempts=[
+        AttemptRecord(attempt=1, job_name="s-1", start_time=end - timedelta(minutes=1), completion_time=end,
+                      outcome="Failed", exit_code=1)])
+
+
+def test_a_retry_starts_when_due_and_never_replaces_a_run():
+    policy, end = RetryPolicy(attempts=3, delaySeconds=120), RUN_AT
+    runs = [_waiting(end)]
+
+    def steps(now, **kw):
+        return retry_steps(policy, runs, "s", now, **{"suspended": False, "concurrency_policy": "Forbid",
+                                                    "unfinished": set(), **kw})
+
+    assert steps(end + timedelta(minutes=1)) == ((), end + timedelta(minutes=2))
+    assert steps(end + timedelta(minutes=2)) == ((RetryStart("s-1", 2, retry_job_name("s", "s-1", 2)),), None)
+    due = end + timedelta(minutes=3)
+    for policy_name in ("Forbid", "Replace"):  # an older run's retry waits; it never ends a newer run
+        assert steps(due, concurrency_policy=policy_name, unfinished={"s-9"}) == ((), due + FORBID_RECHECK)
+    assert len(steps(due, concurrency_policy="Allow", unfinished={"s-9"})[0]) == 1
+    assert steps(due, suspended=True) == ((), None)
 
 
 # --- the reconciler's backfill on a hand-written annotation ---------------------------------------

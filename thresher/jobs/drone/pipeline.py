@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -137,15 +137,39 @@ class RunStats:
 
 
 class Processor:
-    """Processes claimed items with an engine and writes their outputs."""
+    """Processes claimed items with an engine and writes their outputs.
 
-    def __init__(self, spec: DroneJob, paths: Paths, engine, workers: int | None = None):
+    Map PNGs and item JSONs are written (atomically, fsynced: a few ms each on a disk) by ``writer``
+    threads when one is given, so a worker goes on to decode its next image instead of waiting for the
+    disk; ``process_batch`` returns only once every write of the batch is done (the batch is committed
+    after it), and a failed write fails the batch as it did when written in line."""
+
+    def __init__(self, spec: DroneJob, paths: Paths, engine, workers: int | None = None,
+                 writer: ThreadPoolExecutor | None = None):
         self.spec = spec
         self.paths = paths
         self.engine = engine
         self.params = cp.ComputeParams.from_spec(spec)
         self.workers = workers or spec.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                                   else (os.cpu_count() or 1))
+        self.writer = writer
+        self._writes: list[Future] = []
+        self._writes_lock = threading.Lock()
+
+    def write(self, path: Path, data: bytes) -> None:
+        if self.writer is None:
+            atomic_write_bytes(path, data)
+            return
+        future = self.writer.submit(atomic_write_bytes, path, data)
+        with self._writes_lock:
+            self._writes.append(future)
+
+    def wait_for_writes(self) -> None:
+        """Block until every write handed to the writer so far is on disk; re-raise the first failure."""
+        with self._writes_lock:
+            pending, self._writes = self._writes, []
+        for future in pending:
+            future.result()
 
     def frames(self, item: Item) -> Iterator[dc.Decoded]:
         if item.kind == "video":
@@ -159,7 +183,7 @@ class Processor:
         primary = computed.stats.get(computed.primary) if computed.primary else None
         if computed.map_index is not None and primary is not None:
             rel = map_rel(item.key, frame.frame_time)
-            atomic_write_bytes(self.paths.output / rel, hm.render(computed.primary, primary, computed.map_index))
+            self.write(self.paths.output / rel, hm.render(computed.primary, primary, computed.map_index))
         return {
             "frame_time": frame.frame_time, "width": frame.width, "height": frame.height, "gps": frame.gps,
             "pixels": computed.pixels, "saturated": computed.saturated, "nodata": computed.nodata,
@@ -204,11 +228,17 @@ class Processor:
                     "warnings": warnings}
         result = {"key": item.key, "kind": item.kind, "ok": True, "reason": None, "frames": frames,
                   "warnings": warnings}
-        atomic_write_text(self.paths.output / f"items/{item.key}.json", rp.to_json(result))
+        self.write(self.paths.output / f"items/{item.key}.json", rp.to_json(result).encode("utf-8"))
         return result
 
     def process_batch(self, claimed: list[Claimed]) -> list[dict]:
-        items = [c.item for c in claimed]
+        """Every item of a batch, its outputs on disk when this returns."""
+        try:
+            return self._process_batch([c.item for c in claimed])
+        finally:
+            self.wait_for_writes()
+
+    def _process_batch(self, items: list[Item]) -> list[dict]:
         if isinstance(self.engine, TorchEngine):
             return self._process_batched(items)
         if self.workers <= 1 or len(items) <= 1:
@@ -255,7 +285,7 @@ class Processor:
                 out = [self.frame_result(item, f, c) for f, c in zip(frames, computed)]
                 result = {"key": item.key, "kind": item.kind, "ok": True, "reason": None, "frames": out,
                           "warnings": [w for f in frames for w in f.warnings]}
-                atomic_write_text(self.paths.output / f"items/{item.key}.json", rp.to_json(result))
+                self.write(self.paths.output / f"items/{item.key}.json", rp.to_json(result).encode("utf-8"))
                 return result
 
             entries = []
@@ -298,21 +328,22 @@ def run_process(spec: DroneJob, paths: Paths, engine=None, now: Callable[[], flo
                                   "are reported in this run's summary")
         db.start_run(run_id, "process", started)
         log.info("discovered inputs", extra={"files": len(files), **counts, "run_id": run_id})
-        processor = Processor(spec, paths, engine)
-        while True:
-            claimed = db.claim(run_id, spec.batch_size)
-            if not claimed:
-                break
-            fingerprints = {c.item.key: c.item.fingerprint for c in claimed}
-            results = processor.process_batch(claimed)
-            if after_outputs is not None:
-                after_outputs(claimed)
-            db.complete(run_id, [Outcome(r["key"], fingerprints[r["key"]], r["ok"], r if r["ok"] else None,
-                                         r.get("reason")) for r in results], now())
-            stats.items.extend(results)
-            for r in results:
-                if not r["ok"]:
-                    log.warning("skipped input", extra={"key": r["key"], "reason": r["reason"]})
+        with ThreadPoolExecutor(2, thread_name_prefix="drone-write") as writer:
+            processor = Processor(spec, paths, engine, writer=writer)
+            while True:
+                claimed = db.claim(run_id, spec.batch_size)
+                if not claimed:
+                    break
+                fingerprints = {c.item.key: c.item.fingerprint for c in claimed}
+                results = processor.process_batch(claimed)
+                if after_outputs is not None:
+                    after_outputs(claimed)
+                db.complete(run_id, [Outcome(r["key"], fingerprints[r["key"]], r["ok"], r if r["ok"] else None,
+                                             r.get("reason")) for r in results], now())
+                stats.items.extend(results)
+                for r in results:
+                    if not r["ok"]:
+                        log.warning("skipped input", extra={"key": r["key"], "reason": r["reason"]})
         if stats.items or any(run.items for run in stats.recovered):
             stats.summary_path = write_run_report(spec, paths, stats, engine.name, started, now())
         db.finish_run(run_id, now(), len(stats.items), stats.valid, stats.failed,

@@ -26,6 +26,7 @@ and its largest difference from the CPU numbers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -87,6 +88,15 @@ def run_decode_to_array(paths: list[Path], workers: int) -> float:
         for arr in pool.map(decode_to_array, paths):
             assert arr.shape[2] == 3
     return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def cpu_time(into: list[float]):
+    """Append the process's CPU seconds (user + system, every thread) spent in the block."""
+    t0 = os.times()
+    yield
+    t1 = os.times()
+    into.append((t1.user - t0.user) + (t1.system - t0.system))
 
 
 # --- the naive loop: written the obvious way ----------------------------------------------------
@@ -226,12 +236,16 @@ def main() -> None:
               f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
         cp.compute_numpy(dc.decode_image(images[0], "warm", "jpg"), params)  # numba: load or compile once
         decode_s, array_s, thresher_s, naive_s = [], [], [], []
+        cpu: dict[str, list[float]] = {"decode-only": [], "thresher": [], "decode + array": []}
         items: list[dict] = []
         for r in range(args.rounds):
-            decode_s.append(run_decode_only(images, args.workers))
-            elapsed, items = run_thresher(tmp / "input", tmp / "thresher", NumpyEngine(), spec)
+            with cpu_time(cpu["decode-only"]):
+                decode_s.append(run_decode_only(images, args.workers))
+            with cpu_time(cpu["thresher"]):
+                elapsed, items = run_thresher(tmp / "input", tmp / "thresher", NumpyEngine(), spec)
             thresher_s.append(elapsed)
-            array_s.append(run_decode_to_array(images, args.workers))
+            with cpu_time(cpu["decode + array"]):
+                array_s.append(run_decode_to_array(images, args.workers))
             if not args.no_naive and r == 0:  # slow; one round is enough to place it
                 naive_s.append(run_naive(images, tmp / "naive", cuts))
             print(f"round {r + 1}: decode-only {len(images) / decode_s[-1]:.2f} img/s, thresher "
@@ -249,6 +263,13 @@ def main() -> None:
             "thresher_over_decode_only_by_round": [round(d / t, 2) for d, t in zip(decode_s, thresher_s)],
             "decode_to_array_images_per_s": round(arr, 3),
             "thresher_over_decode_to_array": round(thr / arr, 3),
+            # CPU seconds (all threads, user + system) per image: what the ratio would be with both cores to
+            # ourselves, since each variant keeps its 2 workers busy; steadier than wall time under load.
+            "cpu_seconds_per_image": {k: round(statistics.median(v) / n, 4) for k, v in cpu.items()},
+            "thresher_over_decode_only_by_cpu": round(statistics.median(cpu["decode-only"])
+                                                      / statistics.median(cpu["thresher"]), 3),
+            "thresher_over_decode_to_array_by_cpu": round(statistics.median(cpu["decode + array"])
+                                                          / statistics.median(cpu["thresher"]), 3),
         }
         if naive_s:
             nai = n / statistics.median(naive_s)

@@ -4,15 +4,18 @@ Generates its own 12-megapixel JPEG fields (4000x3008, GPS EXIF, camera-sized: ~
 quality 92) in a temporary folder, then measures, interleaved in rounds so that machine
 load hits all three alike:
 
-* decode-only: read + Pillow decode + array of every image on ``--workers`` threads
-  (the ceiling: what the job would reach if its maths were free);
+* decode-only: the job's own decoder (``decode.decode_image``: read + Pillow decode, pixels
+  viewed where Pillow wrote them) on ``--workers`` threads: the ceiling, what the job would
+  reach if its maths were free;
+* decode + array: read + Pillow decode + ``np.asarray`` (a packed H x W x 3 copy), the usual
+  way to get a photo's pixels, and how issue 14 first measured decode speed;
 * thresher: ``run_process`` with the CPU backend and ``--workers`` threads (decode, the
   fused numba pass, health map PNG with legend, item JSON, SQLite commits, run report);
 * naive: the obvious per-image float64 NumPy loop (nan-aware percentiles per index,
   full-size map resized with PIL), single-threaded, as one would write it first.
 
 It prints img/s of each (median over rounds), thresher / decode-only (the issue-14 target
-is >= 0.70) and thresher / naive, plus the largest difference of Thresher's statistics
+is >= 0.70), thresher / decode + array and thresher / naive, plus the largest difference of Thresher's statistics
 from an exact float64 computation on the same decoded pixels (quantiles may differ by the
 documented histogram error, 0.001). ``--backend cuda|torch-cpu`` adds that backend's run
 and its largest difference from the CPU numbers.
@@ -23,6 +26,8 @@ and its largest difference from the CPU numbers.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -68,6 +73,30 @@ def run_decode_only(paths: list[Path], workers: int) -> float:
         for frame in pool.map(lambda p: dc.decode_image(p, p.name, "jpg"), paths):
             assert frame.width > 0
     return time.perf_counter() - t0
+
+
+def decode_to_array(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(dc.read_file(path))) as image:
+        return np.asarray(image)
+
+
+def run_decode_to_array(paths: list[Path], workers: int) -> float:
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        for arr in pool.map(decode_to_array, paths):
+            assert arr.shape[2] == 3
+    return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def cpu_time(into: list[float]):
+    """Append the process's CPU seconds (user + system, every thread) spent in the block."""
+    t0 = os.times()
+    yield
+    t1 = os.times()
+    into.append((t1.user - t0.user) + (t1.system - t0.system))
 
 
 # --- the naive loop: written the obvious way ----------------------------------------------------
@@ -142,22 +171,26 @@ def exactness(path: Path, spec: DroneJob, items: list[dict]) -> dict[str, float]
 
 
 def breakdown(paths: list[Path], spec: DroneJob) -> dict[str, float]:
-    """Median seconds per image, single-threaded, of the stages of the CPU path."""
+    """Median CPU seconds (this thread's, user + system) per image of the stages of the CPU path, one
+    thread; "decode + np.asarray" is the decode-to-array baseline for comparison (the job makes no copy)."""
     from thresher.jobs.drone import healthmap as hm
 
     params = cp.ComputeParams.from_spec(spec)
-    stages: dict[str, list[float]] = {"decode": [], "fused pass": [], "map png": []}
-    for p in paths:
-        t0 = time.perf_counter()
+    stages: dict[str, list[float]] = {"decode": [], "fused pass": [], "map png": [], "decode + np.asarray": []}
+    for p in paths * 2:  # the first of each image warms the page cache
+        t0 = time.thread_time()
         frame = dc.decode_image(p, p.name, "jpg")
-        t1 = time.perf_counter()
+        t1 = time.thread_time()
         computed = cp.compute_numpy(frame, params)
-        t2 = time.perf_counter()
+        t2 = time.thread_time()
         hm.render(computed.primary, computed.stats[computed.primary], computed.map_index)
-        t3 = time.perf_counter()
-        for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2)):
+        t3 = time.thread_time()
+        del frame
+        decode_to_array(p)
+        t4 = time.thread_time()
+        for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             stages[k].append(v)
-    return {k: statistics.median(v) for k, v in stages.items()}
+    return {k: statistics.median(v[len(paths):]) for k, v in stages.items()}
 
 
 def max_difference(a: list[dict], b: list[dict]) -> dict[str, float]:
@@ -202,24 +235,41 @@ def main() -> None:
         print(f"{len(images)} JPEGs of {mp:.1f} MP ({size_mb:.1f} MB each) generated in {gen:.1f}s; {cpus} CPUs; "
               f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
         cp.compute_numpy(dc.decode_image(images[0], "warm", "jpg"), params)  # numba: load or compile once
-        decode_s, thresher_s, naive_s = [], [], []
+        decode_s, array_s, thresher_s, naive_s = [], [], [], []
+        cpu: dict[str, list[float]] = {"decode-only": [], "thresher": [], "decode + array": []}
         items: list[dict] = []
         for r in range(args.rounds):
-            decode_s.append(run_decode_only(images, args.workers))
-            elapsed, items = run_thresher(tmp / "input", tmp / "thresher", NumpyEngine(), spec)
+            with cpu_time(cpu["decode-only"]):
+                decode_s.append(run_decode_only(images, args.workers))
+            with cpu_time(cpu["thresher"]):
+                elapsed, items = run_thresher(tmp / "input", tmp / "thresher", NumpyEngine(), spec)
             thresher_s.append(elapsed)
+            with cpu_time(cpu["decode + array"]):
+                array_s.append(run_decode_to_array(images, args.workers))
             if not args.no_naive and r == 0:  # slow; one round is enough to place it
                 naive_s.append(run_naive(images, tmp / "naive", cuts))
             print(f"round {r + 1}: decode-only {len(images) / decode_s[-1]:.2f} img/s, thresher "
-                  f"{len(images) / thresher_s[-1]:.2f} img/s", file=sys.stderr)
+                  f"{len(images) / thresher_s[-1]:.2f} img/s ({decode_s[-1] / thresher_s[-1]:.2f}), decode + array "
+                  f"{len(images) / array_s[-1]:.2f} img/s, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
         n = len(images)
         dec, thr = n / statistics.median(decode_s), n / statistics.median(thresher_s)
+        arr = n / statistics.median(array_s)
         result = {
             "images": n, "megapixels": round(mp, 1), "cpus": cpus, "workers": args.workers, "rounds": args.rounds,
             "load_average_end": round(os.getloadavg()[0], 2),
             "decode_only_images_per_s": round(dec, 3),
             "thresher_cpu_images_per_s": round(thr, 3),
             "thresher_over_decode_only": round(thr / dec, 3),
+            "thresher_over_decode_only_by_round": [round(d / t, 2) for d, t in zip(decode_s, thresher_s)],
+            "decode_to_array_images_per_s": round(arr, 3),
+            "thresher_over_decode_to_array": round(thr / arr, 3),
+            # CPU seconds (all threads, user + system) per image: what the ratio would be with both cores to
+            # ourselves, since each variant keeps its 2 workers busy; steadier than wall time under load.
+            "cpu_seconds_per_image": {k: round(statistics.median(v) / n, 4) for k, v in cpu.items()},
+            "thresher_over_decode_only_by_cpu": round(statistics.median(cpu["decode-only"])
+                                                      / statistics.median(cpu["thresher"]), 3),
+            "thresher_over_decode_to_array_by_cpu": round(statistics.median(cpu["decode + array"])
+                                                          / statistics.median(cpu["thresher"]), 3),
         }
         if naive_s:
             nai = n / statistics.median(naive_s)

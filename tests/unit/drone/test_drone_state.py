@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -245,3 +246,45 @@ def test_state_database_from_before_run_status_is_upgraded(tmp_path: Path):
     with StateDB(db) as state:
         closed = state.close_interrupted("process", 2.0)
         assert [r.run_id for r in closed] == ["old"] and state.run_row("old")["status"] == "interrupted"
+
+
+def test_outputs_written_on_threads_are_on_disk_before_the_batch_is_committed(data_dir, spec, paths, engine,
+                                                                              monkeypatch):
+    """Map PNGs and item JSONs go to writer threads (their fsyncs no longer stall a worker), yet a batch is
+    committed only once all of them are on disk: slow writes are waited for, a failed one fails the batch."""
+    from thresher.jobs.drone import pipeline
+
+    for i in range(4):
+        small_rgb(data_dir / "input" / f"img{i}.png", i)
+    spec = spec.model_copy(update={"batch_size": 2, "workers": 2})
+    real_write = pipeline.atomic_write_bytes
+
+    threads = set()
+
+    def slow_write(path, data):
+        threads.add(threading.current_thread().name)
+        time.sleep(0.2)
+        real_write(path, data)
+
+    monkeypatch.setattr(pipeline, "atomic_write_bytes", slow_write)
+    seen = []
+
+    def after_outputs(claimed):
+        for c in claimed:
+            key = c.item.key
+            seen.append((paths.output / "items" / f"{key}.json").is_file()
+                        and (paths.output / "maps" / f"{key}.png").is_file())
+
+    run_process(spec, paths, engine, after_outputs=after_outputs)
+    assert seen == [True] * 4
+    assert threads and all(name.startswith("drone-write") for name in threads), threads
+
+    small_rgb(data_dir / "input" / "late.png", 9)
+
+    def failing_write(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "atomic_write_bytes", failing_write)
+    with pytest.raises(OSError, match="No space left"):
+        run_process(spec, paths, engine)
+    assert completions(paths.db)["late.png"][0] == "claimed"  # not committed as done

@@ -3,6 +3,8 @@ fused kernel against the slow reference implementation."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -153,3 +155,45 @@ def test_numba_cache_goes_to_tmp_when_the_package_is_read_only():
     assert numba_cache_dir({}, package_writable=False, tmp="/tmp") == "/tmp/thresher-numba-cache"
     assert numba_cache_dir({}, package_writable=True, tmp="/tmp") is None
     assert numba_cache_dir({"NUMBA_CACHE_DIR": "/x"}, package_writable=False, tmp="/tmp") is None
+
+
+@pytest.mark.parametrize("zoning", ["absolute", "relative"])
+def test_every_row_source_of_the_kernel_gives_the_same_numbers(zoning):
+    """The pass reads 8-bit R, G, B from Pillow's 4-byte pixels as uint32 words, from an H x W x 3 array,
+    or from separate planes: the same statistics, masks and map bit for bit, in any channel order, and
+    equal to the obvious NumPy implementation."""
+    from thresher.jobs.drone import fused
+
+    rng = np.random.default_rng(7)
+    h, w = 61, 83  # odd sizes: partial map blocks, odd row lengths
+    rgbx = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    rgbx[0, :9, :3] = 0  # zero denominators
+    rgbx[1, :5, 1] = 255  # saturated in one band
+    rgbx[2, :4, :3] = (20, 25, 45)  # VARI's G + R == B
+    nodata = rng.random((h, w)) < 0.03
+    params = dataclasses.replace(cp.ComputeParams.from_spec(DroneJob(zoning=zoning)), map_max=16)
+    bgrx = np.ascontiguousarray(rgbx[..., [2, 1, 0, 3]])
+    rgb3 = np.ascontiguousarray(rgbx[..., :3])
+    sources = {
+        "words RGBX": {"R": rgbx[..., 0], "G": rgbx[..., 1], "B": rgbx[..., 2]},
+        "words BGRX": {"R": bgrx[..., 2], "G": bgrx[..., 1], "B": bgrx[..., 0]},
+        "H x W x 3": {"R": rgb3[..., 0], "G": rgb3[..., 1], "B": rgb3[..., 2]},
+        "planes": {b: np.ascontiguousarray(rgb3[..., i]) for i, b in enumerate("RGB")},
+    }
+    pixels, channels = fused.pixel_array(sources["words BGRX"])
+    assert fused.pixel_words(pixels, channels)[0] is not None and list(channels) == [2, 1, 0]
+    assert fused.pixel_words(*fused.pixel_array(sources["H x W x 3"]))[0] is None
+    results = {name: cp.compute_numpy(_frame(planes, 255.0, nodata), params) for name, planes in sources.items()}
+    first = results["planes"]
+    for name, got in results.items():
+        assert (got.saturated, got.nodata) == (first.saturated, first.nodata), name
+        assert {k: v.to_dict() for k, v in got.stats.items()} == {k: v.to_dict() for k, v in first.stats.items()}, name
+        np.testing.assert_array_equal(got.map_index, first.map_index, err_msg=name)
+    mask = nodata | np.any(rgb3 == 255, axis=-1)
+    bands = {b: rgb3[..., i].astype(np.float32) for i, b in enumerate("RGB")}
+    for name, s in first.stats.items():
+        ref = reference_stats(ix.values(name, bands, np, 255.0, params.min_denominator), mask,
+                              params.zoning_for(name, first.kind), with_histogram=name == first.primary)
+        a, b = s.to_dict(), ref.to_dict()
+        assert a.pop("mean") == pytest.approx(b.pop("mean"), abs=1e-6), name
+        assert a == b, name

@@ -1,6 +1,6 @@
 """The CPU backend: raw planes -> index statistics and a small primary-index map, in one pass.
 
-``fused._kernel`` reads each pixel once, at the input's own precision (uint8, uint16 or
+``fused.image_pass`` reads each pixel once, at the input's own precision (uint8, uint16 or
 float32), computes every requested index with its validity, and accumulates sums, counts,
 fine histograms and the health map's block sums; ``stats.finish`` turns those into
 ``IndexStats``. No full-size float array is ever allocated.
@@ -128,6 +128,7 @@ class Pass:
         map_cnt = self.map_cnt if map_rows is None else self.map_cnt[map_rows]
         hb, wb = map_sum.shape
         hist = np.zeros((len(self.names), 2, QBINS + 1), dtype=np.int32)
+        words, shifts = fused.pixel_words(pixels, channels)
         fused.image_pass(
             np.array([fused.CODES[n] for n in self.names], dtype=np.int64), *bands, pixels, channels, present,
             flat_nodata, nodata is not None, f32(self.max_dn if self.max_dn is not None else -1.0), h, w,
@@ -135,7 +136,7 @@ class Pass:
             np.array([z.vegetation for z in self.zonings], dtype=f32),
             np.array([z.stressed for z in self.zonings], dtype=f32),
             f32(QRANGE[0]), f32(QSCALE), self.names.index(self.primary) if self.primary else -1,
-            min(k, h), min(k, w), hb, wb, hist, self.sums, self.counts, map_sum, map_cnt, self.masked)
+            min(k, h), min(k, w), hb, wb, hist, self.sums, self.counts, map_sum, map_cnt, self.masked, words, shifts)
         self.hist += hist[:, 0, :].astype(np.int64) + hist[:, 1, :]
         self.pixels += h * w
 

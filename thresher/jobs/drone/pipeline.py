@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -138,10 +138,15 @@ class RunStats:
 
 
 class Processor:
-    """Processes claimed items with an engine and writes their outputs."""
+    """Processes claimed items with an engine and writes their outputs.
+
+    Map PNGs and item JSONs are written (atomically, fsynced: a few ms each on a disk) by ``writer``
+    threads when one is given, so a worker goes on to decode its next image instead of waiting for the
+    disk; ``process_batch`` returns only once every write of the batch is done (the batch is committed
+    after it), and a failed write fails the batch as it did when written in line."""
 
     def __init__(self, spec: DroneJob, paths: Paths, engine, workers: int | None = None,
-                 shard: sh.Shard | None = None):
+                 shard: sh.Shard | None = None, writer: ThreadPoolExecutor | None = None):
         self.spec = spec
         self.shard = shard
         self.paths = paths
@@ -149,6 +154,24 @@ class Processor:
         self.params = cp.ComputeParams.from_spec(spec)
         self.workers = workers or spec.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                                   else (os.cpu_count() or 1))
+        self.writer = writer
+        self._writes: list[Future] = []
+        self._writes_lock = threading.Lock()
+
+    def write(self, path: Path, data: bytes) -> None:
+        if self.writer is None:
+            atomic_write_bytes(path, data)
+            return
+        future = self.writer.submit(atomic_write_bytes, path, data)
+        with self._writes_lock:
+            self._writes.append(future)
+
+    def wait_for_writes(self) -> None:
+        """Block until every write handed to the writer so far is on disk; re-raise the first failure."""
+        with self._writes_lock:
+            pending, self._writes = self._writes, []
+        for future in pending:
+            future.result()
 
     def frames(self, item: Item) -> Iterator[dc.Decoded]:
         if item.kind == "video":
@@ -162,7 +185,7 @@ class Processor:
         primary = computed.stats.get(computed.primary) if computed.primary else None
         if computed.map_index is not None and primary is not None:
             rel = map_rel(item.key, frame.frame_time)
-            atomic_write_bytes(self.paths.output / rel, hm.render(computed.primary, primary, computed.map_index))
+            self.write(self.paths.output / rel, hm.render(computed.primary, primary, computed.map_index))
         return {
             "frame_time": frame.frame_time, "width": frame.width, "height": frame.height, "gps": frame.gps,
             "pixels": computed.pixels, "saturated": computed.saturated, "nodata": computed.nodata,
@@ -233,11 +256,17 @@ class Processor:
                     "warnings": warnings}
         result = {"key": item.key, "kind": item.kind, "ok": True, "reason": None, "frames": frames,
                   "warnings": warnings}
-        atomic_write_text(self.paths.output / f"items/{item.key}.json", rp.to_json(result))
+        self.write(self.paths.output / f"items/{item.key}.json", rp.to_json(result).encode("utf-8"))
         return result
 
     def process_batch(self, claimed: list[Claimed]) -> list[dict]:
-        items = [c.item for c in claimed]
+        """Every item of a batch, its outputs on disk when this returns."""
+        try:
+            return self._process_batch([c.item for c in claimed])
+        finally:
+            self.wait_for_writes()
+
+    def _process_batch(self, items: list[Item]) -> list[dict]:
         if isinstance(self.engine, TorchEngine):
             return self._process_batched(items)
         if self.workers <= 1 or len(items) <= 1:
@@ -284,7 +313,7 @@ class Processor:
                 out = [self.frame_result(item, f, c) for f, c in zip(frames, computed)]
                 result = {"key": item.key, "kind": item.kind, "ok": True, "reason": None, "frames": out,
                           "warnings": [w for f in frames for w in f.warnings]}
-                atomic_write_text(self.paths.output / f"items/{item.key}.json", rp.to_json(result))
+                self.write(self.paths.output / f"items/{item.key}.json", rp.to_json(result).encode("utf-8"))
                 return result
 
             entries = []
@@ -322,10 +351,12 @@ def run_process(spec: DroneJob, paths: Paths, engine=None, now: Callable[[], flo
     started = now()
     run_id = run_id or new_run_id(started)
     stats = RunStats(run_id)
-    with StateLock(paths.state), StateDB(paths.db) as db:
+    # Outputs are written by two writer threads (Processor's docstring); leaving the block waits for them.
+    with (StateLock(paths.state), StateDB(paths.db) as db,
+          ThreadPoolExecutor(2, thread_name_prefix="drone-write") as writer):
         settle_ns = int((started - settle_seconds) * 1e9) if settle_seconds > 0 else None
         files = scan(paths.input, spec.normalized_extensions(), spec.recursive, settle_ns, stats.unsettled)
-        processor = Processor(spec, paths, engine, shard=shard)
+        processor = Processor(spec, paths, engine, shard=shard, writer=writer)
         items = group(files)
         mosaics: list[Item] = []
         if shard is not None:  # every shard reads its strips of every mosaic; other inputs by key hash

@@ -162,6 +162,7 @@ def test_deployment_shape(values):
     assert env["THRESHER_JOB_IMAGE"] == f"ghcr.io/thresher-dev/thresher-jobs:{APP_VERSION}"
     assert env["THRESHER_JOB_GPU_IMAGE"] == f"ghcr.io/thresher-dev/thresher-jobs-gpu:{APP_VERSION}"
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
     assert spec["template"]["spec"]["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
 

@@ -58,6 +58,9 @@ def installed(node_cluster, node, crd, timings):
          "--set", "extraArgs={--log-format,plain}", timeout=300)
     timings["operator_pods_ready_s"] = time.monotonic() - start
     yield {"system": system, "watched": watched}
+    # The replicas' last words, for a failure's report (pytest shows them with -s or on failure).
+    print(node_cluster.kubectl("logs", "-n", system, "-l", "app.kubernetes.io/component=operator", "--prefix",
+                               "--tail", "40", check=False).stdout)
     for ns in (watched, system):
         node_cluster.kubectl("delete", "collectionschedules", "--all", "-n", ns, "--wait=false", check=False)
     helm(node_cluster, "uninstall", RELEASE, "--namespace", system, "--wait", "--timeout", "60s")

@@ -95,6 +95,14 @@ def run(
         # every matching namespace adds a stream per resource: no fixed bound is safe there.
         return info if namespace else bounded_session(info, KOPF_CONNECTIONS)
 
+    if namespace and all(not set("*?!,") & set(ns) for ns in namespace):
+        @kopf.on.startup(registry=registry)
+        def exact_namespaces(settings: kopf.OperatorSettings, **_):
+            # Only exact names (the chart's watchNamespaces): kopf need not list namespaces,
+            # which the namespace-scoped RBAC does not grant; it would retry that 403 for
+            # minutes (ERROR_BACKOFFS) before falling back to these names. Its CRD scan stays
+            # (one listing at start-up).
+            settings.scanning.disabled = True
     logging.getLogger("kopf").setLevel(logging.INFO)
     if os.environ.get("THRESHER_TRACEMALLOC"):  # opt-in diagnostics, see memdebug.py
         from thresher.operator import memdebug

@@ -32,10 +32,10 @@ venv: $(STAMP)
 
 venv-gpu: $(GPU_STAMP)
 
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm, kubelet:
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm, kubelet, kube-proxy:
 # from PATH, THRESHER_BIN_DIR or ~/.cache/thresher, else built once from the Go module proxy.
 binaries: venv
-	$(BIN)/python -m thresher.devcluster.binaries etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm kubelet
+	$(BIN)/python -m thresher.devcluster.binaries etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm kubelet kube-proxy
 
 # The opt-in real node (`thresher dev up --node`, docs/devcluster.md "Real node"): Debian's
 # containerd, runc, CNI plugins, buildah and debootstrap. Needs root.

@@ -28,3 +28,4 @@ render templates/rbac.yaml rbac.yaml
 render templates/deployment.yaml deployment.yaml
 render templates/service.yaml service.yaml
 render templates/user-roles.yaml user-roles.yaml
+render templates/poddisruptionbudget.yaml poddisruptionbudget.yaml

@@ -24,8 +24,9 @@ TEST_NAMESPACES = (f"{NAMESPACE_PREFIX}*",)
 
 class OperatorProcess:
     def __init__(self, kubeconfig: Path, log_path: Path, namespaces: tuple[str, ...] = TEST_NAMESPACES,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
+        self.env = env or {}
         self.log_path = log_path
         self.namespaces = namespaces
         self.extra_args = extra_args
@@ -40,7 +41,7 @@ class OperatorProcess:
     def start(self, attempts: int = 3) -> None:
         """Start and wait for liveness. A free port picked earlier can be taken by the time the
         operator binds it (other processes, other operators of the same test): then new ports."""
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
         for attempt in range(attempts):
             log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
             with open(self.log_path, "ab") as log:

@@ -20,6 +20,7 @@ from tests.helpers.chart import (
     OperatorRun, Release, install_chart, manifest, paused_session_operator, rbac_rule_set,
     run_tool_in_cluster, service_account_kubeconfig, uninstall_chart,
 )
+from tests.helpers.ha import holder_instance, lease_holder
 from tests.helpers.wait import eventually
 from tests.integration.test_operator import get, run_now, simulate, status_of, wait_runs
 
@@ -48,12 +49,12 @@ def operator_pods(cluster, release: Release) -> list[dict]:
                         "-l", SELECTOR.format(release=release.name))["items"]
 
 
-def running_pod(cluster, release: Release) -> dict:
-    """The one operator pod, admitted and Running (kwok), of the Deployment's current template."""
+def running_pods(cluster, release: Release, count: int = 2) -> list[dict]:
+    """The operator pods (leader and standby), admitted and Running (kwok), none terminating."""
     def ready():
         pods = [p for p in operator_pods(cluster, release) if not p["metadata"].get("deletionTimestamp")]
-        return len(pods) == 1 and pods[0]["status"].get("phase") == "Running" and pods[0]
-    return eventually(ready, timeout=60, message=f"one Running operator pod of {release.name}")
+        return len(pods) == count and all(p["status"].get("phase") == "Running" for p in pods) and pods
+    return eventually(ready, timeout=60, message=f"{count} Running operator pods of {release.name}")
 
 
 def test_install_upgrade_uninstall_in_a_restricted_namespace(cluster, crd, restricted_namespace):
@@ -69,18 +70,21 @@ def test_install_upgrade_uninstall_in_a_restricted_namespace(cluster, crd, restr
     try:
         docs = manifest(cluster, release)
         kinds = sorted(d["kind"] for d in docs)
-        # Three ClusterRoles: the operator's, and the edit and view roles aggregated for users.
+        # Three ClusterRoles: the operator's, and the edit and view roles aggregated for users;
+        # the Role and RoleBinding of the leader election Lease; the replicas' disruption budget.
         assert kinds == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
-                         "Deployment", "Service", "ServiceAccount"], kinds
+                         "Deployment", "PodDisruptionBudget", "Role", "RoleBinding", "Service",
+                         "ServiceAccount"], kinds
 
         deploy = kubectl_json(cluster, "get", "deployment", release.fullname, "-n", ns)
         pod_spec = deploy["spec"]["template"]["spec"]
         container = pod_spec["containers"][0]
-        assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"]["type"] == "Recreate"
+        assert deploy["spec"]["replicas"] == 2 and deploy["spec"]["strategy"]["type"] == "RollingUpdate"
+        assert "--leader-elect" in container["command"]
         assert pod_spec["serviceAccountName"] == release.service_account
         assert container["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"},
                                           "limits": {"memory": "512Mi"}}
-        assert container["command"][-1] == "--all-namespaces"
+        assert "--all-namespaces" in container["command"]
         kubectl_json(cluster, "get", "serviceaccount", release.service_account, "-n", ns)
 
         role = kubectl_json(cluster, "get", "clusterrole", release.fullname)
@@ -94,10 +98,10 @@ def test_install_upgrade_uninstall_in_a_restricted_namespace(cluster, crd, restr
         assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("http-metrics", 9090)]
         assert service["spec"]["selector"] == deploy["spec"]["selector"]["matchLabels"]
 
-        first = running_pod(cluster, release)
-        assert first["spec"]["securityContext"]["runAsNonRoot"] is True
+        first = running_pods(cluster, release)
+        assert all(p["spec"]["securityContext"]["runAsNonRoot"] is True for p in first)
         deploy = eventually(lambda: (d := kubectl_json(cluster, "get", "deployment", release.fullname, "-n", ns))
-                            ["status"].get("availableReplicas") == 1 and d, timeout=60,
+                            ["status"].get("availableReplicas") == 2 and d, timeout=60,
                             message="Deployment available")
 
         install_chart(cluster, release.name, ns, "--set", "resources.requests.cpu=250m",
@@ -107,13 +111,15 @@ def test_install_upgrade_uninstall_in_a_restricted_namespace(cluster, crd, restr
         container = deploy["spec"]["template"]["spec"]["containers"][0]
         assert container["resources"] == {"requests": {"cpu": "250m", "memory": "128Mi"},
                                           "limits": {"memory": "768Mi"}}
-        assert container["command"][-3:] == ["--all-namespaces", "--log-format", "plain"]
+        assert container["command"][-2:] == ["--log-format", "plain"]
         service = kubectl_json(cluster, "get", "service", f"{release.fullname}-metrics", "-n", ns)
         assert service["spec"]["ports"][0]["port"] == 9191
-        # Recreate: the old pod goes, a new one with the new values is admitted under restricted.
-        eventually(lambda: running_pod(cluster, release)["metadata"]["name"] != first["metadata"]["name"]
-                   and running_pod(cluster, release)["spec"]["containers"][0]["resources"]["limits"]
-                   == {"memory": "768Mi"}, timeout=60, message="upgraded operator pod Running")
+        # Rolling update: the old pods go, new ones with the new values are admitted under restricted.
+        old_names = {p["metadata"]["name"] for p in first}
+        eventually(lambda: all(p["metadata"]["name"] not in old_names
+                               and p["spec"]["containers"][0]["resources"]["limits"] == {"memory": "768Mi"}
+                               for p in running_pods(cluster, release)), timeout=90,
+                   message="upgraded operator pods Running")
     finally:
         uninstall_chart(cluster, release)
 
@@ -129,7 +135,10 @@ def test_install_upgrade_uninstall_in_a_restricted_namespace(cluster, crd, restr
                                    ("clusterrole", release.fullname, False),
                                    ("clusterrole", f"{release.fullname}-edit", False),
                                    ("clusterrole", f"{release.fullname}-view", False),
-                                   ("clusterrolebinding", release.fullname, False)):
+                                   ("clusterrolebinding", release.fullname, False),
+                                   ("role", f"{release.fullname}-leader-election", True),
+                                   ("rolebinding", f"{release.fullname}-leader-election", True),
+                                   ("poddisruptionbudget", release.fullname, True)):
         eventually(lambda: gone(kind, name, namespaced), timeout=60, message=f"{kind}/{name} deleted")
     eventually(lambda: not operator_pods(cluster, release), timeout=60, message="operator pod deleted")
     # Helm never deletes what it installed from crds/: the schedules survive an uninstall.
@@ -160,12 +169,20 @@ def test_operator_reconciles_with_exactly_the_charts_rbac(cluster, crd, restrict
         for verb, resource in (("get", "secrets"), ("delete", "cronjobs"), ("create", "pods")):
             can = run_tool_in_cluster(cluster, "auth", "can-i", verb, resource, "-n", ns, f"--as={release.subject}")
             assert can.stdout.strip() == "no", f"{release.subject} may {verb} {resource}"
+        # With leader election as the chart runs it: the Lease's Role is exercised too.
         op = OperatorRun(kubeconfig, tmp_path / "operator.log",
-                         env={"THRESHER_JOB_IMAGE": f"registry.test/thresher-jobs:{release.name}"}).start()
+                         args=("--all-namespaces", "--leader-elect", "--leader-elect-resource-namespace", ns,
+                               "--leader-elect-resource-name", release.fullname),
+                         env={"THRESHER_JOB_IMAGE": f"registry.test/thresher-jobs:{release.name}",
+                              "POD_NAME": "sa-operator"}).start()
         try:
+            eventually(lambda: holder_instance(lease_holder(cluster, ns, release.fullname)) == "sa-operator",
+                       timeout=30, message="the ServiceAccount operator holding the Lease")
             scenario(cluster, ns, op, release)
         finally:
             op.stop()
+        # SIGTERM: it stepped down (released the Lease for a standby).
+        assert lease_holder(cluster, ns, release.fullname) is None
         forbidden = op.forbidden_lines()
         assert not forbidden, "the chart's RBAC refused the operator:\n" + "\n".join(forbidden[:20])
     finally:

@@ -41,7 +41,8 @@ ALICE = "alice"
 
 # API class of the kubernetes client -> API group (CustomObjectsApi: the CRD's group).
 API_GROUPS = {"BatchV1Api": "batch", "CoreV1Api": "", "EventsV1Api": "events.k8s.io",
-              "SchedulingV1Api": "scheduling.k8s.io", "CustomObjectsApi": kube.GROUP}
+              "SchedulingV1Api": "scheduling.k8s.io", "CustomObjectsApi": kube.GROUP,
+              "CoordinationV1Api": "coordination.k8s.io"}
 CLIENT_VERBS = {"read": "get", "get": "get", "list": "list", "create": "create", "patch": "patch",
                 "replace": "update", "delete": "delete", "watch": "watch"}
 KOPF_DECORATORS = {"on.create", "on.update", "on.resume", "on.field", "on.event", "timer", "daemon",
@@ -85,11 +86,12 @@ def _permission(api_class: str, method: str, call: ast.Call) -> set[tuple[str, s
     return needs
 
 
-def kube_method_permissions() -> dict[str, set[tuple[str, str, str]]]:
-    """Each method of thresher.operator.kube.Kube -> the permissions of the client calls in it."""
-    tree = ast.parse((OPERATOR / "kube.py").read_text())
+def kube_method_permissions(module: str = "kube.py", cls: str = "Kube") -> dict[str, set[tuple[str, str, str]]]:
+    """Each method of thresher.operator.kube.Kube (or another client wrapper) -> the permissions
+    of the client calls in it."""
+    tree = ast.parse((OPERATOR / module).read_text())
     attrs = _client_attributes(tree)
-    (kube_class,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Kube"]
+    (kube_class,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls]
     out: dict[str, set[tuple[str, str, str]]] = {}
     for fn in kube_class.body:
         if not isinstance(fn, ast.FunctionDef):
@@ -180,6 +182,20 @@ def test_chart_rbac_is_exactly_what_the_code_needs():
     assert not unused, f"files/rbac-rules.yaml grants what no code uses: {unused}"
     for (group, resource), verbs in granted.items():
         assert "*" not in verbs and resource != "secrets" and not resource.startswith("pods/"), (group, resource)
+
+
+def test_lease_rbac_is_exactly_what_the_lease_adapter_calls():
+    """files/rbac-rules.yaml's leaderElection rules (a Role in the release namespace) == the
+    calls of thresher/operator/lease.py's LeaseLock: get, create and update on leases."""
+    methods = kube_method_permissions("lease.py", "LeaseLock")
+    assert methods["get"] == {("coordination.k8s.io", "leases", "get")}  # the derivation sees the calls
+    needed: dict[tuple[str, str], set[str]] = {}
+    for group, resource, verb in set().union(*methods.values()):
+        needed.setdefault((group, resource), set()).add(verb)
+    rules = yaml.safe_load((REPO / "charts" / "thresher" / "files" / "rbac-rules.yaml").read_text())
+    assert rbac_rule_set(rules["leaderElection"]) == needed == {("coordination.k8s.io", "leases"):
+                                                                {"get", "create", "update"}}
+    assert ("coordination.k8s.io", "leases") not in rbac_rule_set(None), "leases only in the release namespace"
 
 
 # --- the operator as the chart installs it ---------------------------------------------------

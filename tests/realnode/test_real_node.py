@@ -308,6 +308,7 @@ def test_down_leaves_nothing_behind(node_cluster, node, operator, timings):
     start = time.monotonic()
     node_cluster.down(log=lambda m: print(f"[realnode] {m}"))
     timings["down_s"] = time.monotonic() - start
-    assert node.leftovers() == {"processes": [], "mounts": [], "interfaces": [], "cgroups": [], "netns": []}
+    assert node.leftovers() == {"processes": [], "mounts": [], "interfaces": [], "cgroups": [], "netns": [],
+                                "iptables": []}  # kube-proxy's chains: removed by kube-proxy --cleanup
     assert not node_cluster.state_dir.exists()
     assert host.kubelet_chains() == node_cluster.iptables_before

@@ -64,6 +64,7 @@ COMPONENTS: dict[str, Component] = {
         _k8s("kubectl", ("version", "--client")),
         # Only for the opt-in real node (`thresher dev up --node`); not part of CONTROL_PLANE.
         _k8s("kubelet", ("--version",)),
+        _k8s("kube-proxy", ("--version",)),
         Component("etcd", versions.ETCD, "etcd", "go.etcd.io/etcd/server/v3", ("--version",)),
         Component("kwok", versions.KWOK, "kwok", "sigs.k8s.io/kwok/cmd/kwok", ("--version",)),
         Component("helm", versions.HELM, "helm", "helm.sh/helm/v3/cmd/helm", ("version", "--short")),

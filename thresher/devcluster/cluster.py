@@ -29,6 +29,7 @@ from thresher.devcluster.kubeconfig import kubeconfig_dict
 from thresher.devcluster.kwok.nodes import (  # noqa: F401  (GPU_* re-exported: tests and the demo use them)
     CPU_NODES, GPU_LABEL, GPU_NODE, GPU_RESOURCE, NODE_NAMES, nodes_manifest)
 from thresher.devcluster.node import NODE_COMPONENTS, Node, NodeError
+from thresher.devcluster.node.preflight import host_ip
 from thresher.devcluster.process import Log, Supervisor, free_port, port_is_free, rss_bytes
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -136,6 +137,18 @@ class DevCluster:
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
 
+    def _apiserver_addresses(self) -> tuple[str, str, str]:
+        """(bind address, advertise address, endpoint reconciler) of the API server.
+
+        Simulated nodes only: loopback, and the ``kubernetes`` Service has no endpoints (no pod
+        runs to use it). With the real node, pods reach the API server the way they do in any
+        cluster, through that Service: kube-proxy sends 10.0.0.1:443 to the endpoint the API
+        server publishes (its lease reconciler), the host's address, so it listens on every
+        address (clients still need the dev CA's certificates or a token)."""
+        if self.node_enabled():
+            return "0.0.0.0", host_ip(), "lease"
+        return "127.0.0.1", "127.0.0.1", "none"
+
     def _args(self, name: str) -> list[str]:
         b, p, k = self.binaries(), self.ports(), self.pki_dir
         if name == "etcd":
@@ -150,11 +163,12 @@ class DevCluster:
                 "--unsafe-no-fsync=true", "--quota-backend-bytes=4294967296", "--log-level=warn",
             ]
         if name == "kube-apiserver":
+            bind, advertise, reconciler = self._apiserver_addresses()
             return [
                 str(b["kube-apiserver"]),
                 f"--etcd-servers=http://127.0.0.1:{p['etcd_client']}",
-                f"--secure-port={p['apiserver']}", "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--secure-port={p['apiserver']}", f"--bind-address={bind}",
+                f"--advertise-address={advertise}", f"--endpoint-reconciler-type={reconciler}",
                 f"--tls-cert-file={k / 'apiserver.crt'}", f"--tls-private-key-file={k / 'apiserver.key'}",
                 f"--client-ca-file={k / 'ca.crt'}",
                 f"--service-account-key-file={k / 'sa.pub'}",
@@ -162,8 +176,6 @@ class DevCluster:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--authorization-mode=Node,RBAC", "--allow-privileged=true",
-                # No kubelets answer on node addresses; the "kubernetes" Service needs no endpoints here.
-                "--endpoint-reconciler-type=none",
                 f"--cert-dir={self.state_dir / 'apiserver-certs'}",
                 # For logs/exec on the real node (--node): the kubelet trusts the dev CA.
                 f"--kubelet-client-certificate={k / 'admin.crt'}", f"--kubelet-client-key={k / 'admin.key'}",

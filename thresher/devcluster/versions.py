@@ -16,5 +16,6 @@ KUBERNETES_COMMANDS = (
     "kube-controller-manager",
     "kube-scheduler",
     "kubectl",
-    "kubelet",  # the opt-in real node (thresher/devcluster/node.py)
+    "kubelet",  # the opt-in real node (thresher/devcluster/node/)
+    "kube-proxy",  # beside the kubelet on the real node: Services (iptables mode)
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 app = typer.Typer(help="Run the Thresher operator.", no_args_is_help=True)
@@ -31,11 +33,23 @@ def run(
         help="Seconds after which the API server ends each watch stream and it is reopened."),
     workers: int = typer.Option(16, envvar="THRESHER_WORKERS", min=1,
                                 help="Threads that run handlers (they wait on the API, not the CPU)."),
+    leader_elect: bool = typer.Option(
+        False, "--leader-elect/--no-leader-elect",
+        help="Run only while holding a coordination.k8s.io Lease (several replicas: one active)."),
+    lease_name: str = typer.Option("thresher-operator", "--leader-elect-resource-name",
+                                   help="Name of the Lease."),
+    lease_namespace: str = typer.Option(None, "--leader-elect-resource-namespace", envvar="POD_NAMESPACE",
+                                        help="Namespace of the Lease (the chart: the operator's own)."),
+    lease_duration: float = typer.Option(15, "--leader-elect-lease-duration", min=1,
+                                         help="Seconds a standby waits after the last renewal it saw."),
+    renew_deadline: float = typer.Option(10, "--leader-elect-renew-deadline", min=1,
+                                         help="Seconds the leader keeps trying to renew before it exits."),
+    retry_period: float = typer.Option(2, "--leader-elect-retry-period", min=0.1,
+                                       help="Seconds between attempts to acquire or renew."),
 ):
     """Reconcile CollectionSchedules into CronJobs and record every run. Stops on SIGTERM."""
     import asyncio
     import logging
-    import os
 
     import kopf
     from kubernetes import client, config
@@ -48,6 +62,9 @@ def run(
     from thresher.operator.reconciler import Reconciler
 
     configure_logging("INFO", json_logs=log_format == "json")
+    election = None
+    if leader_elect:
+        election = _election(lease_namespace, lease_duration, renew_deadline, retry_period)
     if kubeconfig:
         config.load_kube_config(config_file=kubeconfig)
     else:
@@ -63,7 +80,8 @@ def run(
     if metrics_port:
         metrics.serve(metrics_port)
     registry = kopf.OperatorRegistry()
-    register(registry, Reconciler(kube=Kube(api), metrics=metrics,
+    instance = os.environ.get("POD_NAME") or "thresher-operator"
+    register(registry, Reconciler(kube=Kube(api, instance=instance), metrics=metrics,
                                   images=JobImages(cpu=job_image, gpu=job_gpu_image)),
              watch_timeout=watch_timeout, max_workers=workers)
 
@@ -77,19 +95,70 @@ def run(
         # every matching namespace adds a stream per resource: no fixed bound is safe there.
         return info if namespace else bounded_session(info, KOPF_CONNECTIONS)
 
+    if namespace and all(not set("*?!,") & set(ns) for ns in namespace):
+        @kopf.on.startup(registry=registry)
+        def exact_namespaces(settings: kopf.OperatorSettings, **_):
+            # Only exact names (the chart's watchNamespaces): kopf need not list namespaces,
+            # which the namespace-scoped RBAC does not grant; it would retry that 403 for
+            # minutes (ERROR_BACKOFFS) before falling back to these names. Its CRD scan stays
+            # (one listing at start-up).
+            settings.scanning.disabled = True
     logging.getLogger("kopf").setLevel(logging.INFO)
     if os.environ.get("THRESHER_TRACEMALLOC"):  # opt-in diagnostics, see memdebug.py
         from thresher.operator import memdebug
 
         memdebug.install(os.environ["THRESHER_TRACEMALLOC"])
-    # SIGTERM/SIGINT: kopf stops watching, lets running handlers finish, then returns.
-    asyncio.run(kopf.operator(
-        registry=registry,
-        standalone=True,  # one replica (Deployment strategy Recreate); no peering objects
-        clusterwide=not namespace,
-        namespaces=namespace,
-        liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz",
-    ))
+    def lead():
+        # SIGTERM/SIGINT: kopf stops watching, lets running handlers finish, then returns.
+        return kopf.operator(
+            registry=registry,
+            standalone=True,  # no kopf peering: one replica, or one leader by the Lease
+            clusterwide=not namespace,
+            namespaces=namespace,
+            liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz",
+        )
+
+    if election is None:
+        metrics.set_leader(True)
+        asyncio.run(lead())
+        return
+    from thresher.operator import lease
+
+    # Its own small client: the renewals must not queue behind the handlers' connections.
+    timeout = election.config.renew_deadline / 2
+    elector = lease.LeaderElector(lease.LeaseLock(client.ApiClient(client.Configuration.get_default_copy()),
+                                                  lease_namespace, lease_name, timeout=timeout), election)
+    asyncio.run(lease.run_elected(elector, lease.StandbyHealth(elector, liveness_port, timeout), lead,
+                                  on_lost=_exit_on_lost_lease, set_leader=metrics.set_leader))
+
+
+def _election(namespace: str | None, duration: float, deadline: float, retry: float):
+    """The election settings, or a one-line error for the user's mistake."""
+    import socket
+    import uuid
+
+    from thresher.operator.leaderelection import Election, ElectionConfig
+
+    if not namespace:
+        raise typer.BadParameter("--leader-elect needs --leader-elect-resource-namespace (or POD_NAMESPACE)",
+                                 param_hint="--leader-elect-resource-namespace")
+    try:
+        config = ElectionConfig(lease_duration=duration, renew_deadline=deadline, retry_period=retry)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--leader-elect-*") from None
+    # client-go's identity: the host (the pod's name) plus a unique part, so a restarted
+    # container never mistakes its predecessor's Lease for its own.
+    return Election(f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}", config)
+
+
+def _exit_on_lost_lease() -> None:
+    """Leadership lost (renewals failed for the renew deadline): stop handling at once, as
+    client-go's users do (klog.Fatal); the pod restarts as a standby."""
+    import logging
+
+    logging.getLogger("thresher.operator").error("leader election lost: exiting")
+    logging.shutdown()
+    os._exit(1)
 
 
 def bounded_session(info, limit: int):

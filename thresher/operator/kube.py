@@ -36,7 +36,9 @@ def _found(read: Callable[[], object]) -> dict | None:
 
 
 class Kube:
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, *, instance: str = "thresher-operator") -> None:
+        # Events' reportingInstance: which replica reported (the pod's name in the chart).
+        self.instance = instance
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
@@ -172,7 +174,7 @@ class Kube:
             "apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
             "eventTime": now, "type": type_, "reason": reason, "action": reason, "note": note[:1024],
-            "reportingController": REPORTING_CONTROLLER, "reportingInstance": "thresher-operator",
+            "reportingController": REPORTING_CONTROLLER, "reportingInstance": self.instance,
             "regarding": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
                           "namespace": meta["namespace"], "uid": meta.get("uid")},
         }

@@ -194,6 +194,11 @@ class OperatorMetrics:
         self._timestamp_gauges = frozenset({self.last_run, self.last_success, self.last_failure})
         self.operator_info = gauge("thresher_operator_info", "The running operator; always 1.", ("version",))
         self.operator_info.labels(version or _package_version()).set(1)
+        # With leader election (replicaCount > 1) only the leader runs handlers: a standby
+        # exposes this at 0 and no per-schedule series, so sums over replicas never double count.
+        self.leader = Gauge("thresher_operator_leader",
+                            "1 while this replica runs the handlers (holds the Lease, or no election); 0 on a standby.",
+                            registry=r)
 
     # -- per-schedule bookkeeping ------------------------------------------------
 
@@ -322,6 +327,9 @@ class OperatorMetrics:
         self.reconciles.labels(handler, "ok" if ok else "error").inc()
         self.reconcile_duration.labels(handler).observe(max(0.0, seconds))
         self.last_reconcile.set_to_current_time()
+
+    def set_leader(self, leading: bool) -> None:
+        self.leader.set(1 if leading else 0)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Serve this registry on ``http://addr:port/metrics`` from a daemon thread."""

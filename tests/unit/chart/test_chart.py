@@ -37,6 +37,12 @@ SPECIFIED_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("", "namespaces"): {"list", "watch"},
 }
+# Leader election (replicaCount > 1): the Lease, in the release namespace only.
+SPECIFIED_LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+LEASE_ROLE = "thresher-leader-election"
+LEADER_ELECT_ARGS = ["--leader-elect", "--leader-elect-resource-name", "thresher",
+                     "--leader-elect-lease-duration", "15", "--leader-elect-renew-deadline", "10",
+                     "--leader-elect-retry-period", "2"]
 
 
 @functools.cache
@@ -139,7 +145,9 @@ def test_deployment_shape(values):
     docs = scenario(values)
     deploy = one(docs, "Deployment")
     spec = deploy["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    # Two replicas, one leader: a rolling update starts the new pod as a standby first.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     # Selector labels are a stable subset of the pod labels, without version or chart.
     selector = spec["selector"]["matchLabels"]
     assert selector.items() <= spec["template"]["metadata"]["labels"].items()
@@ -155,20 +163,78 @@ def test_deployment_shape(values):
     assert env["THRESHER_JOB_IMAGE"] == f"ghcr.io/thresher-dev/thresher-jobs:{APP_VERSION}"
     assert env["THRESHER_JOB_GPU_IMAGE"] == f"ghcr.io/thresher-dev/thresher-jobs-gpu:{APP_VERSION}"
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
     assert spec["template"]["spec"]["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
 
 
 def test_watched_namespaces_become_flags():
     default = one(scenario("default-values.yaml"), "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert default["command"][7:] == ["--all-namespaces"]
+    assert default["command"][7:] == ["--all-namespaces", *LEADER_ELECT_ARGS]
     namespaced = one(scenario("namespaced-values.yaml"), "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert namespaced["command"][7:] == ["--namespace", "data", "--namespace", "drone"]
+    assert namespaced["command"][7:] == ["--namespace", "data", "--namespace", "drone", *LEADER_ELECT_ARGS]
 
 
 def test_documented_rules_are_the_specified_ones():
     doc = documented_rules()
     assert rule_set(doc["namespaced"] + doc["cluster"] + doc["clusterWide"]) == SPECIFIED_RULES
+    assert rule_set(doc["leaderElection"]) == SPECIFIED_LEASE_RULES
+
+
+def watch_roles(docs) -> list[dict]:
+    """The Roles of watched namespaces (not the Lease's Role)."""
+    return [r for r in kinds(docs, "Role") if r["metadata"]["name"] != LEASE_ROLE]
+
+
+@pytest.mark.parametrize("values", SCENARIOS)
+def test_lease_rbac_is_a_role_in_the_release_namespace_only(values):
+    """Leases are granted in the release namespace (where the operator's Lease lives), never
+    cluster-wide or in watched namespaces."""
+    docs = scenario(values)
+    (role,) = [r for r in kinds(docs, "Role") if r["metadata"]["name"] == LEASE_ROLE]
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert rule_set(role["rules"]) == SPECIFIED_LEASE_RULES
+    (binding,) = [b for b in kinds(docs, "RoleBinding") if b["metadata"]["name"] == LEASE_ROLE]
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LEASE_ROLE}
+    assert binding["subjects"][0]["name"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    for r in kinds(docs, "ClusterRole") + watch_roles(docs):
+        assert ("coordination.k8s.io", "leases") not in rule_set(r["rules"]), r["metadata"]["name"]
+
+
+def test_high_availability_objects():
+    """Two replicas: a PodDisruptionBudget over the operator pods and preferred anti-affinity
+    (one node still runs both); one replica: neither, and no PDB that would block drains."""
+    docs = scenario("default-values.yaml")
+    deploy, pdb = one(docs, "Deployment"), one(docs, "PodDisruptionBudget")
+    selector = deploy["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    affinity = deploy["spec"]["template"]["spec"]["affinity"]
+    assert affinity == {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                            "labelSelector": {"matchLabels": selector}}}]}}
+    hard = one(template("--set", "podAntiAffinity=hard"), "Deployment")["spec"]["template"]["spec"]["affinity"]
+    assert hard["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == [
+        {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector}}]
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}]}}}
+    custom = template("--set-json", f"affinity={json.dumps(own)}")
+    assert one(custom, "Deployment")["spec"]["template"]["spec"]["affinity"] == own
+
+    single = template("--set", "replicaCount=1")
+    assert kinds(single, "PodDisruptionBudget") == []
+    assert "affinity" not in one(single, "Deployment")["spec"]["template"]["spec"]
+    assert one(single, "Deployment")["spec"]["replicas"] == 1
+
+
+def test_without_leader_election_one_recreated_replica():
+    docs = template("--set", "replicaCount=1", "--set", "leaderElection.enabled=false")
+    spec = one(docs, "Deployment")["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert "--leader-elect" not in spec["template"]["spec"]["containers"][0]["command"]
+    assert [r["metadata"]["name"] for r in kinds(docs, "Role") if not is_hook(r)] == []
+    refused = template("--set", "replicaCount=2", "--set", "leaderElection.enabled=false", check=False)
+    assert "replicaCount > 1 needs leaderElection.enabled" in refused
 
 
 def test_cluster_wide_rbac_equals_the_documented_list():
@@ -176,7 +242,7 @@ def test_cluster_wide_rbac_equals_the_documented_list():
     doc = documented_rules()
     role = operator_role(docs)
     assert rule_set(role["rules"]) == rule_set(doc["namespaced"] + doc["cluster"] + doc["clusterWide"])
-    assert kinds(docs, "Role") == [] and kinds(docs, "RoleBinding") == []
+    assert watch_roles(docs) == [] and [b["metadata"]["name"] for b in kinds(docs, "RoleBinding")] == [LEASE_ROLE]
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": one(docs, "ServiceAccount")["metadata"]["name"],
@@ -187,8 +253,9 @@ def test_namespaced_rbac_has_a_role_per_namespace_and_only_crd_reads_cluster_wid
     docs = scenario("namespaced-values.yaml")
     doc = documented_rules()
     assert rule_set(operator_role(docs)["rules"]) == rule_set(doc["cluster"])
-    roles = {r["metadata"]["namespace"]: r for r in kinds(docs, "Role")}
-    bindings = {b["metadata"]["namespace"]: b for b in kinds(docs, "RoleBinding")}
+    roles = {r["metadata"]["namespace"]: r for r in watch_roles(docs)}
+    bindings = {b["metadata"]["namespace"]: b for b in kinds(docs, "RoleBinding")
+                if b["metadata"]["name"] != LEASE_ROLE}
     assert set(roles) == set(bindings) == {"data", "drone"}
     for ns, role in roles.items():
         assert rule_set(role["rules"]) == rule_set(doc["namespaced"])

@@ -10,7 +10,8 @@ import yaml
 from tests.helpers.tools import REPO, require_helm
 
 OPERATOR = REPO / "manifests" / "operator"
-GENERATED = ("serviceaccount.yaml", "rbac.yaml", "deployment.yaml", "service.yaml", "user-roles.yaml")
+GENERATED = ("serviceaccount.yaml", "rbac.yaml", "deployment.yaml", "service.yaml", "user-roles.yaml",
+             "poddisruptionbudget.yaml")
 
 
 def test_generated_files_match_a_fresh_render(tmp_path):

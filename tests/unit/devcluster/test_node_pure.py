@@ -59,3 +59,35 @@ def test_kubelet_is_built_with_the_control_plane_but_only_started_on_request():
     kubelet = binaries.COMPONENTS["kubelet"]
     assert kubelet.version == binaries.COMPONENTS["kube-apiserver"].version
     assert kubelet.group == "kubernetes" and "kubelet" not in binaries.CONTROL_PLANE
+
+
+def test_kube_proxy_is_built_with_the_control_plane_but_only_started_on_request():
+    proxy = binaries.COMPONENTS["kube-proxy"]
+    assert proxy.version == binaries.COMPONENTS["kube-apiserver"].version and proxy.group == "kubernetes"
+    assert "kube-proxy" not in binaries.CONTROL_PLANE
+    assert "kube-proxy" in (Path(__file__).parents[3] / "Makefile").read_text().split("binaries:")[1].split("\n\n")[0]
+
+
+def test_kube_proxy_runs_iptables_for_the_node_subnet_and_leaves_host_settings_alone(tmp_path, monkeypatch):
+    """iptables mode, clusterCIDR = the node's pod subnet; no conntrack sysctls (0), no
+    route_localnet (no NodePorts on loopback); health and metrics on loopback only."""
+    monkeypatch.setattr(config, "host_ip", lambda: "192.0.2.7")
+    node = NodeLayout.of(tmp_path)
+    cfg = config.kube_proxy_config(node, {"proxy_healthz": 11, "proxy_metrics": 12}, tmp_path / "kp.kubeconfig")
+    assert cfg["kind"] == "KubeProxyConfiguration" and cfg["mode"] == "iptables"
+    assert cfg["clusterCIDR"] == str(node.subnet) and cfg["hostnameOverride"] == NODE_NAME
+    assert cfg["conntrack"] == {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"}
+    assert cfg["iptables"]["localhostNodePorts"] is False and cfg["nodePortAddresses"] == ["192.0.2.7/32"]
+    assert cfg["healthzBindAddress"] == "127.0.0.1:11" and cfg["metricsBindAddress"] == "127.0.0.1:12"
+    assert cfg["clientConnection"]["kubeconfig"] == str(tmp_path / "kp.kubeconfig")
+
+
+def test_with_the_real_node_the_api_server_is_the_kubernetes_services_endpoint(tmp_path, monkeypatch):
+    """Pods reach the API server through 10.0.0.1 (kube-proxy -> the published endpoint), so in
+    node mode it listens beyond loopback and publishes the host's address; without the node
+    nothing changes (loopback, no endpoints)."""
+    from thresher.devcluster import cluster
+
+    monkeypatch.setattr(cluster, "host_ip", lambda: "192.0.2.7")
+    assert cluster.DevCluster(tmp_path / "a", node=False)._apiserver_addresses() == ("127.0.0.1", "127.0.0.1", "none")
+    assert cluster.DevCluster(tmp_path / "b", node=True)._apiserver_addresses() == ("0.0.0.0", "192.0.2.7", "lease")

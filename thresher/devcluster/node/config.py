@@ -34,8 +34,12 @@ def template(name: str, **values: str) -> str:
     return string.Template(text).substitute(values)
 
 
+KUBE_PROXY_USER = "system:kube-proxy"  # bound to system:node-proxier by the API server's defaults
+
+
 def ensure_certs(layout: NodeLayout) -> None:
-    """Client (system:node:thresher-local, O=system:nodes) and serving certificates."""
+    """The kubelet's client (system:node:thresher-local, O=system:nodes) and serving
+    certificates, and kube-proxy's client certificate (system:kube-proxy)."""
     out = layout.dir / "pki"
     node_ip = host_ip()
     if (out / "complete").exists() and (out / "complete").read_text().strip() == node_ip:
@@ -53,16 +57,21 @@ def ensure_certs(layout: NodeLayout) -> None:
                           ca_key, now, **kw)
         pki._write_key(out / f"{stem}.key", key)
         pki._write_cert(out / f"{stem}.crt", cert)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = pki._issue(pki._name(KUBE_PROXY_USER, ()), key.public_key(), ca_cert.subject, ca_key, now, client=True)
+    pki._write_key(out / "kube-proxy-client.key", key)
+    pki._write_cert(out / "kube-proxy-client.crt", cert)
     (out / "complete").write_text(node_ip + "\n")  # a changed host address re-issues
 
 
 def ports(layout: NodeLayout) -> dict[str, int]:
     """The kubelet's ports, chosen once per node."""
     path = layout.dir / "ports.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    chosen = {"kubelet": free_port(), "healthz": free_port()}
-    path.write_text(json.dumps(chosen))
+    chosen = json.loads(path.read_text()) if path.exists() else {}
+    missing = [n for n in ("kubelet", "healthz", "proxy_healthz", "proxy_metrics") if n not in chosen]
+    if missing:  # a node folder from before kube-proxy gets its ports added
+        chosen.update({n: free_port() for n in missing})
+        path.write_text(json.dumps(chosen))
     return chosen
 
 
@@ -86,7 +95,14 @@ def write_configs(layout: NodeLayout, tools: dict[str, str], server_url: str) ->
     kubeconfig.write_text(yaml.safe_dump(kubeconfig_dict(
         server_url, user=f"system:node:{NODE_NAME}", ca=str(layout.pki_dir / "ca.crt"),
         cert=str(d / "pki/kubelet-client.crt"), key=str(d / "pki/kubelet-client.key")), sort_keys=False))
-    return {"containerd": containerd_cfg, "kubelet": kubelet_cfg, "kubeconfig": kubeconfig}
+    proxy_kubeconfig = d / "kube-proxy.kubeconfig"
+    proxy_kubeconfig.write_text(yaml.safe_dump(kubeconfig_dict(
+        server_url, user=KUBE_PROXY_USER, ca=str(layout.pki_dir / "ca.crt"),
+        cert=str(d / "pki/kube-proxy-client.crt"), key=str(d / "pki/kube-proxy-client.key")), sort_keys=False))
+    proxy_cfg = d / "kube-proxy-config.yaml"
+    proxy_cfg.write_text(yaml.safe_dump(kube_proxy_config(layout, ports(layout), proxy_kubeconfig), sort_keys=False))
+    return {"containerd": containerd_cfg, "kubelet": kubelet_cfg, "kubeconfig": kubeconfig,
+            "kube-proxy": proxy_cfg}
 
 
 def kubelet_config(layout: NodeLayout, ports: dict[str, int]) -> dict:
@@ -126,6 +142,28 @@ def kubelet_args(layout: NodeLayout, paths: dict[str, Path], kubelet: Path) -> l
             f"--root-dir={layout.dir / 'kubelet'}", f"--cert-dir={layout.dir / 'kubelet/pki'}",
             f"--hostname-override={NODE_NAME}", f"--node-ip={host_ip()}", f"--node-labels={labels}",
             "--v=1"]
+
+
+def kube_proxy_config(layout: NodeLayout, ports: dict[str, int], kubeconfig: Path) -> dict:
+    """kube-proxy in iptables mode for this node's pods, changing nothing else on the host: no
+    conntrack sysctls (0 = leave as is), no route_localnet (no NodePorts on 127.0.0.1),
+    NodePorts only on the node's address, health and metrics on loopback."""
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "hostnameOverride": NODE_NAME, "mode": "iptables",
+        # Traffic to a Service from outside the pods (the host, say) is masqueraded.
+        "clusterCIDR": str(layout.subnet),
+        "healthzBindAddress": f"127.0.0.1:{ports['proxy_healthz']}",
+        "metricsBindAddress": f"127.0.0.1:{ports['proxy_metrics']}",
+        "nodePortAddresses": [f"{host_ip()}/32"],
+        "iptables": {"localhostNodePorts": False, "syncPeriod": "30s", "minSyncPeriod": "1s"},
+        "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+    }
+
+
+def kube_proxy_args(paths: dict[str, Path], kube_proxy: Path) -> list[str]:
+    return [str(kube_proxy), f"--config={paths['kube-proxy']}", "--v=1"]
 
 
 def storage_manifest(layout: NodeLayout) -> str:

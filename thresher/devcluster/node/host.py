@@ -113,10 +113,54 @@ def remove_kubelet_iptables(layout: NodeLayout) -> None:
             sh([tool, "-w", "-t", table, "-X", chain], check=False)
 
 
+# kube-proxy's chains (iptables mode): KUBE-SERVICES, KUBE-SVC-*, KUBE-SEP-*, KUBE-POSTROUTING ...
+# Every KUBE-* chain that is not the kubelet's; `kube-proxy --cleanup` removes them.
+def kube_proxy_chains() -> list[str]:
+    """``"iptables nat KUBE-SERVICES"``-style names of the kube-proxy chains that exist now."""
+    found = []
+    for tool in ("iptables", "ip6tables"):
+        if shutil.which(tool) is None:
+            continue
+        for table in ("nat", "filter", "mangle"):
+            lines = sh([tool, "-w", "-t", table, "-S"], check=False).stdout.splitlines()
+            kubelet = KUBELET_CHAINS.get(table, ())
+            found += [f"{tool} {table} {line.split()[1]}" for line in lines
+                      if line.startswith("-N KUBE-") and line.split()[1] not in kubelet]
+    return found
+
+
+def save_kube_proxy_chains(layout: NodeLayout) -> None:
+    saved = layout.dir / "kube-proxy-chains-before.json"
+    if not saved.exists():
+        saved.write_text(json.dumps(kube_proxy_chains()))
+
+
+def kube_proxy_leftovers(layout: NodeLayout) -> list[str]:
+    """kube-proxy chains that exist now and did not before this node started one."""
+    saved = layout.dir / "kube-proxy-chains-before.json"
+    before = set(json.loads(saved.read_text())) if saved.exists() else set()
+    return [c for c in kube_proxy_chains() if c not in before]
+
+
+def cleanup_kube_proxy(layout: NodeLayout, kube_proxy: Path | None) -> None:
+    """``kube-proxy --cleanup`` (its own undo of every chain and rule it wrote), unless another
+    kube-proxy on this host owns them now."""
+    if kube_proxy is None or not (layout.dir / "kube-proxy-chains-before.json").exists():
+        return
+    if others("kube-proxy", layout.state_dir):
+        return
+    sh([str(kube_proxy), "--cleanup", "--v=1"], check=False, timeout=60)
+
+
 # --- processes ------------------------------------------------------------------------------
 
 def other_kubelets(state_dir: Path) -> list[int]:
     """Pids of kubelets on this host that are not this node's."""
+    return others("kubelet", state_dir)
+
+
+def others(binary: str, state_dir: Path) -> list[int]:
+    """Pids of processes running ``binary`` on this host that are not this node's."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -125,7 +169,7 @@ def other_kubelets(state_dir: Path) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and Path(argv[0].decode(errors="replace")).name == "kubelet" and \
+        if argv and Path(argv[0].decode(errors="replace")).name == binary and \
                 str(state_dir).encode() not in b" ".join(argv):
             pids.append(int(entry.name))
     return pids

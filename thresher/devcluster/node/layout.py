@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NODE_NAME = "thresher-local"
-NODE_COMPONENTS = ("containerd", "kubelet")
+NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The real node's two verbs: ``up`` (preflight, certificates and configs, containerd, the
-images, the kubelet, Ready, local storage) and ``down`` (the exact undo), plus ``leftovers``,
+images, the kubelet, Ready, kube-proxy, local storage) and ``down`` (the exact undo), plus ``leftovers``,
 what of it still exists on the host. Processes go through the dev cluster's ``Supervisor``;
 host changes through ``host``; containerd through ``containers``; files through ``config``."""
 
@@ -78,7 +78,8 @@ class Node:
         wait for the node to be Ready and apply the local storage. Returns seconds taken."""
         start = time.monotonic()
         tools = preflight()
-        kubelet = binaries.ensure(["kubelet"], log)["kubelet"]
+        bins = binaries.ensure(["kubelet", "kube-proxy"], log)
+        kubelet = bins["kubelet"]
         try:
             pause = images.pause_archive(log)
         except images.ImageError as err:
@@ -104,10 +105,25 @@ class Node:
         healthz = f"http://127.0.0.1:{config.ports(self.layout)['healthz']}/healthz"
         self.procs.wait("kubelet", lambda: _http_ok(healthz) and self._node_ready(kubectl), timeout,
                         f"healthy and node {NODE_NAME} Ready", interval=0.25)
+        self._start_kube_proxy(bins["kube-proxy"], paths, log, timeout)
         kubectl("apply", "-f", "-", input=config.storage_manifest(self.layout))
         took = time.monotonic() - start
         log(f"node {NODE_NAME} Ready in {took:.1f}s (pods reach the host at {self.host_ip})")
         return took
+
+    def _start_kube_proxy(self, kube_proxy: Path, paths: dict[str, Path], log: Log, timeout: float) -> None:
+        """kube-proxy (iptables mode): Services' ClusterIPs work on this node and from the host.
+        One per host: its chains (KUBE-SERVICES ...) are host-wide, and two would rewrite each
+        other's rules."""
+        if not self.running("kube-proxy"):
+            other = host.others("kube-proxy", self.state_dir)
+            if other:
+                raise NodeError(f"preflight 'kube-proxy': another cluster's kube-proxy (pid {other[0]}) owns this "
+                                "host's KUBE-* iptables chains; stop that cluster first (thresher dev down)")
+            host.save_kube_proxy_chains(self.layout)
+            self.procs.start("kube-proxy", config.kube_proxy_args(paths, kube_proxy), log)
+        healthz = f"http://127.0.0.1:{config.ports(self.layout)['proxy_healthz']}/healthz"
+        self.procs.wait("kube-proxy", lambda: _http_ok(healthz), timeout, "healthy (rules synced)", interval=0.25)
 
     def _archive_imported(self, archive: Path, have: set[str]) -> bool:
         return (self.dir / f"imported-{archive.name}").exists() and bool(have)
@@ -125,13 +141,17 @@ class Node:
         return {"processes": procs, "mounts": host.own_mounts(self.layout),
                 "interfaces": host.bridge_interfaces(self.layout),
                 "cgroups": [str(p) for p in host.own_cgroups(self.layout)],
-                "netns": host.netns_in_subnet(self.layout)}
+                "netns": host.netns_in_subnet(self.layout),
+                "iptables": host.kube_proxy_leftovers(self.layout)}
 
     def down(self, log: Log = print) -> None:
-        """Stop the kubelet, remove every container and sandbox, stop containerd, then undo
-        mounts, network namespaces, the bridge, cgroups and kernel tunables."""
+        """Stop kube-proxy and remove its chains, stop the kubelet, remove every container and
+        sandbox, stop containerd, then undo mounts, network namespaces, the bridge, cgroups and
+        kernel tunables."""
         if not self.dir.exists():
             return
+        self.procs.stop("kube-proxy", log)
+        host.cleanup_kube_proxy(self.layout, binaries.locate(binaries.COMPONENTS["kube-proxy"], log=lambda _m: None))
         self.procs.stop("kubelet", log)
         netns: list[str] = []
         if self.containerd_running():

@@ -1,0 +1,159 @@
+"""The operator as the chart's Deployment on the real node: two replicas (one leader by the
+Lease), in-cluster configuration through the ``kubernetes`` Service (kube-proxy, iptables
+mode), metrics reachable through the operator's Service, and the takeover when the leader's pod
+is deleted during a burst of run completions.
+
+The runs are simulated on kwok nodes (they tolerate kwok's taint), so the burst is fast and
+the only real containers are the two operators. The chart watches only its test's namespace
+(``ha-*``), away from the session operator (``rn-*``)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from tests.helpers.chart import CHART, helm
+from tests.helpers.ha import holder_instance, lease_holder, measure_takeover, metric_sum, recorded_by
+from tests.helpers.wait import eventually
+from tests.integration.test_operator import run_now, schedule, simulate, status_of
+from thresher.api.names import RECORDED_ANNOTATION
+from thresher.devcluster.kwok.nodes import SIMULATED_SELECTOR, SIMULATED_TOLERATION
+from thresher.devcluster.node import NODE_NAME
+
+pytestmark = pytest.mark.realnode
+
+RELEASE = "thresher"  # fullname "thresher": the Lease, the Deployment, the metrics Service
+TAKEOVER_LIMIT_S = 30
+
+
+def _json(cluster, *args: str) -> dict:
+    return json.loads(cluster.kubectl(*args, "-o", "json").stdout)
+
+
+@pytest.fixture(scope="module")
+def installed(node_cluster, node, crd, timings):
+    """The operator image in the node's containerd, the chart installed with two replicas in a
+    restricted namespace, watching one namespace; both pods Running on the real node."""
+    from thresher.devcluster import images
+
+    start = time.monotonic()
+    (archive,) = images.build(["operator"], lambda m: print(f"[realnode] {m}"))
+    node.import_image(archive, lambda m: print(f"[realnode] {m}"))
+    timings["operator_image_s"] = time.monotonic() - start
+    suffix = uuid.uuid4().hex[:5]
+    system, watched = f"thr-{suffix}", f"ha-{suffix}"
+    for ns in (system, watched):
+        node_cluster.kubectl("create", "namespace", ns)
+        node_cluster.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
+                             "pod-security.kubernetes.io/enforce-version=latest")
+    repository, tag = images.OPERATOR_IMAGE.rsplit(":", 1)
+    start = time.monotonic()
+    helm(node_cluster, "install", RELEASE, str(CHART), "--namespace", system, "--wait", "--timeout", "240s",
+         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+         "--set", f"watchNamespaces={{{watched}}}", "--set", "grafanaDashboard.enabled=false",
+         "--set", "extraArgs={--log-format,plain}", timeout=300)
+    timings["operator_pods_ready_s"] = time.monotonic() - start
+    yield {"system": system, "watched": watched}
+    # The replicas' last words, for a failure's report (pytest shows them with -s or on failure).
+    print(node_cluster.kubectl("logs", "-n", system, "-l", "app.kubernetes.io/component=operator", "--prefix",
+                               "--tail", "40", check=False).stdout)
+    for ns in (watched, system):
+        node_cluster.kubectl("delete", "collectionschedules", "--all", "-n", ns, "--wait=false", check=False)
+    helm(node_cluster, "uninstall", RELEASE, "--namespace", system, "--wait", "--timeout", "60s")
+    for ns in (watched, system):
+        node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def operator_pods(cluster, ns: str) -> list[dict]:
+    pods = _json(cluster, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator")["items"]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def running(cluster, ns: str, count: int = 2) -> list[dict]:
+    pods = operator_pods(cluster, ns)
+    ok = len(pods) == count and all(
+        p["status"].get("phase") == "Running"
+        and all(c.get("ready") for c in p["status"].get("containerStatuses", [])) for p in pods)
+    return pods if ok else []
+
+
+def pod_metrics(pod: dict) -> str:
+    """The pod's /metrics over the node's bridge (the host routes to the pod subnet)."""
+    with urllib.request.urlopen(f"http://{pod['status']['podIP']}:9090/metrics", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_two_replicas_one_leader_in_cluster_through_the_kubernetes_service(node_cluster, installed):
+    """Both pods run on the real node, restricted, without host networking; they talk to the API
+    server through the kubernetes Service's ClusterIP (in-cluster config; only kube-proxy makes
+    that address work here); one holds the Lease; the metrics Service answers from the host."""
+    system = installed["system"]
+    pods = eventually(lambda: running(node_cluster, system), timeout=120, message="two operator pods Ready")
+    for pod in pods:
+        spec = pod["spec"]
+        assert spec["nodeName"] == NODE_NAME
+        assert not spec.get("hostNetwork") and not spec.get("hostPID")
+        assert not any(c["securityContext"].get("privileged") for c in spec["containers"])
+        assert "--kubeconfig" not in spec["containers"][0]["command"]
+    svc = _json(node_cluster, "get", "service", "kubernetes", "-n", "default")
+    assert svc["spec"]["clusterIP"] == "10.0.0.1"
+    holder = eventually(lambda: holder_instance(lease_holder(node_cluster, system, RELEASE)), timeout=60,
+                        message="a pod holding the Lease")
+    names = {p["metadata"]["name"] for p in pods}
+    assert holder in names, (holder, names)
+    leader = {p["metadata"]["name"]: metric_sum(pod_metrics(p), "thresher_operator_leader") for p in pods}
+    assert leader == {n: (1.0 if n == holder else 0.0) for n in names}
+    metrics_svc = _json(node_cluster, "get", "service", f"{RELEASE}-metrics", "-n", system)
+    ip = metrics_svc["spec"]["clusterIP"]
+    with urllib.request.urlopen(f"http://{ip}:9090/metrics", timeout=5) as resp:  # kube-proxy's DNAT
+        assert "thresher_operator_leader" in resp.read().decode()
+
+
+def test_deleting_the_leader_pod_during_a_burst_hands_over_within_30s(node_cluster, installed, timings):
+    system, ns = installed["system"], installed["watched"]
+    eventually(lambda: running(node_cluster, system), timeout=120, message="two operator pods Ready")
+    names = [f"burst-{i}" for i in range(8)]
+    kwok = {"nodeSelector": SIMULATED_SELECTOR, "tolerations": [SIMULATED_TOLERATION]}
+    node_cluster.kubectl("apply", "-n", ns, "-f", "-", input="---\n".join(schedule(n, **kwok) for n in names))
+    for i, name in enumerate(names):
+        simulate(node_cluster, ns, name, duration=f"{1 + i % 4}s",
+                 message={"jobType": "container", "succeeded": True, "items": i})
+    for name in names:
+        run_now(node_cluster, ns, name)
+    eventually(lambda: any(status_of(node_cluster, ns, n).get("recentRuns") for n in names),
+               timeout=60, message="first run recorded")
+
+    old = holder_instance(lease_holder(node_cluster, system, RELEASE))
+    took = measure_takeover(node_cluster, system, RELEASE, old,
+                            lambda: node_cluster.kubectl("delete", "pod", old, "-n", system, "--wait=false"))
+    timings["pod_takeover_s"] = took
+    assert took < TAKEOVER_LIMIT_S, f"takeover took {took:.1f}s"
+    new = holder_instance(lease_holder(node_cluster, system, RELEASE))
+
+    for i, name in enumerate(names):
+        status = eventually(lambda: (s := status_of(node_cluster, ns, name)).get("recentRuns") and s,
+                            timeout=90, message=f"run of {name} recorded")
+        assert len(status["recentRuns"]) == 1, json.dumps(status["recentRuns"])
+        assert status["recentRuns"][0]["result"]["items"] == i and status["stats"]["runs"] == 1
+    eventually(lambda: all(j["metadata"].get("annotations", {}).get(RECORDED_ANNOTATION) == "true"
+                           for j in _json(node_cluster, "get", "jobs", "-n", ns)["items"]),
+               timeout=30, message="every Job marked recorded")
+    by = eventually(lambda: (c := recorded_by(node_cluster, ns)) and sum(c.values()) == len(names) and c,
+                    timeout=30, message="one run Event per run")
+    assert set(by) <= {old, new} and by[old] >= 1, by
+    # The Deployment replaced the deleted pod: it is the standby now, the new leader counts what it recorded.
+    pods = eventually(lambda: running(node_cluster, system), timeout=120, message="two operator pods again")
+    by_name = {p["metadata"]["name"]: p for p in pods}
+    assert new in by_name and old not in by_name
+    text = pod_metrics(by_name[new])
+    assert metric_sum(text, "thresher_operator_leader") == 1
+    assert metric_sum(text, "thresher_schedule_runs_total", namespace=ns) == by[new]
+    (standby,) = [p for n, p in by_name.items() if n != new]
+    assert metric_sum(pod_metrics(standby), "thresher_operator_leader") == 0
+    restarts = {n: sum(c.get("restartCount", 0) for c in p["status"]["containerStatuses"]) for n, p in by_name.items()}
+    assert restarts == {n: 0 for n in by_name}, f"liveness restarted a replica: {restarts}"
+    print(f"[ha] pod deletion takeover {took:.1f}s; runs recorded by {dict(by)}")

@@ -1,0 +1,70 @@
+"""kopf's own floor: a bare kopf operator with no-op handlers on the events Thresher watches, so
+the scale benchmark can tell kopf's per-event cost from Thresher's.
+
+    python benchmarks/kopf_floor.py --mode event  --liveness-port 8080   # one no-op on.event
+    python benchmarks/kopf_floor.py --mode create --liveness-port 8080   # + a no-op on.create
+
+``event``: kopf receives, parses and dispatches each schedule and CronJob event to a no-op
+(what Thresher's on.event handlers cost at the least). ``create``: also a no-op creation
+handler, so kopf detects the change and writes its diff-base annotation (one PATCH and one
+more watch event per schedule), as Thresher's create handler makes it do. The scale benchmark
+runs it with ``--operator-module benchmarks/kopf_floor.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import kopf  # noqa: E402
+
+from thresher.api.names import GROUP, KOPF_PREFIX, MANAGED_BY, MANAGED_BY_VALUE, PLURAL, VERSION  # noqa: E402
+
+
+def registry_for(mode: str, workers: int = 16) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_):  # Thresher's storage choices
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=KOPF_PREFIX, key="last-handled-configuration")
+        settings.posting.level = logging.WARNING
+        settings.execution.max_workers = workers
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def schedule_seen(**_):
+        pass
+
+    @kopf.on.event("batch", "v1", "cronjobs", labels={MANAGED_BY: MANAGED_BY_VALUE}, registry=registry)
+    def cronjob_seen(**_):
+        pass
+
+    if mode == "create":
+        @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+        def created(**_):
+            pass
+
+    return registry
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=("event", "create"), default="event")
+    parser.add_argument("--liveness-port", type=int, default=8080)
+    parser.add_argument("--metrics-port", type=int, default=0, help="ignored (the benchmark passes it)")
+    parser.add_argument("--all-namespaces", action="store_true", help="ignored: always cluster-wide")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(kopf.operator(registry=registry_for(args.mode), standalone=True, clusterwide=True,
+                              liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,6 +25,7 @@ from thresher.api.names import (
     SCHEDULE_LABEL,
     VERSION,
 )
+from thresher.operator.diffbase import ScheduleDiffBase
 from thresher.operator.reconciler import Reconciler
 
 MANAGED = {MANAGED_BY: MANAGED_BY_VALUE}
@@ -42,6 +43,7 @@ ERROR_BACKOFFS = (1, 1, 2, 3, 5, 8, 13, 21, 30, 30, 30, 30, 30, 30, 30, 30)
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
              watch_timeout: float = 300, max_workers: int = 16) -> None:
     metrics = reconciler.metrics
+    diffbase = ScheduleDiffBase()
 
     @contextmanager
     def measured(handler: str):
@@ -59,8 +61,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
         # own prefix: kopf ignores annotations under it when diffing, and the user-facing
         # thresher.dev/run-now annotation must stay visible to the run-now handler.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=KOPF_PREFIX, key="last-handled-configuration")
+        # The diff base: no PATCH of its own per new schedule or spec change (operator/diffbase.py).
+        settings.persistence.diffbase_storage = diffbase
         # Thresher posts its own Events; kopf's per-handler chatter only when something is wrong.
         settings.posting.level = logging.WARNING
         # Watches end on the server side and are re-established regularly, so a stream that
@@ -125,6 +127,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
         meta = body["metadata"]
         if event.get("type") == "DELETED":
             reconciler.forget(meta["namespace"], meta["name"])
+            diffbase.forget(meta.get("uid"))
         else:
             reconciler.observe_schedule(dict(body))
 

@@ -1,0 +1,99 @@
+"""kopf's diff base for schedules (operator/diffbase.py): creations, spec changes and run-now
+are told apart as kopf's annotation told them, without a PATCH per new schedule."""
+
+from __future__ import annotations
+
+import json
+
+import kopf
+
+from thresher.api.names import KOPF_PREFIX, RUN_NOW_ANNOTATION
+from thresher.operator.diffbase import ScheduleDiffBase
+
+KEY = f"{KOPF_PREFIX}/last-handled-configuration"
+
+
+def schedule(generation: int = 1, observed: int | None = None, annotations: dict | None = None) -> kopf.Body:
+    body = {"apiVersion": "thresher.dev/v1alpha1", "kind": "CollectionSchedule",
+            "metadata": {"name": "s", "namespace": "ns", "uid": "u-1", "generation": generation,
+                         "labels": {"team": "a"}, "annotations": dict(annotations or {}),
+                         "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"schedule": f"{generation} 3 * * *", "job": {"container": {"image": "busybox"}}}}
+    if observed is not None:
+        body["status"] = {"observedGeneration": observed}
+    return kopf.Body(body)
+
+
+def stored(storage: ScheduleDiffBase, body: kopf.Body) -> dict:
+    """What ``store`` writes after a handled cycle (the patch's annotations)."""
+    patch = kopf.Patch()
+    storage.store(body=body, patch=patch, essence=storage.build(body=body))
+    return dict(patch.get("metadata", {}).get("annotations", {}))
+
+
+def test_a_new_schedule_is_a_creation_and_handling_it_writes_nothing():
+    storage = ScheduleDiffBase()
+    new = schedule()
+    assert storage.fetch(body=new) is None  # kopf: creation
+    assert stored(storage, new) == {}  # no PATCH of its own
+    # The handler's own status write comes back: nothing changed.
+    echo = schedule(observed=1)
+    assert storage.fetch(body=echo) == storage.build(body=echo)
+
+
+def test_a_spec_change_is_a_change_of_spec_only():
+    storage = ScheduleDiffBase()
+    stored(storage, schedule(observed=1))
+    changed = schedule(generation=2, observed=1)
+    old, new = storage.fetch(body=changed), storage.build(body=changed)
+    assert old["spec"] != new["spec"]
+    assert {k: v for k, v in old.items() if k != "spec"} == {k: v for k, v in new.items() if k != "spec"}
+    # A label or an unrelated annotation is not a change (no handler reacts to them).
+    relabelled = schedule(observed=1, annotations={"note": "x"})
+    assert storage.fetch(body=relabelled) == storage.build(body=relabelled)
+
+
+def test_run_now_is_a_change_once_and_its_token_survives_a_restart():
+    storage = ScheduleDiffBase()
+    stored(storage, schedule(observed=1))
+    asked = schedule(observed=1, annotations={RUN_NOW_ANNOTATION: "t1"})
+    old = storage.fetch(body=asked)
+    assert RUN_NOW_ANNOTATION not in old.get("metadata", {}).get("annotations", {})
+    written = stored(storage, asked)  # the token handled: written, so a restart knows it
+    assert json.loads(written[KEY]) == {"metadata": {"annotations": {RUN_NOW_ANNOTATION: "t1"}}}
+    after = schedule(observed=1, annotations={RUN_NOW_ANNOTATION: "t1", **written})
+    assert storage.fetch(body=after) == storage.build(body=after)
+    assert stored(storage, after) == {}  # unchanged: no second write
+    restarted = ScheduleDiffBase()
+    assert restarted.fetch(body=after) == restarted.build(body=after)  # resume, not a second run
+
+
+def test_after_a_restart_the_status_tells_what_was_handled():
+    restarted = ScheduleDiffBase()
+    current = schedule(generation=3, observed=3)
+    assert restarted.fetch(body=current) == restarted.build(body=current)  # resume
+    behind = schedule(generation=3, observed=2)  # changed while the operator was down
+    assert restarted.fetch(body=behind)["spec"] != restarted.build(body=behind)["spec"]
+
+
+def test_an_older_operators_whole_essence_is_still_read():
+    whole = {"spec": {"schedule": "0 3 * * *"}, "metadata": {"annotations": {RUN_NOW_ANNOTATION: "t0"}}}
+    body = schedule(annotations={KEY: json.dumps(whole), RUN_NOW_ANNOTATION: "t0"})
+    assert ScheduleDiffBase().fetch(body=body) == whole  # no status yet: kopf's comparison as before
+    with_status = schedule(observed=1, annotations={KEY: json.dumps(whole), RUN_NOW_ANNOTATION: "t0"})
+    storage = ScheduleDiffBase()
+    assert storage.fetch(body=with_status) == storage.build(body=with_status)
+
+
+def test_the_essence_copies_only_what_is_compared():
+    essence = ScheduleDiffBase().build(body=schedule(observed=1))
+    assert set(essence) == {"metadata", "spec"}
+    assert set(essence["metadata"]) == {"labels"}  # empty annotations dropped, no managedFields
+
+
+def test_other_kinds_keep_kopfs_annotation():
+    storage = ScheduleDiffBase()
+    job = kopf.Body({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "uid": "j-1"},
+                     "spec": {"x": 1}})
+    assert storage.fetch(body=job) is None
+    assert KEY in stored(storage, job)

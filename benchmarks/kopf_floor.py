@@ -37,17 +37,24 @@ def registry_for(mode: str, workers: int = 16) -> kopf.OperatorRegistry:
         settings.posting.level = logging.WARNING
         settings.execution.max_workers = workers
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs):  # KUBECONFIG, as Thresher's operator logs in
+        from kubernetes import config
+
+        config.load_kube_config()
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def schedule_seen(**_):
+    async def schedule_seen(**_):
         pass
 
     @kopf.on.event("batch", "v1", "cronjobs", labels={MANAGED_BY: MANAGED_BY_VALUE}, registry=registry)
-    def cronjob_seen(**_):
+    async def cronjob_seen(**_):
         pass
 
     if mode == "create":
         @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-        def created(**_):
+        async def created(**_):
             pass
 
     return registry

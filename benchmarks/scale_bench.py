@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from opcost import Cost, per, subtract  # noqa: E402
 from scalelib import (  # noqa: E402
-    GROUP_PATH, Api, Operator, Recorder, Watch, parallel, runs_in_metrics, schedule_body, summary,
+    GROUP_PATH, Api, Operator, Profile, Recorder, Watch, parallel, runs_in_metrics, schedule_body, summary,
     wait_until,
 )
 
@@ -64,6 +64,7 @@ from thresher.devcluster.cluster import DevCluster  # noqa: E402
 from thresher.operator.builders import JobImages, build_cronjob  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+PROFILE_DIR: Path | None = None  # --profile: py-spy records of the operators during create
 SCENARIOS = ("baseline", "alone", "create", "steady", "burst", "kill-storm", "kill-burst")
 OPTIONAL = ("kopf-floor-event", "kopf-floor-create")  # only when named in --scenarios
 
@@ -156,6 +157,8 @@ def create(api: Api, op: Operator, n: int, threads: int, prefix: str = "scale") 
     rec = Recorder()
     ws = watchers(api, ns, rec)
     names = names_for("s", n)
+    profile = Profile(op.pid, PROFILE_DIR / f"create-{n}-{op.log_path.stem}.txt" if PROFILE_DIR else None)
+    profile.__enter__()
     cost = Cost(api, op).__enter__()
     cpu0, start = op.cpu_seconds(), time.time()
     created = create_schedules(api, ns, names, threads)
@@ -165,6 +168,7 @@ def create(api: Api, op: Operator, n: int, threads: int, prefix: str = "scale") 
     cpu = op.cpu_seconds() - cpu0
     time.sleep(2)  # the operator's last echoes (its own writes coming back) belong to the count
     cost.stop()
+    profile.__exit__()
     listed = api.list(f"/apis/batch/v1/namespaces/{ns}/cronjobs")["items"]
     to_cronjob = [rec.cronjob_added[k] - created[k] for k in names]
     to_ready = [rec.ready_at[k] - created[k] for k in names]
@@ -326,7 +330,8 @@ def kopf_floor(api: Api, kubeconfig: Path, n: int, threads: int, mode: str) -> d
         api.request("PATCH", schedules_path(ns, name) + "/status", {"status": status},
                     content_type="application/merge-patch+json")
 
-    with Cost(api, floor) as cost:
+    profile = PROFILE_DIR / f"kopf-floor-{mode}-{n}.txt" if PROFILE_DIR else None
+    with Cost(api, floor) as cost, Profile(floor.pid, profile):
         start = time.time()
         parallel(one, list(enumerate(names_for("s", n))), threads)
         wall = time.time() - start
@@ -462,10 +467,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="an operator to compare, run from that checkout (repeatable; each create "
                              "runs on each in turn, side by side in one run); default: this one")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--profile", type=Path, help="py-spy records (raw) of each create into this folder")
     args = parser.parse_args(argv)
     if args.state_dir.resolve() == (Path.home() / ".local/state/thresher/dev").resolve():
         parser.error("refusing to load the shared dev cluster; pick a private --state-dir")
     scenarios = args.scenarios.split(",")
+    global PROFILE_DIR
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE_DIR = args.profile
 
     dev = DevCluster(args.state_dir, node=False)  # kwok nodes only, whatever THRESHER_DEV_NODE says
     dev.up(log=lambda m: print(f"[cluster] {m}", file=sys.stderr))
@@ -479,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     ops = {}
     for variant in args.variant or ["operator="]:
         label, _, path = variant.partition("=")
-        env = {"PYTHONPATH": str(Path(path).resolve())} if path else {}
+        # PYTHONSAFEPATH: `python -m` would otherwise import thresher from the working directory
+        env = {"PYTHONPATH": str(Path(path).resolve()), "PYTHONSAFEPATH": "1"} if path else {}
         ops[label] = Operator(dev.kubeconfig, log_path.with_suffix(f".{label}.log"), args.operator_arg, env=env)
     op = list(ops.values())[-1]  # the later scenarios' operator
     op.start()

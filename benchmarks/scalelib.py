@@ -316,6 +316,42 @@ class Operator:
             self.proc.wait()
 
 
+class Profile:
+    """``py-spy record`` of a process while a ``with`` block runs (raw collapsed stacks, for
+    ``profile_summary``); nothing when ``path`` is None or py-spy is not installed."""
+
+    def __init__(self, pid: int, path: Path | None, rate: int = 100) -> None:
+        self.pid, self.path, self.rate = pid, path, rate
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Profile:
+        spy = Path(sys.executable).parent / "py-spy"
+        if self.path is not None and spy.exists():
+            self.proc = subprocess.Popen([str(spy), "record", "--pid", str(self.pid), "--rate", str(self.rate),
+                                          "--format", "raw", "--nonblocking", "-o", str(self.path)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)  # attached before the work starts
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=60)
+
+
+def profile_summary(path: Path, top: int = 25) -> dict[str, float]:
+    """Share of samples per function (inclusive: anywhere on the stack) in a raw py-spy file."""
+    total, inclusive = 0, Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        for frame in set(stack.split(";")):
+            inclusive[frame.split(" (")[0] + " (" + frame.rsplit("/", 1)[-1]] += int(count)
+    return {k: round(v / total, 3) for k, v in inclusive.most_common(top)} if total else {}
+
+
 def runs_in_metrics(text: str, namespace: str) -> dict[str, float]:
     """thresher_schedule_runs_total summed over outcomes, per schedule of ``namespace``."""
     from prometheus_client.parser import text_string_to_metric_families

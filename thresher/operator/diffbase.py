@@ -7,59 +7,49 @@ change, on top of the operator's own CronJob apply and status write.
 
 Here the diff base is what Thresher's handlers need and no more:
 
-* **spec**: the generation last handled. In this process, remembered from the handler that
-  succeeded; at start-up, ``status.observedGeneration`` (written by the handler's own status
-  write). A generation other than the one handled makes a change of spec (kopf's update, whose
-  handler re-reads the body anyway); a schedule never handled is a creation. Every schedule is
-  reconciled at start-up either way (creation, update or resume).
+* **spec**: the generation last handled (the API server bumps ``metadata.generation`` on every
+  change of spec, and only then). In this process, remembered from the handler that succeeded;
+  at first sight, ``status.observedGeneration`` (written by the handler's own status write). A
+  generation other than the one handled is a change of spec (kopf's update; the handler reads
+  the body, not the diff); a schedule never handled is a creation. Every schedule is reconciled
+  at start-up either way (creation, update or resume), so a status that claims too much (a
+  refresh of an older process also writes observedGeneration) costs nothing.
 * **the annotations the field handlers watch** (``run-now``, ``backfill``): the values last
   handled, kept in kopf's annotation as before, but written only when they change: a user's
   run-now still costs one PATCH, a new schedule none. A handled run-now token must survive a
   restart (its Job may be gone by then, and running it again would be a second run).
 
-Everything else in the essence (labels, other annotations) is taken from the body itself: no
-handler reacts to it, so it never makes a change. Building the essence copies only the parts
-compared, not the whole body (kopf deep-copies it, managedFields and status included, on every
-event).
+Nothing else is compared (labels, other annotations: no handler reacts to them), so the
+essence is a few bytes instead of kopf's deep copy of the whole body (managedFields and status
+included) on every event, and of Jobs, Pods and CronJobs, whose essence no handler compares,
+nothing at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from thresher.api.names import BACKFILL_ANNOTATION, KIND, KOPF_PREFIX, RUN_NOW_ANNOTATION
 
 WATCHED_ANNOTATIONS = (RUN_NOW_ANNOTATION, BACKFILL_ANNOTATION)
-HANDLED_GENERATION = "handled-generation"  # stands for an older spec in a fetched essence
-SKIPPED = ("apiVersion", "kind", "metadata", "status")
+GENERATION = "generation"  # the spec, compared by its metadata.generation
 
 
 def watched(essence: dict | None) -> dict[str, str]:
     annotations = ((essence or {}).get("metadata") or {}).get("annotations") or {}
-    return {k: annotations[k] for k in WATCHED_ANNOTATIONS if k in annotations}
+    return {k: annotations[k] for k in WATCHED_ANNOTATIONS if annotations.get(k) is not None}
 
 
-def fetched_essence(current: dict, handled_generation: int | None, generation: int | None,
-                    handled_annotations: dict[str, str]) -> dict:
-    """The diff base as kopf compares it (pure): the current essence with the watched annotations
-    as last handled, and a stand-in spec when the generation handled is not the current one."""
-    essence = dict(current)  # nested parts are replaced, never changed in place
-    annotations = {k: v for k, v in (essence.get("metadata") or {}).get("annotations", {}).items()
-                   if k not in WATCHED_ANNOTATIONS}
-    annotations.update(handled_annotations)
-    meta = {k: v for k, v in (essence.get("metadata") or {}).items() if k != "annotations"}
+def essence_of(generation: int | None, annotations: dict[str, str]) -> dict:
+    """What the handlers compare (pure): the spec by its generation (the API server bumps it on
+    every spec change, and only then), the watched annotations by value."""
+    out: dict = {"spec": {GENERATION: generation}}
     if annotations:
-        meta["annotations"] = annotations
-    if meta:
-        essence["metadata"] = meta
-    else:
-        essence.pop("metadata", None)
-    if handled_generation != generation:
-        essence["spec"] = {HANDLED_GENERATION: handled_generation}
-    return essence
+        out["metadata"] = {"annotations": dict(annotations)}
+    return out
 
 
 class ScheduleDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -74,27 +64,26 @@ class ScheduleDiffBase(kopf.AnnotationsDiffBaseStorage):
     def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
         if extra_fields:  # a handler filtering on a status field: kopf's own way
             return super().build(body=body, extra_fields=extra_fields)
+        if body.get("kind") != KIND:  # Jobs, Pods, CronJobs: no handler compares them
+            return cast(kopf.BodyEssence, {})
         meta = body.get("metadata") or {}
-        slim = {k: v for k, v in body.items() if k not in SKIPPED}
-        slim["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
-        return super().build(body=kopf.Body(slim))  # copies only these parts
+        return cast(kopf.BodyEssence, essence_of(meta.get("generation"), watched(body)))
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         stored = super().fetch(body=body)
-        if body.get("kind") != KIND:  # Jobs, Pods, CronJobs: kopf's way (no handler compares them)
+        if body.get("kind") != KIND:
             return stored
-        generation = body.get("metadata", {}).get("generation")
-        handled = self._handled.get(body.get("metadata", {}).get("uid"))
-        if handled is not None:
-            handled_generation, annotations = handled
-        else:  # first sight in this process: what the previous one recorded on the object
+        meta = body.get("metadata") or {}
+        handled = self._handled.get(meta.get("uid"))
+        if handled is None:
+            # First sight in this process: what the previous one recorded on the object. Kept,
+            # so that from now on only this process's handlers move it (a status write of a
+            # refresh also sets observedGeneration, and must not hide a spec change).
             handled_generation = (body.get("status") or {}).get("observedGeneration")
-            if stored is None and handled_generation is None:
-                return None  # never handled: a creation
-            annotations = watched(stored)
-            if handled_generation is None:  # an older operator's whole essence, no status yet
+            if handled_generation is None:  # never handled (a creation), or by an older operator
                 return stored
-        return fetched_essence(self.build(body=body), handled_generation, generation, annotations)
+            handled = self._handled[meta.get("uid")] = (handled_generation, watched(stored))
+        return cast(kopf.BodyEssence, essence_of(*handled))
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         if body.get("kind") != KIND:
@@ -104,7 +93,7 @@ class ScheduleDiffBase(kopf.AnnotationsDiffBaseStorage):
         self._handled[meta.get("uid")] = (meta.get("generation"), annotations)
         small = {"metadata": {"annotations": annotations}} if annotations else {}
         if (super().fetch(body=body) or {}) != small:  # written only when the watched ones change
-            super().store(body=body, patch=patch, essence=small)
+            super().store(body=body, patch=patch, essence=cast(kopf.BodyEssence, small))
 
     def forget(self, uid: str | None) -> None:
         self._handled.pop(uid, None)

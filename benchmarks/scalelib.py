@@ -327,8 +327,9 @@ class Profile:
     def __enter__(self) -> Profile:
         spy = Path(sys.executable).parent / "py-spy"
         if self.path is not None and spy.exists():
+            # --gil: only the thread holding the GIL, i.e. Python's CPU (not threads waiting on I/O)
             self.proc = subprocess.Popen([str(spy), "record", "--pid", str(self.pid), "--rate", str(self.rate),
-                                          "--format", "raw", "--nonblocking", "-o", str(self.path)],
+                                          "--format", "raw", "--gil", "--nonblocking", "-o", str(self.path)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)  # attached before the work starts
         return self

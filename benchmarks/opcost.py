@@ -24,21 +24,25 @@ IGNORED_RESOURCES = frozenset({"leases", "", "apiservices", "endpointslices"})
 
 
 def parse_requests(text: str) -> Counter[str]:
-    """``apiserver_request_total`` summed over codes, keyed "VERB resource[/subresource]"."""
+    """``apiserver_request_total`` summed over codes, keyed "VERB resource[/subresource]"; the
+    refused ones (4xx, 5xx) also under "VERB resource CODE"."""
     counts: Counter[str] = Counter()
     for match in _LINE.finditer(text):
         labels = dict(_LABEL.findall(match["labels"]))
         resource = labels.get("resource", "")
         if labels.get("subresource"):
             resource += "/" + labels["subresource"]
-        counts[f"{labels.get('verb', '?')} {resource}"] += int(float(match["value"]))
+        key, value = f"{labels.get('verb', '?')} {resource}", int(float(match["value"]))
+        counts[key] += value
+        if labels.get("code", "200") >= "400":
+            counts[f"{key} {labels['code']}"] += value
     return counts
 
 
 def diff_requests(after: Counter[str], before: Counter[str], ignored=IGNORED_RESOURCES) -> dict[str, int]:
     """Requests made between two snapshots, without the API server's own machinery, largest first."""
     delta = {k: after[k] - before.get(k, 0) for k in after}
-    kept = {k: v for k, v in delta.items() if v > 0 and k.split(" ", 1)[1].split("/")[0] not in ignored}
+    kept = {k: v for k, v in delta.items() if v > 0 and k.split(" ")[1].split("/")[0] not in ignored}
     return dict(sorted(kept.items(), key=lambda kv: (-kv[1], kv[0])))
 
 

@@ -39,6 +39,11 @@ def test_kill_during_completion_burst_records_each_run_exactly_once(cluster, nam
                  message={"jobType": "container", "succeeded": True, "items": i})
     for name in names:
         run_now(cluster, namespace, name)
+    # Every run started first: the kill below must find a Job per run-now. (Killing as soon as the
+    # first 1 s run is recorded raced the operator's handling of the last run-now, which kubectl
+    # annotates a moment before; on the loaded test machine the operator of issue 19 lost it.)
+    eventually(lambda: len(kubectl_json(cluster, "get", "jobs", "-n", namespace)["items"]) == len(names),
+               timeout=60, message="a Job per run-now")
     # Let a few finish and be recorded, then kill while the rest are still running.
     eventually(lambda: any(status_of(cluster, namespace, n).get("recentRuns") for n in names),
                timeout=60, message="first run recorded")

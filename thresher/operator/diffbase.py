@@ -36,6 +36,7 @@ from thresher.api.names import BACKFILL_ANNOTATION, KIND, KOPF_PREFIX, RUN_NOW_A
 
 WATCHED_ANNOTATIONS = (RUN_NOW_ANNOTATION, BACKFILL_ANNOTATION)
 GENERATION = "generation"  # the spec, compared by its metadata.generation
+COMPARED = {("spec",), *(("metadata", "annotations", k) for k in WATCHED_ANNOTATIONS)}  # field paths
 
 
 def watched(essence: dict | None) -> dict[str, str]:
@@ -62,7 +63,9 @@ class ScheduleDiffBase(kopf.AnnotationsDiffBaseStorage):
         self._handled: dict[str, tuple[int | None, dict[str, str]]] = {}
 
     def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
-        if extra_fields:  # a handler filtering on a status field: kopf's own way
+        # kopf passes the field of every field handler (spec, the watched annotations); another
+        # one (a status field, a part of the spec) is compared kopf's own way.
+        if any(tuple(f) not in COMPARED for f in extra_fields or ()):
             return super().build(body=body, extra_fields=extra_fields)
         if body.get("kind") != KIND:  # Jobs, Pods, CronJobs: no handler compares them
             return cast(kopf.BodyEssence, {})

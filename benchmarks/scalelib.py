@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -105,6 +106,11 @@ class Api:
         if resp.status_code not in tuple(ok):
             raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:300]}")
         return resp.json() if resp.content else {}
+
+    def request_text(self, path: str) -> str:
+        resp = self.session.get(self.server + path, timeout=60)
+        resp.raise_for_status()
+        return resp.text
 
     def list(self, path: str, **params) -> dict:
         return self.request("GET", path, **params)
@@ -197,10 +203,12 @@ class Recorder:
         self.runs_complete_at: dict[str, float] = {}
         self.expect_runs: dict[str, int] = {}
         self.jobs_done_at: dict[str, float] = {}
+        self.events: Counter[str] = Counter()  # "resource TYPE": what every watcher of them receives
 
     def on_cronjob(self, type_: str, obj: dict, at: float) -> None:
         name = obj["metadata"]["name"]
         with self.lock:
+            self.events[f"cronjobs {type_}"] += 1
             self.cronjob_events[name] = self.cronjob_events.get(name, 0) + 1
             if type_ == "ADDED":
                 self.cronjob_added.setdefault(name, at)
@@ -209,6 +217,7 @@ class Recorder:
         name = obj["metadata"]["name"]
         runs = [r["jobName"] for r in (obj.get("status") or {}).get("recentRuns") or []]
         with self.lock:
+            self.events[f"collectionschedules {type_}"] += 1
             if ready_condition(obj):
                 self.ready_at.setdefault(name, at)
             self.runs[name] = runs
@@ -239,9 +248,11 @@ class Operator:
     """`thresher operator run` as a child process, with CPU seconds and peak RSS from /proc."""
 
     def __init__(self, kubeconfig: Path, log_path: Path, extra_args: list[str] | None = None,
-                 env: dict | None = None) -> None:
+                 env: dict | None = None, command: list[str] | None = None) -> None:
         self.kubeconfig, self.log_path = kubeconfig, log_path
         self.extra_args = extra_args or []
+        # What runs instead of `thresher operator run` (benchmarks/kopf_floor.py); same arguments.
+        self.command = command or ["-m", "thresher.cli", "operator", "run"]
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.metrics_port = self.liveness_port = 0
@@ -251,7 +262,7 @@ class Operator:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "thresher.cli", "operator", "run", "--all-namespaces",
+                [sys.executable, *self.command, "--all-namespaces",
                  "--metrics-port", str(self.metrics_port), "--liveness-port", str(self.liveness_port),
                  *self.extra_args], env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -264,6 +275,9 @@ class Operator:
             except OSError:
                 time.sleep(0.2)
         raise RuntimeError("operator not healthy")
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     @property
     def pid(self) -> int:
@@ -300,6 +314,43 @@ class Operator:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class Profile:
+    """``py-spy record`` of a process while a ``with`` block runs (raw collapsed stacks, for
+    ``profile_summary``); nothing when ``path`` is None or py-spy is not installed."""
+
+    def __init__(self, pid: int, path: Path | None, rate: int = 100) -> None:
+        self.pid, self.path, self.rate = pid, path, rate
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Profile:
+        spy = Path(sys.executable).parent / "py-spy"
+        if self.path is not None and spy.exists():
+            # --gil: only the thread holding the GIL, i.e. Python's CPU (not threads waiting on I/O)
+            self.proc = subprocess.Popen([str(spy), "record", "--pid", str(self.pid), "--rate", str(self.rate),
+                                          "--format", "raw", "--gil", "--nonblocking", "-o", str(self.path)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)  # attached before the work starts
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=60)
+
+
+def profile_summary(path: Path, top: int = 25) -> dict[str, float]:
+    """Share of samples per function (inclusive: anywhere on the stack) in a raw py-spy file."""
+    total, inclusive = 0, Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        for frame in set(stack.split(";")):
+            inclusive[frame.split(" (")[0] + " (" + frame.rsplit("/", 1)[-1]] += int(count)
+    return {k: round(v / total, 3) for k, v in inclusive.most_common(top)} if total else {}
 
 
 def runs_in_metrics(text: str, namespace: str) -> dict[str, float]:

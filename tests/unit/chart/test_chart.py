@@ -148,11 +148,11 @@ def test_deployment_shape(values):
     assert service["spec"]["ports"] == [{"name": "http-metrics", "port": 9090, "targetPort": "http-metrics",
                                          "protocol": "TCP"}]
     c = spec["template"]["spec"]["containers"][0]
-    assert c["image"] == f"ghcr.io/thresher-dev/thresher-operator:{APP_VERSION}"
+    assert c["image"] == f"ghcr.io/thresher-dev/thresher/operator:{APP_VERSION}"
     assert c["command"][:7] == ["thresher", "operator", "run", "--metrics-port", "9090", "--liveness-port", "8080"]
     env = {e["name"]: e.get("value") for e in c["env"]}
-    assert env["THRESHER_JOB_IMAGE"] == f"ghcr.io/thresher-dev/thresher-jobs:{APP_VERSION}"
-    assert env["THRESHER_JOB_GPU_IMAGE"] == f"ghcr.io/thresher-dev/thresher-jobs-gpu:{APP_VERSION}"
+    assert env["THRESHER_JOB_IMAGE"] == f"ghcr.io/thresher-dev/thresher/jobs:{APP_VERSION}"
+    assert env["THRESHER_JOB_GPU_IMAGE"] == f"ghcr.io/thresher-dev/thresher/jobs-gpu:{APP_VERSION}"
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
     assert spec["template"]["spec"]["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
@@ -379,11 +379,11 @@ def test_helm_test_is_a_restricted_pod_with_least_privilege():
     (c,) = spec["containers"]
     assert c["securityContext"]["allowPrivilegeEscalation"] is False and c["securityContext"]["capabilities"] == {
         "drop": ["ALL"]} and c["securityContext"]["readOnlyRootFilesystem"] is True
-    assert c["image"] == f"ghcr.io/thresher-dev/thresher-operator:{APP_VERSION}"
+    assert c["image"] == f"ghcr.io/thresher-dev/thresher/operator:{APP_VERSION}"
     assert c["command"] == ["python", "-c", (CHART / "files" / "helm-test.py").read_text()]
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["THRESHER_TEST_NAMESPACE"] == NAMESPACE
-    assert env["THRESHER_TEST_IMAGE"] == f"ghcr.io/thresher-dev/thresher-jobs:{APP_VERSION}"
+    assert env["THRESHER_TEST_IMAGE"] == f"ghcr.io/thresher-dev/thresher/jobs:{APP_VERSION}"
     assert len(env["THRESHER_TEST_SCHEDULE"]) <= 52  # a CronJob name's limit
     # The operator's selectors never match the test Pod.
     selector = one(scenario("default-values.yaml"), "Deployment")["spec"]["selector"]["matchLabels"]

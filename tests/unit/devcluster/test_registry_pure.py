@@ -106,3 +106,16 @@ def test_job_pods_pull_with_the_configured_secrets():
     assert "imagePullSecrets" not in pod_spec(spec, JobImages())
     pod = pod_spec(spec, JobImages(pull_secrets=pull_secret_names(" reg, other ,,")))
     assert pod["imagePullSecrets"] == [{"name": "reg"}, {"name": "other"}]
+
+
+def test_thresher_dev_release_with_a_bad_version_says_so_in_one_line():
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "thresher.cli", "dev", "release", "--registry", "ghcr.io/acme",
+                           "--version", "v1"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["error: VERSION must be SemVer like 1.2.3 (helm needs it for the "
+                                                "chart), got 'v1'"]

@@ -229,7 +229,8 @@ def real_node_problem() -> str | None:
         Node(Path(tempfile.gettempdir()) / "thresher-preflight").preflight()
     except NodeError as err:
         return str(err)
-    missing = [tool for tool in ("buildah", "debootstrap", "go") if shutil.which(tool) is None]
+    missing = [tool for tool in ("buildah", "debootstrap", "go", "skopeo", "docker-registry", "htpasswd")
+               if shutil.which(tool) is None]
     if missing:
         return f"image tools not installed: {', '.join(missing)} (make node-tools)"
     return None

@@ -10,8 +10,9 @@
 Everything is cached under ``$THRESHER_CACHE_DIR`` or ``~/.cache/thresher``: buildah's own
 storage in ``buildah/`` and one OCI archive per image in ``images/``. The node imports only the
 pause archive into containerd (the CRI pulls the sandbox image with no pod's credentials);
-Thresher's images are pushed to the dev registry and pulled by the kubelet by digest. Each archive is keyed by a hash of what it is built from,
-so a changed input is rebuilt and an unchanged one never is.
+Thresher's images are pushed to the dev registry and pulled by the kubelet by digest. Each
+archive is keyed by a hash of what it is built from, so a changed input is rebuilt and an
+unchanged one never is.
 
 ``thresher dev images [--push-to STATE_DIR] [pause|base|jobs|operator ...]`` (``make images``).
 """

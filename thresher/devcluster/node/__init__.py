@@ -11,8 +11,9 @@ CA, htpasswd; containerd trusts it through ``certs.d/<host:port>/hosts.toml``).
 
 Everything the node owns is named after the state directory, so ``down`` can remove exactly
 that and nothing else: the registry's process and storage, containerd's root/state and
-sockets, the kubelet's root and pod logs, a cgroup parent ``/thresher-<id>`` in every cgroup v1 hierarchy, a bridge ``thr<id>``, the
-pods' network namespaces, host-local IPAM data, and the local PersistentVolumes' folders.
+sockets, the kubelet's root and pod logs, a cgroup parent ``/thresher-<id>`` in every cgroup
+v1 hierarchy, a bridge ``thr<id>``, the pods' network namespaces, host-local IPAM data, and
+the local PersistentVolumes' folders.
 
 Requirements (``preflight`` names the one that fails): root, Linux cgroups (v1 with cpu,
 cpuacct, cpuset, memory, pids; or v2), no swap, overlayfs, and the Debian packages

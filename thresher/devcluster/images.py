@@ -233,6 +233,17 @@ def archive_path(target: str) -> Path:
     return images_dir() / f"thresher-{target}-{_context_digest()}.oci.tar"
 
 
+# Archives kept per target: the newest few, not only this tree's, because checkouts of the project
+# share the cache (git worktrees, a branch and main): each must not delete the other's image.
+KEEP_ARCHIVES = 3
+
+
+def stale_archives(found: list[Path], current: Path, keep: int = KEEP_ARCHIVES) -> list[Path]:
+    """All but the ``keep`` newest archives (by mtime; ``current`` always kept)."""
+    others = sorted((p for p in found if p != current), key=lambda p: p.stat().st_mtime, reverse=True)
+    return others[keep - 1:]
+
+
 def build_target(target: str, log: Log = print) -> Path:
     """Build one Dockerfile target on the local base and save it as an OCI archive."""
     archive = archive_path(target)
@@ -248,9 +259,9 @@ def build_target(target: str, log: Log = print) -> Path:
             *_host_trust_mounts(Path(tmp)),
             "--build-arg", f"BASE_IMAGE={base}", "--target", target, "-t", TARGETS[target],
             "-f", str(REPO / "Dockerfile"), str(REPO)), log)
-    for old in images_dir().glob(f"thresher-{target}-*.oci.tar"):
-        old.unlink()
     _push_archive(TARGETS[target], archive, log)
+    for old in stale_archives(sorted(images_dir().glob(f"thresher-{target}-*.oci.tar")), archive):
+        old.unlink(missing_ok=True)
     # Each source change leaves the previous build's images untagged (a few hundred MB of
     # layers each); drop them. The base, pause and current images stay tagged, so the next
     # build loses only the layer cache of its first few cheap steps.

@@ -119,3 +119,19 @@ def test_thresher_dev_release_with_a_bad_version_says_so_in_one_line():
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == ["error: VERSION must be SemVer like 1.2.3 (helm needs it for the "
                                                 "chart), got 'v1'"]
+
+
+def test_a_build_keeps_the_newest_archives_of_other_checkouts(tmp_path):
+    """Issue 16 (found here): two worktrees sharing ~/.cache/thresher each deleted every other
+    archive of a target after their build, so one's image vanished when the other built."""
+    import os
+
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"thresher-jobs-{i}.oci.tar"
+        path.write_text("x")
+        os.utime(path, (1000 + i, 1000 + i))
+        paths.append(path)
+    current = paths[0]  # the oldest mtime, but the one just built: never stale
+    assert images.stale_archives(paths, current, keep=3) == [paths[2], paths[1]]
+    assert images.stale_archives([current], current) == []

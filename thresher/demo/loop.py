@@ -41,7 +41,8 @@ from thresher.devcluster.kwok.nodes import (CPU_NODES, GPU_NODE, SIMULATED_SELEC
                                             SIMULATED_TOLERATION)
 from thresher.devcluster.node import Node, NodeError
 from thresher.devcluster.process import free_port
-from thresher.devcluster.registry import PULL_SECRET
+from thresher.devcluster.registry import PULL_SECRET, RegistryError
+from thresher.devcluster.release import ReleaseError
 
 NAMESPACE = "thresher-demo"
 SYSTEM_NAMESPACE = "thresher-system"
@@ -335,7 +336,7 @@ def run_demo(down: bool = False, node: bool | None = None) -> None:
     its message (and the failing process's log tail), not a traceback."""
     try:
         _run_demo(down, node)
-    except (AssetError, BuildError, ClusterError, ImageError, NodeError) as err:
+    except (AssetError, BuildError, ClusterError, ImageError, NodeError, RegistryError, ReleaseError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 

@@ -85,6 +85,8 @@ def test_each_row_of_the_table_shows_its_cause_and_ends_truthfully(node_cluster,
     for name, (reason, text) in causes.items():
         entry = _blocked(node_cluster, ns, name, reason)
         assert text in entry["message"], entry
+        if name == "bad-image":  # the registry's 404, through containerd's resolver
+            assert ": not found" in entry["message"], entry
     for name, (reason, text) in causes.items():
         run = _runs(node_cluster, ns, name, 1, timeout=STARTUP_TIMEOUT + 30)[0]
         assert (run["outcome"], run["reason"]) == ("FailedToStart", reason), run

@@ -5,8 +5,10 @@ operator, authenticated as the chart's ServiceAccount -> Prometheus with Threshe
 scraping it -> the example schedules -> a manual run of each -> recorded runs in ``kubectl get
 collectionschedules``, ``thresher status``, the metrics and the alerts API.
 
-Where the machine can run it (root, containerd, runc, CNI plugins, buildah; `make demo` installs
-them), the demo adds the real node ``thresher-local`` and Thresher's jobs image, built locally:
+Where the machine can run it (root, containerd, runc, CNI plugins, buildah, docker-registry,
+skopeo; `make demo` installs them), the demo adds the real node ``thresher-local`` with its
+registry, and Thresher's images, built locally and published there with the chart (``publish``:
+the release path; the chart is installed from ``oci://``, pods pull by digest with a pull Secret):
 the TMDB schedules collect from the project's fake TMDB server on the host (offline demo data),
 a drone schedule processes generated sample fields on a local volume and the heartbeat runs its
 shell command, all as real containers; their run results, outputs and metrics are shown. Only

@@ -63,13 +63,11 @@ def registry_config(address: str, root: Path, cert: Path, key: Path, htpasswd: P
 def hosts_toml(address: str, ca: Path) -> str:
     """containerd's per-registry configuration (``config_path``/<host:port>/hosts.toml): the dev
     CA for TLS, pull and resolve only, no credentials (pods bring them)."""
-    # One host only, its settings at the top level: with a [host."..."] table beside `server`,
-    # containerd tries both, and a 404 from the first (a wrong reference) fell through to the
-    # second, which lacked the CA: the run showed an x509 error instead of the registry's 404.
     return (f'# The dev registry (thresher/devcluster/registry.py): TLS from the dev CA.\n'
-            f'server = "https://{address}"\n'
-            f'capabilities = ["pull", "resolve"]\n'
-            f'ca = "{ca}"\n')
+            f'server = "https://{address}"\n\n'
+            f'[host."https://{address}"]\n'
+            f'  capabilities = ["pull", "resolve"]\n'
+            f'  ca = "{ca}"\n')
 
 
 def auth_config(address: str, user: str, password: str) -> dict:

@@ -11,7 +11,7 @@ STAMP     := $(VENV)/.installed-base-$(HASH)
 GPU_STAMP := $(VENV)/.installed-gpu-$(HASH)
 PYTEST_ARGS ?=
 
-.PHONY: all venv venv-gpu binaries tools images node-tools test-realnode demo demo-down test test-unit test-integration bench crd lint clean
+.PHONY: all venv venv-gpu binaries tools images release node-tools test-realnode demo demo-down test test-unit test-integration bench crd lint clean
 
 all: test
 
@@ -38,19 +38,29 @@ binaries: venv
 	$(BIN)/python -m thresher.devcluster.binaries etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm kubelet kube-proxy
 
 # The opt-in real node (`thresher dev up --node`, docs/devcluster.md "Real node"): Debian's
-# containerd, runc, CNI plugins, buildah and debootstrap. Needs root.
+# containerd, runc, CNI plugins, buildah and debootstrap; its registry: docker-registry (the CNCF
+# distribution registry 2.8), htpasswd (apache2-utils) and skopeo (pushes). Needs root.
 node-tools:
 	@command -v containerd >/dev/null && command -v runc >/dev/null && command -v buildah >/dev/null \
-	  && command -v debootstrap >/dev/null && test -x /usr/lib/cni/bridge || { \
-	  echo "installing containerd runc containernetworking-plugins buildah debootstrap iptables from Debian"; \
+	  && command -v debootstrap >/dev/null && test -x /usr/lib/cni/bridge && command -v docker-registry >/dev/null \
+	  && command -v htpasswd >/dev/null && command -v skopeo >/dev/null || { \
+	  echo "installing containerd runc containernetworking-plugins buildah debootstrap iptables docker-registry apache2-utils skopeo from Debian"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    containerd runc containernetworking-plugins buildah debootstrap iptables >/dev/null; }
+	    containerd runc containernetworking-plugins buildah debootstrap iptables docker-registry apache2-utils skopeo >/dev/null; }
 
 # Thresher's operator and jobs images, built with buildah on a local debootstrap base (no
-# registry, no Docker), cached as OCI archives in ~/.cache/thresher/images and imported into the
-# real node's containerd (k8s.io namespace) when one runs in THRESHER_STATE_DIR (or the default).
+# Docker), cached as OCI archives in ~/.cache/thresher/images and pushed (skopeo) to the registry
+# of the real node running in THRESHER_STATE_DIR (or the default), printing each digest.
 images: venv node-tools
-	$(BIN)/thresher dev images --import-into "$${THRESHER_STATE_DIR:-$$HOME/.local/state/thresher/dev}" pause jobs operator
+	$(BIN)/thresher dev images --push-to "$${THRESHER_STATE_DIR:-$$HOME/.local/state/thresher/dev}" pause jobs operator
+
+# Publish: build every image and the chart, push them to REGISTRY (log in first: `skopeo login`
+# or `buildah login`, and `helm registry login`), print references and digests. IMAGES narrows it
+# (jobs-gpu pulls the CUDA runtime base and the 2.8 GB torch wheel).
+IMAGES ?= operator jobs jobs-gpu
+release: venv node-tools
+	@test -n "$(REGISTRY)" && test -n "$(VERSION)" || { echo "usage: make release REGISTRY=host[/path] VERSION=x.y.z [IMAGES='operator jobs']"; exit 2; }
+	$(BIN)/thresher dev release --registry "$(REGISTRY)" --version "$(VERSION)" $(foreach i,$(IMAGES),--image $(i))
 
 # Thresher's jobs as real containers on the real node (its own cluster in a temp state dir).
 test-realnode: venv binaries node-tools

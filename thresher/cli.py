@@ -5,7 +5,7 @@
 | ``run``, ``suspend``, ``resume``, ``status`` | ``thresher/client/cli.py`` (users against a cluster) |
 | ``job tmdb``, ``job drone`` | ``thresher/jobs/*/cli.py`` (the job payloads) |
 | ``operator run`` | ``thresher/operator/cli.py`` |
-| ``dev`` | ``thresher/devcluster/cli.py`` (the local control plane) |
+| ``dev`` | ``thresher/devcluster/cli.py`` (the local control plane); absent in the images |
 | ``crd`` | ``thresher/api/cli.py`` |
 | ``demo`` (and ``demo fake-tmdb``, ``demo sample-fields``) | ``thresher/demo/cli.py``; absent in the images |
 
@@ -24,7 +24,6 @@ import typer
 
 from thresher.api.cli import app as crd_app
 from thresher.client.cli import app as client_app
-from thresher.devcluster.cli import app as dev_app
 from thresher.jobs.drone.cli import app as drone_app
 from thresher.jobs.tmdb.cli import app as tmdb_app
 from thresher.operator.cli import app as operator_app
@@ -36,19 +35,37 @@ job_app.add_typer(tmdb_app, name="tmdb")
 job_app.add_typer(drone_app, name="drone")
 app.add_typer(client_app)  # no name: run, suspend, resume and status are top-level commands
 app.add_typer(job_app, name="job")
-app.add_typer(dev_app, name="dev")
 app.add_typer(operator_app, name="operator")
 app.add_typer(crd_app, name="crd")
 
 
-try:  # the demo ships in the wheel, not in the operator and job images (.dockerignore)
+def _dev_app():
+    from thresher.devcluster.cli import app as dev_app
+
+    return dev_app
+
+
+def _demo_app():
     from thresher.demo.cli import app as demo_app
-except ModuleNotFoundError as err:
-    if err.name not in ("thresher.demo", "thresher.demo.cli"):
-        raise
-    demo_app = None
-if demo_app is not None:
-    app.add_typer(demo_app, name="demo")
+
+    return demo_app
+
+
+def _host_only(load, package: str):
+    """The command group ``load`` returns, or None where its package is absent: the dev cluster
+    and the demo ship in the wheel, not in the operator and job images (.dockerignore; they run
+    on the host)."""
+    try:
+        return load()
+    except ModuleNotFoundError as err:
+        if err.name not in (package, f"{package}.cli"):
+            raise
+        return None
+
+
+for _name, _load, _package in (("dev", _dev_app, "thresher.devcluster"), ("demo", _demo_app, "thresher.demo")):
+    if (_group := _host_only(_load, _package)) is not None:
+        app.add_typer(_group, name=_name)
 
 
 # Top-level modules of the optional extras, and the extra that brings each.

@@ -1,6 +1,7 @@
 """The opt-in real node (`thresher dev up --node`): a cluster of its own in a temporary state
-directory, with the kubelet, containerd and CNI, Thresher's jobs image built locally and the
-operator running as a local process. Runs only with THRESHER_DEV_NODE=1 (it needs root and
+directory, with the kubelet, containerd, CNI and the registry; Thresher's images built locally
+and published to that registry with the release entry point (pods pull them by digest with the
+``thresher-registry`` pull Secret); the operator running as a local process. Runs only with THRESHER_DEV_NODE=1 (it needs root and
 takes minutes the first time); otherwise every test here is deselected (tests/conftest.py)."""
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def node_cluster(tmp_path_factory, timings):
 
     log = lambda m: print(f"[realnode] {m}")  # noqa: E731
     start = time.monotonic()
-    images.build(["pause", "jobs"], log)  # cached: only a changed source rebuilds
+    images.build(["pause", "jobs", "operator"], log)  # cached: only a changed source rebuilds
     timings["images_s"] = time.monotonic() - start
     state = tmp_path_factory.mktemp("realnode") / "state"
     cluster = DevCluster(state, node=True)
@@ -58,6 +59,33 @@ def node(node_cluster):
 
 
 @pytest.fixture(scope="session")
+def registry(node):
+    return node.registry
+
+
+@pytest.fixture(scope="session")
+def published(registry, timings):
+    """`make release`'s entry point into the dev registry: jobs and operator images, the chart."""
+    from thresher.devcluster import release
+    from thresher.devcluster.binaries import ensure
+
+    helm = ensure(["helm"], lambda m: None)["helm"]
+    start = time.monotonic()
+    result = release.publish_to_dev_registry(registry, helm, lambda m: print(f"[realnode] {m}"))
+    timings["publish_s"] = time.monotonic() - start
+    for target, pushed in result.images.items():
+        timings[f"push_{target}_s"] = pushed.seconds
+    timings["push_chart_s"] = result.seconds["chart"]
+    return result
+
+
+@pytest.fixture(scope="session")
+def jobs_image(published) -> str:
+    """The jobs image by digest in the dev registry: what job pods reference and pull."""
+    return published.images["jobs"].reference
+
+
+@pytest.fixture(scope="session")
 def crd(node_cluster):
     for path in sorted((REPO / "manifests" / "crds").glob("*.yaml")):
         node_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
@@ -65,13 +93,14 @@ def crd(node_cluster):
 
 
 @pytest.fixture(scope="session")
-def operator(node_cluster, crd, tmp_path_factory):
+def operator(node_cluster, crd, jobs_image, tmp_path_factory):
     from tests.integration.conftest import OperatorProcess
-    from thresher.devcluster import images
+    from thresher.devcluster.registry import PULL_SECRET
 
     op = OperatorProcess(node_cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
                          namespaces=(f"{NAMESPACE_PREFIX}*",),
-                         extra_args=("--job-image", images.JOBS_IMAGE, "--log-format", "plain"))
+                         extra_args=("--job-image", jobs_image, "--job-image-pull-secrets", PULL_SECRET,
+                                     "--log-format", "plain"))
     op.start()
     yield op
     op.stop()
@@ -89,12 +118,29 @@ def fake_tmdb(node):
     proc.wait(timeout=30)
 
 
-@pytest.fixture
-def restricted_namespace(node_cluster, request):
+def _namespace(node_cluster, request):
     name = f"{NAMESPACE_PREFIX}{request.node.name.replace('_', '-')[5:30].strip('-')}-{os.getpid() % 10000}"
     node_cluster.kubectl("create", "namespace", name)
     node_cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted",
                          "pod-security.kubernetes.io/enforce-version=latest")
+    return name
+
+
+@pytest.fixture
+def restricted_namespace(node_cluster, registry, request):
+    """A namespace enforcing Pod Security `restricted`, with the registry's pull Secret."""
+    name = _namespace(node_cluster, request)
+    node_cluster.kubectl("apply", "-f", "-", input=json.dumps(registry.pull_secret(name)))
+    yield from _ready_then_cleaned(node_cluster, name)
+
+
+@pytest.fixture
+def namespace_without_pull_secret(node_cluster, request):
+    name = _namespace(node_cluster, request)
+    yield from _ready_then_cleaned(node_cluster, name)
+
+
+def _ready_then_cleaned(node_cluster, name: str):
     eventually(lambda: node_cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False)
                .returncode == 0, timeout=30, message=f"default ServiceAccount in {name}")
     yield name

@@ -18,7 +18,6 @@ import pytest
 
 from tests.helpers.wait import eventually
 from tests.realnode.test_real_node import NODE, _json, _schedule
-from thresher.devcluster import images
 
 pytestmark = pytest.mark.realnode
 
@@ -53,22 +52,26 @@ def _runs(cluster, ns: str, name: str, count: int, timeout: float) -> list[dict]
                       timeout=timeout, interval=1, message=f"{count} recorded run(s) of {name}")
 
 
-def _container(command: list[str] | None = None, image: str = images.JOBS_IMAGE, **extra) -> dict:
+def _container(image: str, command: list[str] | None = None, **extra) -> dict:
     return {"container": {"image": image, **({"command": command} if command else {}), **extra}}
 
 
-def test_each_row_of_the_table_shows_its_cause_and_ends_truthfully(node_cluster, operator, restricted_namespace):
+def test_each_row_of_the_table_shows_its_cause_and_ends_truthfully(node_cluster, operator, restricted_namespace,
+                                                                    jobs_image, registry):
     ns = restricted_namespace
     pc = f"rn-missing-{uuid.uuid4().hex[:6]}"
+    # A wrong reference in the real registry (the pull Secret is there): see docs/devcluster.md,
+    # "The registry", for what containerd 1.6 reports after the registry's 404.
+    missing = f"{registry.address}/thresher/does-not-exist:1"
     schedules = [
-        _schedule("bad-image", ns, _container(["true"], image="localhost/does-not-exist:1"),
+        _schedule("bad-image", ns, _container(missing, ["true"]),
                   startupTimeoutSeconds=STARTUP_TIMEOUT),
-        _schedule("no-secret", ns, _container(["python", "-c", "print(1)"], env=[
+        _schedule("no-secret", ns, _container(jobs_image, ["python", "-c", "print(1)"], env=[
             {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "rn-token", "key": "token"}}}]),
                   startupTimeoutSeconds=STARTUP_TIMEOUT),
-        _schedule("no-priority", ns, _container(["true"]), priorityClassName=pc,
+        _schedule("no-priority", ns, _container(jobs_image, ["true"]), priorityClassName=pc,
                   startupTimeoutSeconds=STARTUP_TIMEOUT),
-        _schedule("oom", ns, _container(["python", "-c", "b = bytearray(400 * 2**20); print(len(b))"]),
+        _schedule("oom", ns, _container(jobs_image, ["python", "-c", "b = bytearray(400 * 2**20); print(len(b))"]),
                   resources={"cpu": "100m", "memory": "32Mi", "memoryLimit": "48Mi"}),
     ]
     node_cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(s) for s in schedules))
@@ -76,7 +79,7 @@ def test_each_row_of_the_table_shows_its_cause_and_ends_truthfully(node_cluster,
         _run_now(node_cluster, ns, s["metadata"]["name"])
 
     causes = {
-        "bad-image": ("ImagePullBackOff", 'image "localhost/does-not-exist:1" cannot be pulled'),
+        "bad-image": ("ImagePullBackOff", f'image "{missing}" cannot be pulled'),
         "no-secret": ("CreateContainerConfigError", f'Secret "rn-token" does not exist in namespace {ns}'),
         "no-priority": ("FailedCreate", f"no PriorityClass with name {pc} was found"),
     }
@@ -100,12 +103,12 @@ def test_each_row_of_the_table_shows_its_cause_and_ends_truthfully(node_cluster,
 
 
 def test_kubelet_killed_during_a_run_is_recorded_once_after_it_restarts(node_cluster, node, operator,
-                                                                         restricted_namespace):
+                                                                         restricted_namespace, jobs_image):
     """kill -9 of the kubelet 10 s into a 40 s container, restarted 10 s later: the container
     ran on under containerd; the run is recorded exactly once, Succeeded, with its exit code."""
     ns = restricted_namespace
     node_cluster.kubectl("apply", "-f", "-", input=json.dumps(_schedule(
-        "sleeper", ns, _container(["python", "-c", "import time; time.sleep(40)"]))))
+        "sleeper", ns, _container(jobs_image, ["python", "-c", "import time; time.sleep(40)"]))))
     _run_now(node_cluster, ns, "sleeper")
     eventually(lambda: any(e.get("phase") == "Running" and e.get("node") == NODE
                            for e in _status(node_cluster, ns, "sleeper").get("active") or []),

@@ -18,6 +18,7 @@ import pytest
 from tests.helpers.wait import eventually
 from tests.realnode.conftest import FAKE_TMDB_KEY
 from thresher.devcluster.node import host
+from thresher.devcluster.registry import PULL_SECRET
 
 pytestmark = [pytest.mark.realnode, pytest.mark.timeout(1800)]
 
@@ -47,7 +48,7 @@ def test_node_registers_with_its_own_identity(node_cluster, node, timings):
     assert denied.stdout.strip().startswith("no")
 
 
-def test_restricted_pod_runs_for_real(node_cluster, node, restricted_namespace, timings):
+def test_restricted_pod_runs_for_real(node_cluster, node, restricted_namespace, jobs_image, timings):
     """Secret as env, PVC, /tmp emptyDir, read-only root, seccomp, non-root, termination message,
     and the host reachable over the bridge: enforced by runc, not simulated."""
     ns = restricted_namespace
@@ -73,12 +74,13 @@ def test_restricted_pod_runs_for_real(node_cluster, node, restricted_namespace, 
              "spec": {
                  "restartPolicy": "Never", "automountServiceAccountToken": False,
                  "nodeSelector": {"kubernetes.io/hostname": NODE},
+                 "imagePullSecrets": [{"name": PULL_SECRET}],
                  "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
                                      "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
                  "volumes": [{"name": "tmp", "emptyDir": {}},
                              {"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
                  "containers": [{
-                     "name": "job", "image": "thresher-jobs:0.1.0", "imagePullPolicy": "Never",
+                     "name": "job", "image": jobs_image,
                      "command": ["python3", "-c", script],
                      "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "k", "key": "key"}}}],
                      "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "data", "mountPath": "/data"}],
@@ -263,18 +265,19 @@ def _closed_port() -> int:
         return sock.getsockname()[1]  # closed again when the block ends: connections are refused
 
 
-def _restricted_pod(name: str, ns: str, **spec) -> dict:
+def _restricted_pod(name: str, ns: str, image: str, **spec) -> dict:
     security = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
                 "seccompProfile": {"type": "RuntimeDefault"}}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
             "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
                      "securityContext": {"runAsUser": 10001, "runAsGroup": 10001},
-                     "containers": [{"name": "main", "image": "thresher-jobs:0.1.0", "imagePullPolicy": "Never",
+                     "imagePullSecrets": [{"name": PULL_SECRET}],
+                     "containers": [{"name": "main", "image": image,
                                      "command": ["python3", "-c", "print('ran')"], "securityContext": security}],
                      **spec}}
 
 
-def test_pods_land_on_the_real_node_unless_they_ask_for_kwok(node_cluster, node, restricted_namespace):
+def test_pods_land_on_the_real_node_unless_they_ask_for_kwok(node_cluster, node, restricted_namespace, jobs_image):
     """Issue 13: with the real node present, a pod without a nodeSelector landed on a kwok node
     and "succeeded" with no container run. The kwok CPU nodes now carry kwok's NoSchedule taint in
     node mode: plain pods run for real on thresher-local, and only a pod that tolerates the taint
@@ -285,8 +288,8 @@ def test_pods_land_on_the_real_node_unless_they_ask_for_kwok(node_cluster, node,
     for name in CPU_NODES:
         taints = _json(node_cluster, "get", "node", name)["spec"].get("taints", [])
         assert {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"} in taints
-    pods = [_restricted_pod(f"plain-{i}", ns) for i in range(3)]
-    pods.append(_restricted_pod("simulated", ns, nodeSelector=SIMULATED_SELECTOR, tolerations=[SIMULATED_TOLERATION]))
+    pods = [_restricted_pod(f"plain-{i}", ns, jobs_image) for i in range(3)]
+    pods.append(_restricted_pod("simulated", ns, jobs_image, nodeSelector=SIMULATED_SELECTOR, tolerations=[SIMULATED_TOLERATION]))
     node_cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
 
     def finished(name: str) -> dict:

@@ -5,8 +5,10 @@ operator, authenticated as the chart's ServiceAccount -> Prometheus with Threshe
 scraping it -> the example schedules -> a manual run of each -> recorded runs in ``kubectl get
 collectionschedules``, ``thresher status``, the metrics and the alerts API.
 
-Where the machine can run it (root, containerd, runc, CNI plugins, buildah; `make demo` installs
-them), the demo adds the real node ``thresher-local`` and Thresher's jobs image, built locally:
+Where the machine can run it (root, containerd, runc, CNI plugins, buildah, docker-registry,
+skopeo; `make demo` installs them), the demo adds the real node ``thresher-local`` with its
+registry, and Thresher's images, built locally and published there with the chart (``publish``:
+the release path; the chart is installed from ``oci://``, pods pull by digest with a pull Secret):
 the TMDB schedules collect from the project's fake TMDB server on the host (offline demo data),
 a drone schedule processes generated sample fields on a local volume and the heartbeat runs its
 shell command, all as real containers; their run results, outputs and metrics are shown. Only
@@ -41,6 +43,8 @@ from thresher.devcluster.kwok.nodes import (CPU_NODES, GPU_NODE, SIMULATED_SELEC
                                             SIMULATED_TOLERATION)
 from thresher.devcluster.node import Node, NodeError
 from thresher.devcluster.process import free_port
+from thresher.devcluster.registry import PULL_SECRET, RegistryError
+from thresher.devcluster.release import ReleaseError
 
 NAMESPACE = "thresher-demo"
 SYSTEM_NAMESPACE = "thresher-system"
@@ -50,6 +54,7 @@ EXAMPLES = ("tmdb-daily.yaml", "tmdb-weekly.yaml", "drone-fields.yaml", "drone-g
 REAL_NODE = "thresher-local"
 JOBS_UID = 10001  # the jobs image's user (Dockerfile); files on local volumes must be its
 OFFLINE_KEY = "offline-demo-key"
+PULL_SECRETS = (PULL_SECRET,)  # the dev registry's credentials, in each namespace that pulls
 SIMULATED_BANNER = (
     "NOTE: pods on this local cluster run on kwok's SIMULATED nodes. No container starts: the runs\n"
     "      below are real Kubernetes Jobs whose pods kwok marks finished. They collect no data,\n"
@@ -69,7 +74,8 @@ def _say(text: str) -> None:
 DEMO_PROCESSES = ("operator", "prometheus", "fake-tmdb")
 
 
-def start_operator(cluster: DevCluster, metrics_port: int, kubeconfig: Path, job_image: str | None = None) -> None:
+def start_operator(cluster: DevCluster, metrics_port: int, kubeconfig: Path, job_image: str | None = None,
+                   pull_secrets: tuple[str, ...] = ()) -> None:
     """The operator as a background process beside the dev cluster (stopped by `make demo-down`)."""
     if cluster.procs.running("operator"):
         _say(f"operator already running (pid {cluster.procs.pid('operator')})")
@@ -78,7 +84,8 @@ def start_operator(cluster: DevCluster, metrics_port: int, kubeconfig: Path, job
         "operator",
         [sys.executable, "-m", "thresher.cli", "operator", "run", "--namespace", NAMESPACE,
          "--metrics-port", str(metrics_port), "--liveness-port", str(free_port()),
-         *(["--job-image", job_image] if job_image else [])],
+         *(["--job-image", job_image] if job_image else []),
+         *(["--job-image-pull-secrets", ",".join(pull_secrets)] if pull_secrets else [])],
         _say, env={**os.environ, "KUBECONFIG": str(kubeconfig)})
     _say(f"    operator log: {cluster.procs.log_path('operator')}")
 
@@ -95,15 +102,16 @@ def chart_values() -> dict:
     return {"nodeSelector": dict(SIMULATED_SELECTOR), "tolerations": [dict(SIMULATED_TOLERATION)]}
 
 
-def install_chart(cluster: DevCluster) -> None:
-    """`helm upgrade --install` of the chart with the pinned helm (CRDs from crds/)."""
+def install_chart(cluster: DevCluster, source: list[str] | None = None, extra_values: dict | None = None) -> None:
+    """`helm upgrade --install` of the chart with the pinned helm (CRDs from crds/): from
+    ``source`` (``oci://... --version X`` and its flags) or else charts/thresher."""
     from thresher.devcluster.binaries import ensure
 
     helm = ensure(["helm"], log=_say)["helm"]
     chart = asset("chart")
     values = cluster.state_dir / "chart-values.json"
-    values.write_text(json.dumps(chart_values()))
-    proc = subprocess.run([str(helm), "upgrade", "--install", RELEASE, str(chart), "--values", str(values),
+    values.write_text(json.dumps({**chart_values(), **(extra_values or {})}))
+    proc = subprocess.run([str(helm), "upgrade", "--install", RELEASE, *(source or [str(chart)]), "--values", str(values),
                            "--namespace", SYSTEM_NAMESPACE, "--create-namespace", "--wait", "--timeout", "120s",
                            "--kubeconfig", str(cluster.kubeconfig)], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -224,7 +232,8 @@ def real_node_problem() -> str | None:
         Node(Path(tempfile.gettempdir()) / "thresher-preflight").preflight()
     except NodeError as err:
         return str(err)
-    missing = [tool for tool in ("buildah", "debootstrap", "go") if shutil.which(tool) is None]
+    missing = [tool for tool in ("buildah", "debootstrap", "go", "skopeo", "docker-registry", "htpasswd")
+               if shutil.which(tool) is None]
     if missing:
         return f"image tools not installed: {', '.join(missing)} (make node-tools)"
     return None
@@ -248,8 +257,9 @@ def for_real_node(body: dict, jobs_image: str, tmdb_base_url: str | None) -> dic
     """The example as the demo runs it on the real node, or None when it stays on kwok (GPU).
 
     Pods are pinned to the real node (the kwok nodes would only simulate them); TMDB schedules
-    point at the offline fake server unless a real key is used; the heartbeat's busybox cannot
-    be pulled without a registry, so the same shell command runs in the local jobs image."""
+    point at the offline fake server unless a real key is used; the heartbeat's busybox is on
+    Docker Hub, which an offline machine cannot reach, so the same shell command runs in the jobs
+    image from the dev registry."""
     spec = body["spec"]
     if spec.get("resources", {}).get("gpus"):
         return None
@@ -328,7 +338,7 @@ def run_demo(down: bool = False, node: bool | None = None) -> None:
     its message (and the failing process's log tail), not a traceback."""
     try:
         _run_demo(down, node)
-    except (AssetError, BuildError, ClusterError, ImageError, NodeError) as err:
+    except (AssetError, BuildError, ClusterError, ImageError, NodeError, RegistryError, ReleaseError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 
@@ -349,17 +359,20 @@ def _run_demo(down: bool, node: bool | None) -> None:
         _demo_on_kwok(DevCluster(node=False))
 
 
-def _install_and_start(cluster, step: str, job_image: str | None = None) -> tuple[int, str | None]:
-    """helm install, the operator on the chart's ServiceAccount, Prometheus: metrics port and URL."""
-    _say(f"{step} helm install {RELEASE} charts/thresher -n {SYSTEM_NAMESPACE} (CRD, RBAC, Deployment, "
-         "Service); the operator as a local process with the chart's ServiceAccount token; Prometheus "
-         "with Thresher's alert rules")
-    install_chart(cluster)
+def _install_and_start(cluster, step: str, job_image: str | None = None,
+                       published: tuple[list[str], dict] | None = None) -> tuple[int, str | None]:
+    """helm install, the operator on the chart's ServiceAccount, Prometheus: metrics port and URL.
+    ``published``: the chart's OCI source and values (the dev registry's, ``publish``)."""
+    source, values = published or (None, None)
+    _say(f"{step} helm install {RELEASE} {source[0] if source else 'charts/thresher'} -n {SYSTEM_NAMESPACE} "
+         "(CRD, RBAC, Deployment, Service); the operator as a local process with the chart's ServiceAccount "
+         "token; Prometheus with Thresher's alert rules")
+    install_chart(cluster, source, values)
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/collectionschedules.thresher.dev")
     stop_operator(cluster)  # a re-run replaces both with fresh credentials
     metrics_port = free_port()
     kubeconfig = service_account_kubeconfig(cluster, cluster.state_dir / "operator.kubeconfig")
-    start_operator(cluster, metrics_port, kubeconfig, job_image)
+    start_operator(cluster, metrics_port, kubeconfig, job_image, PULL_SECRETS if published else ())
     return metrics_port, start_prometheus(cluster, metrics_port)
 
 
@@ -392,14 +405,37 @@ def _show_schedules(cluster) -> None:
                    env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, check=False)
 
 
+def publish(cluster) -> tuple[str, tuple[list[str], dict]]:
+    """Images and chart into the dev registry, as `make release` publishes them anywhere; the
+    pull Secret in the namespaces that pull. Returns the jobs image by digest, and the chart's
+    OCI source and values for `helm install`."""
+    from thresher.devcluster import release
+    from thresher.devcluster.binaries import ensure
+
+    registry = cluster.node().registry
+    published = release.publish_to_dev_registry(registry, ensure(["helm"], log=_say)["helm"], _say)
+    for ns in (SYSTEM_NAMESPACE, NAMESPACE):
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, registry.pull_secret(ns)]))
+    for target, pushed in published.images.items():
+        _say(f"    {target:9} {pushed.reference} (pushed in {pushed.seconds:.1f}s)")
+    _say(f"    chart     {published.chart}:{published.version} ({published.chart_digest})")
+    secrets = [{"name": name} for name in PULL_SECRETS]
+    values = {"imagePullSecrets": secrets, "jobImages": {"pullSecrets": secrets}}
+    return published.images["jobs"].reference, (release.oci_install_args(published, registry), values)
+
+
 def _demo_on_real_node(cluster) -> None:
-    _say("1/7 images: the sandbox (pause) and Thresher's jobs image, built with buildah on a local "
-         "Debian base, no registry (cached: minutes the first time, seconds after)")
-    images.build(["pause", "jobs"], _say)
+    _say("1/7 images: the sandbox (pause), Thresher's jobs and operator images, built with buildah on a "
+         "local Debian base (cached: minutes the first time, seconds after)")
+    images.build(["pause", "jobs", "operator"], _say)
     _say("2/7 local control plane (etcd, kube-apiserver, controller-manager, scheduler), kwok nodes, "
-         f"and the real node {REAL_NODE} (kubelet + containerd + runc + CNI bridge)")
+         f"and the real node {REAL_NODE} (kubelet + containerd + runc + CNI bridge, and a registry: "
+         "docker-registry with TLS from the dev CA and htpasswd)")
     cluster.up(log=_say, timeout=180)
-    metrics_port, prometheus_url = _install_and_start(cluster, "3/7", images.JOBS_IMAGE)
+    _say("    publish: images pushed to the dev registry (skopeo), the chart pushed to oci://.../charts (helm)")
+    jobs_image, published = publish(cluster)
+    metrics_port, prometheus_url = _install_and_start(cluster, "3/7", jobs_image, published)
 
     live_key = os.environ.get("TMDB_API_KEY")
     host_ip = cluster.node().host_ip
@@ -427,7 +463,7 @@ def _demo_on_real_node(cluster) -> None:
     for folder in folders.values():
         _own_for_jobs(folder)
     cluster.kubectl("label", "--overwrite", "node", GPU_NODE, "topology.kubernetes.io/zone=zone-a")
-    pinned = [(b, for_real_node(b, images.JOBS_IMAGE, tmdb_base_url)) for b in examples]
+    pinned = [(b, for_real_node(b, jobs_image, tmdb_base_url)) for b in examples]
     real = [on_node for _, on_node in pinned if on_node]
     simulated = [b for b, on_node in pinned if on_node is None]
     _apply_examples(cluster, real + simulated)

@@ -93,24 +93,73 @@ def env(state_dir: str = StateDir):
 @app.command()
 def images(
     names: Optional[list[str]] = typer.Argument(None, help="pause, base, jobs, operator (default: pause jobs operator)."),
-    import_into: Optional[str] = typer.Option(None, "--import-into", metavar="STATE_DIR",
-                                              help="Also import the archives into the running node of this cluster."),
+    push_to: Optional[str] = typer.Option(None, "--push-to", metavar="STATE_DIR",
+                                          help="Also push the images to the registry of this cluster's real node."),
 ):
-    """Build the real node's images with buildah (cached OCI archives); see docs/devcluster.md."""
+    """Build the real node's images with buildah (cached OCI archives) and push them to the dev
+    registry, printing each digest; see docs/devcluster.md."""
     from pathlib import Path
 
     from thresher.devcluster import images as node_images
-    from thresher.devcluster.node import Node
+    from thresher.devcluster.registry import Registry
 
     try:
         archives = node_images.build(names or ["pause", "jobs", "operator"], _notice)
     except node_images.ImageError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
-    if import_into:
-        node = Node(Path(import_into))
-        if not node.containerd_running():
-            _notice(f"no running node in {import_into}: the images are imported when it starts")
-            return
-        for archive in archives:
-            node.import_image(archive, _notice)
+    if not push_to:
+        return
+    registry = Registry(Path(push_to))
+    if not registry.running():
+        _notice(f"no running registry in {push_to}: start it with `thresher dev up --node`, then run this again")
+        raise typer.Exit(1)
+    targets = [n for n in (names or ["jobs", "operator"]) if n in node_images.REPOSITORIES]
+    try:
+        for target in targets:
+            pushed = node_images.push(target, node_images.archive_path(target), registry.address, "dev", _notice,
+                                      authfile=registry.auth_file, cert_dir=registry.cert_dir)
+            typer.echo(pushed.reference)
+    except node_images.ImageError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def release(
+    registry: str = typer.Option(..., "--registry", envvar="REGISTRY",
+                                 help="Where to publish: host[:port][/path], e.g. ghcr.io/acme."),
+    version: str = typer.Option(..., "--version", envvar="VERSION", help="SemVer: image tag, chart version."),
+    image: list[str] = typer.Option(list(("operator", "jobs", "jobs-gpu")), "--image",
+                                    help="Images to build and push (repeatable)."),
+    authfile: Optional[str] = typer.Option(None, help="Registry credentials (default: your skopeo/buildah login)."),
+    cert_dir: Optional[str] = typer.Option(None, help="Folder with the registry's CA (ca.crt), if private."),
+    ca_file: Optional[str] = typer.Option(None, help="The registry's CA for helm, if private."),
+    registry_config: Optional[str] = typer.Option(None, help="helm's registry config (default: your helm registry login)."),
+    output: str = typer.Option("text", "-o", "--output", help="text or json."),
+):
+    """Build every image and the chart, push them to REGISTRY and print references and digests
+    (`make release REGISTRY=... VERSION=...`). Log in beforehand."""
+    from pathlib import Path
+
+    from thresher.devcluster import release as publish
+    from thresher.devcluster.binaries import BuildError, ensure
+    from thresher.devcluster.images import ImageError
+
+    as_path = lambda p: Path(p) if p else None  # noqa: E731
+    try:
+        publish.check_request(registry, version, image)
+        result = publish.release(registry, version, image, _notice, helm=ensure(["helm"], _notice)["helm"],
+                                 authfile=as_path(authfile), cert_dir=as_path(cert_dir), ca_file=as_path(ca_file),
+                                 registry_config=as_path(registry_config))
+    except (publish.ReleaseError, ImageError, BuildError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    summary = result.summary()
+    if output == "json":
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    for target, info in summary["images"].items():
+        typer.echo(f"{target:9} {info['reference']}")
+    typer.echo(f"{'chart':9} {summary['chart']['reference']}:{version} {summary['chart']['digest']}")
+    typer.echo(f"install:  {summary['install']}")

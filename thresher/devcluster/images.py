@@ -3,15 +3,18 @@
 * the pod sandbox ("pause") image: a static Go program (``node/pause.go``) alone in an image;
 * the base image: a minimal Debian bookworm rootfs with python3, made by ``debootstrap``;
 * Thresher's ``operator`` and ``jobs`` images: the project's Dockerfile built by ``buildah``
-  with ``--build-arg BASE_IMAGE=<the local base>``.
+  with ``--build-arg BASE_IMAGE=<the local base>``;
+* pushed to a registry with ``skopeo copy`` from the archive (``push``): the dev cluster's
+  own registry (``registry.py``) or any the user names (``release.py``).
 
 Everything is cached under ``$THRESHER_CACHE_DIR`` or ``~/.cache/thresher``: buildah's own
-storage in ``buildah/`` and one OCI archive per image in ``images/``, which the node imports
-into containerd's ``k8s.io`` namespace when it starts (``node/``) and ``make images``
-imports into a running node at once. Each archive is keyed by a hash of what it is built from,
-so a changed input is rebuilt and an unchanged one never is.
+storage in ``buildah/`` and one OCI archive per image in ``images/``. The node imports only the
+pause archive into containerd (the CRI pulls the sandbox image with no pod's credentials);
+Thresher's images are pushed to the dev registry and pulled by the kubelet by digest. Each
+archive is keyed by a hash of what it is built from, so a changed input is rebuilt and an
+unchanged one never is.
 
-``thresher dev images [--import-into STATE_DIR] [pause|base|jobs|operator ...]`` (``make images``).
+``thresher dev images [--push-to STATE_DIR] [pause|base|jobs|operator ...]`` (``make images``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -41,8 +45,12 @@ BASE_IMAGE = "localhost/thresher-base:bookworm"
 PAUSE_IMAGE = "localhost/thresher/pause:1"
 JOBS_IMAGE = "docker.io/library/thresher-jobs:0.1.0"
 OPERATOR_IMAGE = "docker.io/library/thresher-operator:0.1.0"
-TARGETS = {"jobs": JOBS_IMAGE, "operator": OPERATOR_IMAGE}
-REQUIRED_TOOLS = {"buildah": "buildah", "debootstrap": "debootstrap", "go": "golang (Go 1.24+)"}
+JOBS_GPU_IMAGE = "docker.io/library/thresher-jobs-gpu:0.1.0"
+TARGETS = {"jobs": JOBS_IMAGE, "operator": OPERATOR_IMAGE, "jobs-gpu": JOBS_GPU_IMAGE}
+# Where each image goes in a registry: REGISTRY/<repository> (`make release`, the dev registry).
+REPOSITORIES = {"operator": "thresher/operator", "jobs": "thresher/jobs", "jobs-gpu": "thresher/jobs-gpu"}
+REQUIRED_TOOLS = {"buildah": "buildah", "debootstrap": "debootstrap", "go": "golang (Go 1.24+)",
+                  "skopeo": "skopeo"}
 
 
 class ImageError(RuntimeError):
@@ -215,8 +223,25 @@ def _host_trust_mounts(tmp: Path) -> list[str]:
             "--volume", f"{tmp / 'pip.conf'}:/etc/pip.conf:ro"]
 
 
+def _pull_policy(target: str) -> list[str]:
+    """Never pull: every stage builds on the local base, except jobs-gpu's CUDA runtime base
+    (the Dockerfile's GPU_BASE_IMAGE), pulled once when missing (only `make release` builds it)."""
+    return ["--pull=false"] if target == "jobs-gpu" else ["--pull-never"]
+
+
 def archive_path(target: str) -> Path:
     return images_dir() / f"thresher-{target}-{_context_digest()}.oci.tar"
+
+
+# Archives kept per target: the newest few, not only this tree's, because checkouts of the project
+# share the cache (git worktrees, a branch and main): each must not delete the other's image.
+KEEP_ARCHIVES = 3
+
+
+def stale_archives(found: list[Path], current: Path, keep: int = KEEP_ARCHIVES) -> list[Path]:
+    """All but the ``keep`` newest archives (by mtime; ``current`` always kept)."""
+    others = sorted((p for p in found if p != current), key=lambda p: p.stat().st_mtime, reverse=True)
+    return others[keep - 1:]
 
 
 def build_target(target: str, log: Log = print) -> Path:
@@ -230,13 +255,13 @@ def build_target(target: str, log: Log = print) -> Path:
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="thresher-bud-") as tmp:
         _run(f"build {target}", _buildah(
-            "bud", "--isolation", "chroot", "--network", "host", "--pull-never", "--layers",
+            "bud", "--isolation", "chroot", "--network", "host", *_pull_policy(target), "--layers",
             *_host_trust_mounts(Path(tmp)),
             "--build-arg", f"BASE_IMAGE={base}", "--target", target, "-t", TARGETS[target],
             "-f", str(REPO / "Dockerfile"), str(REPO)), log)
-    for old in images_dir().glob(f"thresher-{target}-*.oci.tar"):
-        old.unlink()
     _push_archive(TARGETS[target], archive, log)
+    for old in stale_archives(sorted(images_dir().glob(f"thresher-{target}-*.oci.tar")), archive):
+        old.unlink(missing_ok=True)
     # Each source change leaves the previous build's images untagged (a few hundred MB of
     # layers each); drop them. The base, pause and current images stay tagged, so the next
     # build loses only the layer cache of its first few cheap steps.
@@ -245,10 +270,41 @@ def build_target(target: str, log: Log = print) -> Path:
     return archive
 
 
-def node_archives() -> list[Path]:
-    """The archives a starting node imports: the sandbox image and any built Thresher image."""
-    found = sorted(images_dir().glob("thresher-*.oci.tar"))
-    return found
+# --- pushing to a registry ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pushed:
+    """One image in a registry: ``repository`` includes the registry (``127.0.0.1:5000/thresher/jobs``)."""
+
+    target: str
+    repository: str
+    tag: str
+    digest: str
+    seconds: float
+
+    @property
+    def reference(self) -> str:
+        """By digest: what pods and the chart's values name."""
+        return f"{self.repository}@{self.digest}"
+
+
+def push(target: str, archive: Path, registry: str, tag: str, log: Log = print, *,
+         authfile: Path | None = None, cert_dir: Path | None = None) -> Pushed:
+    """Copy an OCI archive to ``registry/<REPOSITORIES[target]>:tag`` with skopeo (layers as
+    built, so the same archive always gets the same digest). Without ``authfile``/``cert_dir``
+    skopeo uses the login of `skopeo/buildah/podman login` and the system's CAs."""
+    repository = f"{registry.rstrip('/')}/{REPOSITORIES[target]}"
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="thresher-push-") as tmp:
+        digest_file = Path(tmp) / "digest"
+        _run(f"push {target}", ["skopeo", "copy", "--quiet", "--retry-times", "2", "--digestfile", str(digest_file),
+                                *(["--dest-authfile", str(authfile)] if authfile else []),
+                                *(["--dest-cert-dir", str(cert_dir)] if cert_dir else []),
+                                f"oci-archive:{archive}", f"docker://{repository}:{tag}"], log)
+        digest = digest_file.read_text().strip()
+    pushed = Pushed(target, repository, tag, digest, time.monotonic() - start)
+    log(f"pushed {repository}:{tag} in {pushed.seconds:.1f}s: {pushed.reference}")
+    return pushed
 
 
 def build(names: Iterable[str], log: Log = print) -> list[Path]:

@@ -144,3 +144,18 @@ def ensure_pki(pki_dir: Path, now: dt.datetime | None = None) -> None:
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     (pki_dir / "complete").write_text("ok\n")  # written last: a half-made PKI is regenerated
+
+
+def issue_serving_cert(pki_dir: Path, out_dir: Path, stem: str, common_name: str,
+                       names: tuple[str, ...] = (), ips: tuple[str, ...] = (),
+                       now: dt.datetime | None = None) -> tuple[Path, Path]:
+    """A serving certificate signed by this cluster's CA (the dev registry's): ``(crt, key)``."""
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(_name(common_name), key.public_key(), ca_cert.subject, ca_key,
+                  now or dt.datetime.now(dt.timezone.utc), server_names=names, server_ips=ips)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_key(out_dir / f"{stem}.key", key)
+    _write_cert(out_dir / f"{stem}.crt", cert)
+    return out_dir / f"{stem}.crt", out_dir / f"{stem}.key"

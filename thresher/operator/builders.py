@@ -42,6 +42,10 @@ class JobImages:
     cpu: str = "thresher-jobs:0.1.0"
     gpu: str = "thresher-jobs-gpu:0.1.0"
     pull_policy: str = "IfNotPresent"
+    # Secrets (in each schedule's namespace) every run's pod pulls its image with: a private
+    # registry's credentials. A name missing in a namespace only warns (the kubelet pulls
+    # without it, and a registry that demands credentials blocks the run with its 401).
+    pull_secrets: tuple[str, ...] = ()
 
 
 def labels(name: str, job_type: str) -> dict[str, str]:
@@ -173,6 +177,8 @@ def pod_spec(spec: CollectionScheduleSpec, images: JobImages) -> dict:
     }
     if spec.job.kind != "container":
         pod["securityContext"].update({"runAsUser": JOB_UID, "runAsGroup": JOB_UID, "fsGroup": JOB_UID})
+    if images.pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in images.pull_secrets]
     if spec.service_account_name:
         pod["serviceAccountName"] = spec.service_account_name
     if spec.priority_class_name:

@@ -25,6 +25,9 @@ def run(
                                   help="Image of Thresher's CPU jobs."),
     job_gpu_image: str = typer.Option("thresher-jobs-gpu:0.1.0", envvar="THRESHER_JOB_GPU_IMAGE",
                                       help="Image of Thresher's GPU jobs."),
+    job_image_pull_secrets: str = typer.Option(
+        "", envvar="THRESHER_JOB_IMAGE_PULL_SECRETS",
+        help="Comma-separated Secret names every run's pod pulls its image with (in the schedule's namespace)."),
     kubeconfig: str = typer.Option(None, envvar="KUBECONFIG",
                                    help="Kubeconfig; unset inside a cluster: the pod's ServiceAccount."),
     log_format: str = typer.Option("json", help="json or plain."),
@@ -82,7 +85,8 @@ def run(
     registry = kopf.OperatorRegistry()
     instance = os.environ.get("POD_NAME") or "thresher-operator"
     register(registry, Reconciler(kube=Kube(api, instance=instance), metrics=metrics,
-                                  images=JobImages(cpu=job_image, gpu=job_gpu_image)),
+                                  images=JobImages(cpu=job_image, gpu=job_gpu_image,
+                                                   pull_secrets=pull_secret_names(job_image_pull_secrets))),
              watch_timeout=watch_timeout, max_workers=workers)
 
     @kopf.on.login(registry=registry)
@@ -159,6 +163,11 @@ def _exit_on_lost_lease() -> None:
     logging.getLogger("thresher.operator").error("leader election lost: exiting")
     logging.shutdown()
     os._exit(1)
+
+
+def pull_secret_names(text: str) -> tuple[str, ...]:
+    """``"a, b,,"`` -> ``("a", "b")``: the operator's --job-image-pull-secrets."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def bounded_session(info, limit: int):

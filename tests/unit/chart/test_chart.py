@@ -157,11 +157,11 @@ def test_deployment_shape(values):
     assert service["spec"]["ports"] == [{"name": "http-metrics", "port": 9090, "targetPort": "http-metrics",
                                          "protocol": "TCP"}]
     c = spec["template"]["spec"]["containers"][0]
-    assert c["image"] == f"ghcr.io/thresher-dev/thresher-operator:{APP_VERSION}"
+    assert c["image"] == f"ghcr.io/thresher-dev/thresher/operator:{APP_VERSION}"
     assert c["command"][:7] == ["thresher", "operator", "run", "--metrics-port", "9090", "--liveness-port", "8080"]
     env = {e["name"]: e.get("value") for e in c["env"]}
-    assert env["THRESHER_JOB_IMAGE"] == f"ghcr.io/thresher-dev/thresher-jobs:{APP_VERSION}"
-    assert env["THRESHER_JOB_GPU_IMAGE"] == f"ghcr.io/thresher-dev/thresher-jobs-gpu:{APP_VERSION}"
+    assert env["THRESHER_JOB_IMAGE"] == f"ghcr.io/thresher-dev/thresher/jobs:{APP_VERSION}"
+    assert env["THRESHER_JOB_GPU_IMAGE"] == f"ghcr.io/thresher-dev/thresher/jobs-gpu:{APP_VERSION}"
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
@@ -447,11 +447,11 @@ def test_helm_test_is_a_restricted_pod_with_least_privilege():
     (c,) = spec["containers"]
     assert c["securityContext"]["allowPrivilegeEscalation"] is False and c["securityContext"]["capabilities"] == {
         "drop": ["ALL"]} and c["securityContext"]["readOnlyRootFilesystem"] is True
-    assert c["image"] == f"ghcr.io/thresher-dev/thresher-operator:{APP_VERSION}"
+    assert c["image"] == f"ghcr.io/thresher-dev/thresher/operator:{APP_VERSION}"
     assert c["command"] == ["python", "-c", (CHART / "files" / "helm-test.py").read_text()]
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["THRESHER_TEST_NAMESPACE"] == NAMESPACE
-    assert env["THRESHER_TEST_IMAGE"] == f"ghcr.io/thresher-dev/thresher-jobs:{APP_VERSION}"
+    assert env["THRESHER_TEST_IMAGE"] == f"ghcr.io/thresher-dev/thresher/jobs:{APP_VERSION}"
     assert len(env["THRESHER_TEST_SCHEDULE"]) <= 52  # a CronJob name's limit
     # The operator's selectors never match the test Pod.
     selector = one(scenario("default-values.yaml"), "Deployment")["spec"]["selector"]["matchLabels"]
@@ -497,3 +497,24 @@ def test_examples_priority_class_is_the_charts():
     named = {yaml.safe_load(p.read_text())["spec"].get("priorityClassName")
              for p in (REPO / "manifests" / "examples").glob("*.yaml") if p.name != "kustomization.yaml"}
     assert named - {None} == {chart_pc["metadata"]["name"]}
+
+
+def test_images_pinned_by_digest_and_job_pull_secrets_reach_the_operator():
+    """Issue 16: `make release` packages the chart with digests for the operator and both job
+    images; jobImages.pullSecrets reach the operator, which puts them on every run's pod."""
+    digest = "sha256:" + "0f" * 32
+    docs = template("--set", f"image.digest={digest}", "--set", f"jobImages.cpu.digest={digest}",
+                    "--set", f"jobImages.gpu.digest={digest}", "--set", "imagePullSecrets[0].name=reg",
+                    "--set", "jobImages.pullSecrets[0].name=reg", "--set", "jobImages.pullSecrets[1].name=other")
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert c["image"] == f"ghcr.io/thresher-dev/thresher/operator@{digest}"
+    assert env["THRESHER_JOB_IMAGE"] == f"ghcr.io/thresher-dev/thresher/jobs@{digest}"
+    assert env["THRESHER_JOB_GPU_IMAGE"] == f"ghcr.io/thresher-dev/thresher/jobs-gpu@{digest}"
+    assert env["THRESHER_JOB_IMAGE_PULL_SECRETS"] == "reg,other"
+    assert pod["imagePullSecrets"] == [{"name": "reg"}]
+    default = {e["name"] for e in one(template(), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "THRESHER_JOB_IMAGE_PULL_SECRETS" not in default
+    error = template("--set", "jobImages.cpu.digest=latest", check=False)
+    assert "values don't meet the specifications of the schema" in error and "digest" in error, error

@@ -91,3 +91,11 @@ def test_only_the_root_command_imports_the_demo():
     users = {n for n in MODULES if not _within(n, "thresher.demo")
              and any(_within(m, "thresher.demo") for m in GRAPH[n])}
     assert users <= {"thresher.cli"}, users
+
+
+def test_only_the_root_command_and_the_demo_import_the_dev_cluster():
+    """Issue 16: the images leave thresher/devcluster out too (.dockerignore), so that a change
+    to the dev cluster rebuilds no image; no product module may need it."""
+    users = {n for n in MODULES if not _within(n, "thresher.devcluster", "thresher.demo")
+             and any(_within(m, "thresher.devcluster") for m in GRAPH[n])}
+    assert users <= {"thresher.cli"}, users

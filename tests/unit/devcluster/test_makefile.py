@@ -44,3 +44,16 @@ def test_an_installed_base_venv_is_reused_by_the_demo_and_completed_by_test(tmp_
     assert "pip install" not in planned("demo", venv)
     test = planned("test", venv)
     assert "-e '.[gpu]'" in test and "-e '.[operator,jobs,dev]'" not in test
+
+
+def test_make_release_publishes_every_image_and_images_pushes_to_the_dev_registry(tmp_path):
+    """Issue 16: `make release REGISTRY=... VERSION=...` runs the release entry point for every
+    image (IMAGES narrows it); `make images` pushes to the dev registry instead of importing."""
+    proc = subprocess.run([shutil.which("make") or "make", "-n", "-C", str(REPO), "release", f"VENV={tmp_path}",
+                           "REGISTRY=ghcr.io/acme", "VERSION=1.2.3"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert ('thresher dev release --registry "ghcr.io/acme" --version "1.2.3" '
+            "--image operator --image jobs --image jobs-gpu") in proc.stdout
+    node_tools = planned("node-tools", tmp_path / "venv")
+    assert all(pkg in node_tools for pkg in ("docker-registry", "apache2-utils", "skopeo"))
+    assert "thresher dev images --push-to" in planned("images", tmp_path / "venv")

@@ -25,9 +25,12 @@ def test_templates_render_to_valid_containerd_and_cni_config(tmp_path):
     node = NodeLayout.of(tmp_path)
     toml = tomllib.loads(config.template(
         "containerd.toml", root="/r", state="/s", socket="/s/c.sock", sandbox_image=images.PAUSE_IMAGE,
-        runc="/usr/sbin/runc", cni_bin_dir="/usr/lib/cni", cni_conf_dir="/c", restrict_oom="true"))
+        runc="/usr/sbin/runc", cni_bin_dir="/usr/lib/cni", cni_conf_dir="/c", restrict_oom="true",
+        registry_hosts=str(node.registry_hosts)))
     cri = toml["plugins"]["io.containerd.grpc.v1.cri"]
     assert cri["sandbox_image"] == images.PAUSE_IMAGE and cri["restrict_oom_score_adj"] is True
+    # The dev registry's hosts.toml lives under the node's folder (removed by `down`).
+    assert cri["registry"] == {"config_path": str(tmp_path / "node" / "certs.d")}
     assert cri["containerd"]["runtimes"]["runc"]["options"] == {
         "BinaryName": "/usr/sbin/runc", "SystemdCgroup": False, "Root": "/s/runc"}
     cni = json.loads(config.template("cni.conflist", bridge=node.bridge, subnet=str(node.subnet),

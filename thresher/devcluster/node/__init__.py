@@ -4,13 +4,16 @@ The kubelet built from the pinned Kubernetes, Debian's containerd (CRI) and runc
 (bridge + host-local + portmap + loopback from containernetworking-plugins) run as plain
 processes next to the control plane; the node registers as ``thresher-local`` with a client
 certificate from the dev CA (``system:node:thresher-local`` in ``system:nodes``, authorised by
-the apiserver's Node authorizer). The sandbox image is built locally from ``node/pause.go``,
-Thresher's images from the Dockerfile on a debootstrap base (``images.py``); nothing is pulled.
+the apiserver's Node authorizer). The sandbox image is built locally from ``node/pause.go`` and
+imported; Thresher's images, built from the Dockerfile on a debootstrap base (``images.py``), are
+pulled by digest from the node's registry (``registry.py``: docker-registry, TLS from the dev
+CA, htpasswd; containerd trusts it through ``certs.d/<host:port>/hosts.toml``).
 
 Everything the node owns is named after the state directory, so ``down`` can remove exactly
-that and nothing else: containerd's root/state and sockets, the kubelet's root and pod logs,
-a cgroup parent ``/thresher-<id>`` in every cgroup v1 hierarchy, a bridge ``thr<id>``, the
-pods' network namespaces, host-local IPAM data, and the local PersistentVolumes' folders.
+that and nothing else: the registry's process and storage, containerd's root/state and
+sockets, the kubelet's root and pod logs, a cgroup parent ``/thresher-<id>`` in every cgroup
+v1 hierarchy, a bridge ``thr<id>``, the pods' network namespaces, host-local IPAM data, and
+the local PersistentVolumes' folders.
 
 Requirements (``preflight`` names the one that fails): root, Linux cgroups (v1 with cpu,
 cpuacct, cpuset, memory, pids; or v2), no swap, overlayfs, and the Debian packages

@@ -84,7 +84,7 @@ def write_configs(layout: NodeLayout, tools: dict[str, str], server_url: str) ->
     containerd_cfg.write_text(template(
         "containerd.toml", root=str(d / "containerd/root"), state=str(d / "containerd/state"),
         socket=str(layout.socket), sandbox_image=PAUSE_IMAGE, runc=tools["runc"],
-        cni_bin_dir=tools["cni"], cni_conf_dir=str(d / "cni/conf"),
+        cni_bin_dir=tools["cni"], cni_conf_dir=str(d / "cni/conf"), registry_hosts=str(layout.registry_hosts),
         restrict_oom="false" if has_capability(CAP_SYS_RESOURCE) else "true"))
     (d / "cni/conf/10-thresher.conflist").write_text(template(
         "cni.conflist", bridge=layout.bridge, subnet=str(layout.subnet), gateway=layout.host_ip,

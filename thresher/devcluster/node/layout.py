@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NODE_NAME = "thresher-local"
-NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy")
+NODE_COMPONENTS = ("registry", "containerd", "kubelet", "kube-proxy")
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,11 @@ class NodeLayout:
     host_ip: str  # the bridge's address: how pods reach the host
     cgroup_parent: str
     socket: Path  # containerd's
+
+    @property
+    def registry_hosts(self) -> Path:
+        """containerd's registry ``config_path``: one ``<host:port>/hosts.toml`` per registry."""
+        return self.dir / "certs.d"
 
     @classmethod
     def of(cls, state_dir: Path) -> "NodeLayout":

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from thresher.devcluster import binaries, images
+from thresher.devcluster.registry import Registry, RegistryError
 from thresher.devcluster.node import config, host
 from thresher.devcluster.node.containers import Containerd
 from thresher.devcluster.node.layout import NODE_COMPONENTS, NODE_NAME, NodeLayout
@@ -40,6 +41,7 @@ class Node:
         self.server_url = server_url
         self.procs = Supervisor(self.state_dir, NodeError)
         self.containerd = Containerd(self.layout.socket)
+        self.registry = Registry(self.state_dir)
 
     @property
     def host_ip(self) -> str:
@@ -88,15 +90,20 @@ class Node:
         (self.dir / "enabled").write_text("1\n")
         config.ensure_certs(self.layout)
         paths = config.write_configs(self.layout, tools, self.server_url)
+        try:  # before containerd: its hosts.toml names the registry's port
+            self.registry.up(log)
+        except RegistryError as err:
+            raise NodeError(f"registry: {err}") from err
+        self.registry.write_containerd_hosts(self.layout.registry_hosts)
         if not self.running("containerd"):
             self.layout.socket.unlink(missing_ok=True)
             self.procs.start("containerd", [tools["containerd"], "--config", str(paths["containerd"])], log)
         self.procs.wait("containerd", self.containerd.ready, 60, "serving its socket", interval=0.25)
-        have = self.containerd.images()
-        for archive in [pause, *images.node_archives()]:
-            if not self._archive_imported(archive, have):
-                self.containerd.import_image(archive, log)
-                (self.dir / f"imported-{archive.name}").touch()
+        # Only the sandbox image is imported: containerd pulls it with no pod's credentials (as
+        # kubeadm nodes preload it). Thresher's images are pulled from the registry by digest.
+        if not self._archive_imported(pause, self.containerd.images()):
+            self.containerd.import_image(pause, log)
+            (self.dir / f"imported-{pause.name}").touch()
         if not self.running("kubelet"):
             host.make_cgroups(self.layout)
             host.save_tunables(self.layout)
@@ -157,6 +164,7 @@ class Node:
         if self.containerd_running():
             netns = self.containerd.remove_all(log)
         self.procs.stop("containerd", log)
+        self.registry.down(log)
         host.kill_strays(self.layout)  # shims outlive containerd by design
         for point in host.own_mounts(self.layout):
             sh(["umount", "-l", point], check=False)

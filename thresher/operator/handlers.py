@@ -25,6 +25,7 @@ from thresher.api.names import (
     SCHEDULE_LABEL,
     VERSION,
 )
+from thresher.operator.diffbase import ScheduleDiffBase
 from thresher.operator.reconciler import Reconciler
 
 MANAGED = {MANAGED_BY: MANAGED_BY_VALUE}
@@ -42,6 +43,7 @@ ERROR_BACKOFFS = (1, 1, 2, 3, 5, 8, 13, 21, 30, 30, 30, 30, 30, 30, 30, 30)
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
              watch_timeout: float = 300, max_workers: int = 16) -> None:
     metrics = reconciler.metrics
+    diffbase = ScheduleDiffBase()
 
     @contextmanager
     def measured(handler: str):
@@ -59,8 +61,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
         # own prefix: kopf ignores annotations under it when diffing, and the user-facing
         # thresher.dev/run-now annotation must stay visible to the run-now handler.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=KOPF_PREFIX, key="last-handled-configuration")
+        # The diff base: no PATCH of its own per new schedule or spec change (operator/diffbase.py).
+        settings.persistence.diffbase_storage = diffbase
         # Thresher posts its own Events; kopf's per-handler chatter only when something is wrong.
         settings.posting.level = logging.WARNING
         # ... and logs it only then: kopf logs every handler call at INFO ("Handler ... succeeded.",
@@ -123,11 +125,14 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
     # watch showed (slim copies) instead of a kopf timer per schedule: a timer is an asyncio
     # task holding the full last body, and makes kopf put a finalizer on every schedule (so
     # deleting a namespace waits for the operator).
+    # Async, as the CronJob one below: each schedule and CronJob event (a new schedule makes
+    # three, its own status write one of them) costs a slim copy, not a hop into the thread pool.
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def schedule_seen(event, body, **_):
+    async def schedule_seen(event, body, **_):
         meta = body["metadata"]
         if event.get("type") == "DELETED":
             reconciler.forget(meta["namespace"], meta["name"])
+            diffbase.forget(meta.get("uid"))
         else:
             reconciler.observe_schedule(dict(body))
 
@@ -197,21 +202,25 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *,
             reconciler.pod_changed(dict(body), deleted=event.get("type") == "DELETED")
 
     @kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED, registry=registry)
-    def cronjob_changed(event, body, **_):
+    async def cronjob_changed(event, body, **_):
         """A CronJob edited or deleted by hand is put back as its schedule wants it."""
         meta = body["metadata"]
         owner = meta.get("labels", {}).get(SCHEDULE_LABEL)
         deleted = event.get("type") == "DELETED"
-        reconciler.observe_cronjob(dict(body), deleted=deleted)
+        cronjob = dict(body)
+        reconciler.observe_cronjob(cronjob, deleted=deleted)
         if not owner or meta.get("deletionTimestamp") and not deleted:
             return
         # Status updates and our own applies echo back here: only a changed generation or
-        # label (or a deletion) is worth reading the schedule for.
-        if not reconciler.cronjob_event_needs_check(event.get("type"), dict(body)):
+        # label (or a deletion) is worth reading the schedule for (in the thread pool).
+        if not reconciler.cronjob_event_needs_check(event.get("type"), cronjob):
             return
-        schedule = reconciler.kube.get_schedule(meta["namespace"], owner)
+        await asyncio.get_running_loop().run_in_executor(None, put_back, meta["namespace"], owner, cronjob, deleted)
+
+    def put_back(namespace: str, owner: str, cronjob: dict, deleted: bool) -> None:
+        schedule = reconciler.kube.get_schedule(namespace, owner)
         if schedule is None or schedule["metadata"].get("deletionTimestamp"):
             return
         with measured("cronjob"):
-            if deleted or reconciler.cronjob_drifted(schedule, dict(body)):
+            if deleted or reconciler.cronjob_drifted(schedule, cronjob):
                 reconciler.reconcile(schedule)

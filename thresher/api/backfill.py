@@ -22,18 +22,25 @@ import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from thresher.api import cron, interval
 from thresher.api.runnames import backfill_job_name, format_logical_time, parse_instant
-
-if TYPE_CHECKING:  # the spec's fields are read, the module is not needed at run time
-    from thresher.api.schedule import CollectionScheduleSpec
 
 MAX_BACKFILL_RUNS = 100  # the CronJob controller also gives up counting beyond 100 missed runs
 MAX_BACKFILLED_WINDOWS = 20  # status.backfilled: merged windows kept, the newest (by end) first to stay
 
 Window = tuple[datetime, datetime]  # half-open [start, end), time zone aware
+
+
+class ScheduleSpec(Protocol):
+    """What planning reads of a ``schedule.CollectionScheduleSpec`` (a Protocol: the status
+    model imports this module for its bounds, so this one does not import it back)."""
+
+    time_zone: str | None
+    interval_anchor: str | None
+
+    def effective_schedule(self, namespace: str, name: str) -> str | None: ...
 
 
 class BackfillError(ValueError):
@@ -128,7 +135,7 @@ def plan_backfill(schedule_name: str, schedule: str, tz: str | None, anchor: str
                                              and not in_windows(r.logical_time, done)))
 
 
-def plan_for_spec(spec: CollectionScheduleSpec, namespace: str, name: str, start: datetime, end: datetime,
+def plan_for_spec(spec: ScheduleSpec, namespace: str, name: str, start: datetime, end: datetime,
                   now: datetime, existing_job_names: Collection[str], done: Collection[Window] = ()) -> BackfillPlan:
     """``plan_backfill`` for a schedule's spec: what the CLI checks and the operator creates alike."""
     effective = spec.effective_schedule(namespace, name)

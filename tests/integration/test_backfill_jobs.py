@@ -93,6 +93,10 @@ def test_thresher_backfill_runs_an_hour_of_every_ten_minutes_once_through_the_op
     assert len(printed) == 6 and "6 run(s) in the window, 6 new" in first.stderr
     # The CronJob controller keeps 3 finished Jobs (successfulJobsHistoryLimit): the rest are in status.
     assert {f"job.batch/{n}" for n in _job_names(cluster, namespace, "bfcli")} <= set(printed)
+    # The window is recorded, so no later call repeats it once its Jobs are cleaned up.
+    recorded = eventually(lambda: status_of(cluster, namespace, "bfcli").get("backfilled"), timeout=30,
+                          message="the window in status.backfilled")
+    assert recorded == [{"from": window[1], "to": window[3]}]
 
     again = _thresher(cluster, "backfill", "bfcli", "-n", namespace, *window)
     assert again.returncode == 0 and again.stdout.split() == printed, again.stderr

@@ -31,6 +31,7 @@ from pydantic import (
 
 from thresher.api import cron, interval
 from thresher.api.alerting_labels import AlertingLabels
+from thresher.api.backfill import MAX_BACKFILLED_WINDOWS, Window
 from thresher.api.activerun import ActiveRun
 from thresher.api.drone import DroneJob
 from thresher.api.retry import MAX_ATTEMPTS, AttemptRecord, RetryPolicy, RunAttempts
@@ -651,6 +652,13 @@ class RunStats(_Status):
         )
 
 
+class BackfilledWindow(_Status):
+    """A window `thresher backfill` covered: its runs were created (half-open, [from, to))."""
+
+    start: Timestamp = Field(alias="from", description="Start of the window (included).")
+    end: Timestamp = Field(alias="to", description="End of the window (excluded).")
+
+
 class CollectionScheduleStatus(_Status):
     """The observed state, written only by the operator and rebuilt from the Jobs it sees."""
 
@@ -688,6 +696,15 @@ class CollectionScheduleStatus(_Status):
                                                        "x-kubernetes-list-map-keys": ["name"]},
                                     description="The unfinished runs (Jobs), oldest first: phase, node and, "
                                     "when blocked, the reason and what exactly is wrong.")
+    backfilled: list[BackfilledWindow] = Field(
+        default_factory=list, max_length=MAX_BACKFILLED_WINDOWS,
+        description="The windows `thresher backfill` created runs for, oldest first, overlapping and adjacent "
+        f"ones merged; at most {MAX_BACKFILLED_WINDOWS} (beyond that the oldest are dropped). A fire time "
+        "in one of them is not backfilled again, even after its Job was cleaned up.")
+
+    def backfilled_windows(self) -> list[Window]:
+        """status.backfilled as ``(start, end)`` pairs (what ``backfill.plan_for_spec`` takes as done)."""
+        return [(w.start, w.end) for w in self.backfilled]
 
     def run_jobs(self) -> set[str]:
         """The Jobs of the runs status records, finished or retrying: each run's first Job and its

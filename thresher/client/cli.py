@@ -133,7 +133,8 @@ def backfill(
         existing |= parsed.status.run_jobs() if parsed.status else set()
         now = datetime.now(timezone.utc)
         try:  # refused here at once, with the reason, rather than as an Event later
-            plan = plan_for_spec(parsed.spec, ns, name, *window, now, existing)
+            plan = plan_for_spec(parsed.spec, ns, name, *window, now, existing,
+                                 parsed.status.backfilled_windows() if parsed.status else [])
         except BackfillError as err:
             _fail(str(err))
         if plan.new:

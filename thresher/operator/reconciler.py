@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from thresher.api.activerun import ActiveRun
-from thresher.api.backfill import BackfillError, parse_request, plan_for_spec
+from thresher.api.backfill import BackfillError, merge_windows, parse_request, plan_for_spec
 from thresher.api.names import (
     ATTEMPT_ANNOTATION,
     BACKFILL_RUN_ANNOTATION,
@@ -26,11 +26,13 @@ from thresher.api.names import (
     STARTUP_VERDICT_ANNOTATION,
 )
 from thresher.api.runnames import format_logical_time, scheduled_job_name
-from thresher.api.schedule import CollectionSchedule, ConditionType, RunRecord, SpecInvalid, parse_schedule
+from thresher.api.schedule import (
+    BackfilledWindow, CollectionSchedule, ConditionType, RunRecord, SpecInvalid, parse_schedule,
+)
 from thresher.operator import builders, runs
 from thresher.operator.activeruns import Grace, active_run, startup_verdict
 from thresher.operator.caches import Caches, Key, cronjob_needs_check, in_sync_marker, key_of, slim_schedule
-from thresher.operator.desired_status import Desired, Observed, desired_status
+from thresher.operator.desired_status import Desired, Observed, desired_status, read_status
 from thresher.operator.firing import FireStep, fire_step, one_off_expiry, retry_steps, run_at_step
 from thresher.operator.kube import Kube, is_conflict
 from thresher.operator.metrics import OperatorMetrics
@@ -399,9 +401,11 @@ class Reconciler:
 
     def backfill(self, body: dict, value: str) -> list[str] | None:
         """Create the runs of a past window (the ``thresher.dev/backfill`` annotation): one Job per
-        fire time not created before (``backfill.plan_for_spec``; names are the idempotency key).
-        Returns the names of the window's Jobs, None while the CronJob (the template) does not
-        exist yet. A refused window is reported as a Warning Event
+        fire time not created before (``backfill.plan_for_spec``: not in a window status.backfilled
+        records, and no Job of that name listed or in status). Once its Jobs are created, the window
+        is recorded in status.backfilled, so a later call creates nothing even after the CronJob
+        controller deleted them. Returns the names of the window's Jobs, None while the CronJob
+        (the template) does not exist yet. A refused window is reported as a Warning Event
         (the CLI refuses it before asking, so this is for hand-written annotations)."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -412,7 +416,8 @@ class Reconciler:
             start, end = parse_request(value)
             existing = {job["metadata"]["name"] for job in self.kube.list_jobs(namespace, f"{SCHEDULE_LABEL}={name}")}
             existing |= parsed.status.run_jobs() if parsed.status else set()
-            plan = plan_for_spec(parsed.spec, namespace, name, start, end, self.clock(), existing)
+            done = parsed.status.backfilled_windows() if parsed.status else []
+            plan = plan_for_spec(parsed.spec, namespace, name, start, end, self.clock(), existing, done)
         except BackfillError as err:
             self.kube.post_event(body, "Warning", "BackfillRefused", str(err))
             return []
@@ -424,6 +429,8 @@ class Reconciler:
         if plan.new:
             self.kube.post_event(body, "Normal", "Backfill", f"{len(plan.new)} run(s) created for "
                                  f"{format_logical_time(start)} to {format_logical_time(end)}")
+        if plan.runs:  # every Job of the window exists now (a failed create raised above)
+            self._write_status(body, lambda current: _record_window(current, start, end), body)
         log.info("backfill", extra={"schedule": _name(body), "runs": len(plan.runs), "jobs_created": len(plan.new)})
         return [run.job_name for run in plan.runs]
 
@@ -594,6 +601,18 @@ class Reconciler:
                     raise
                 current = None
         raise RuntimeError(f"status of {namespace}/{name}: {STATUS_WRITE_ATTEMPTS} conflicting writes")
+
+
+def _record_window(current: dict, start: datetime, end: datetime) -> Desired:
+    """status.backfilled with ``[start, end)`` merged in, as a merge patch of that field alone
+    (pure); no patch when the window is recorded already."""
+    status = read_status(current.get("status") or {})
+    merged = merge_windows(status.backfilled_windows(), start, end)
+    if merged == status.backfilled_windows():
+        return Desired(status, {}, (), None, None)
+    windows = [BackfilledWindow(start=s, end=e) for s, e in merged]
+    patch = {"backfilled": [w.model_dump(mode="json", by_alias=True) for w in windows]}
+    return Desired(status.model_copy(update={"backfilled": windows}), patch, (), None, None)
 
 
 def _name(body: dict) -> str:

@@ -195,3 +195,51 @@ def test_a_spec_plans_with_its_resolved_schedule_and_a_one_off_has_nothing_to_ba
     body["spec"] = {"runAt": "2026-05-01T00:00:00Z", "job": {"container": {"image": "a"}}}
     with pytest.raises(BackfillError, match="no schedule"):
         plan_for_spec(parse_schedule(body).spec, "ns", "s", start, end, end + timedelta(hours=1), set())
+
+
+# --- backfilled windows (status.backfilled) -----------------------------------------------------
+
+
+def test_merge_windows_joins_overlapping_and_adjacent_windows_and_keeps_them_sorted():
+    from thresher.api.backfill import merge_windows
+
+    h = [utc(2026, 5, 10, i, 0) for i in range(10)]
+    assert merge_windows([], h[2], h[3]) == [(h[2], h[3])]
+    assert merge_windows([(h[5], h[7])], h[1], h[2]) == [(h[1], h[2]), (h[5], h[7])]  # apart: sorted
+    assert merge_windows([(h[1], h[3])], h[2], h[5]) == [(h[1], h[5])]  # overlapping
+    assert merge_windows([(h[1], h[3])], h[3], h[4]) == [(h[1], h[4])]  # adjacent ([a, b) + [b, c))
+    assert merge_windows([(h[1], h[2]), (h[4], h[5])], h[2], h[4]) == [(h[1], h[5])]  # closes a gap
+    assert merge_windows([(h[1], h[5])], h[2], h[3]) == [(h[1], h[5])]  # inside: unchanged
+    # other offsets are the same instants; bounds go inwards to whole seconds, never outwards
+    plus2 = ZoneInfo("Europe/Berlin")
+    half = timedelta(milliseconds=500)
+    assert merge_windows([], h[2].astimezone(plus2) + half, h[3] + half) == [(h[2] + timedelta(seconds=1), h[3])]
+
+
+def test_merge_windows_keeps_the_newest_windows_beyond_the_cap():
+    from thresher.api.backfill import MAX_BACKFILLED_WINDOWS, merge_windows
+
+    days = [(utc(2026, 5, d, 0, 0), utc(2026, 5, d, 1, 0)) for d in range(1, 25)]
+    merged = []
+    for start, end in reversed(days):  # recorded newest first: the cap still keeps the newest by end
+        merged = merge_windows(merged, start, end)
+    assert len(merged) == MAX_BACKFILLED_WINDOWS == 20
+    assert merged == days[-20:]
+    assert merge_windows(days[-3:], *days[0], cap=2) == days[-2:]
+
+
+def test_a_run_in_a_backfilled_window_is_not_new_even_without_its_job():
+    """Issue 17: the Jobs of a backfilled window were cleaned up and fell out of recentRuns; a second
+    call must create nothing for the recorded part, and only the runs outside it."""
+    start, end = utc(2026, 5, 10, 8, 0), utc(2026, 5, 10, 9, 0)
+    again = plan_backfill("tmdb", "*/10 * * * *", None, None, start, end, NOW, existing_job_names=[],
+                          done=[(start, end)])
+    assert len(again.runs) == 6 and again.new == ()
+    wider = plan_backfill("tmdb", "*/10 * * * *", None, None, start, end + timedelta(minutes=30), NOW,
+                          existing_job_names=[], done=[(start, end)])
+    assert len(wider.runs) == 9
+    assert [r.logical_time for r in wider.new] == [end + timedelta(minutes=10 * i) for i in range(3)]
+    # half-open: the run at a done window's end is new, the one at its start is not
+    first_done = plan_backfill("tmdb", "*/10 * * * *", None, None, start, end, NOW, [],
+                               done=[(start, start + timedelta(minutes=10))])
+    assert first_done.new == first_done.runs[1:]

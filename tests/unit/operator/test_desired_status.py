@@ -240,3 +240,20 @@ def test_a_backfilled_run_is_listed_but_does_not_move_the_schedules_health():
     out = desired(current, finished=(backfilled,))
     assert out.status.recent_runs[0].job_name == "s-b1" and out.status.recent_runs[0].backfill
     assert out.status.consecutive_failures == 2 and out.status.last_successful_time is None
+
+
+def test_a_status_step_keeps_the_backfilled_windows_and_never_writes_them():
+    """Issue 17: status.backfilled is written only by the backfill handler; a desired-status step
+    (a finished run, a refresh, an invalid spec) keeps it as read and leaves it out of its patch,
+    so it can never write back a stale copy over a newer record."""
+    windows = [{"from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z"},
+               {"from": "2026-11-21T06:00:00Z", "to": "2026-11-21T07:00:00Z"}]
+    current = body({**desired(body()).patch, "backfilled": windows})
+    end = NOW - timedelta(minutes=5)
+    for out in (desired(current), desired(current, finished=[run("s-2", "Failed", end)])):
+        assert [w.model_dump(mode="json", by_alias=True) for w in out.status.backfilled] == windows
+        assert "backfilled" not in out.patch
+    invalid = body(current["status"])
+    invalid["spec"]["schedule"] = "0 0 30 2 *"
+    out = desired(invalid)
+    assert out.patch and "backfilled" not in out.patch and len(out.status.backfilled) == 2

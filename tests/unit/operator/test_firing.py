@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from thresher.api.runnames import scheduled_job_name
 from thresher.api.timing import ScheduleTimes
 from thresher.api.retry import AttemptRecord, RetryPolicy, RunAttempts
@@ -140,8 +142,16 @@ def test_a_retry_starts_when_due_and_never_replaces_a_run():
 class _Kube:
     """Records the calls; lists no Jobs and has the CronJob template."""
 
-    def __init__(self):
-        self.events, self.created = [], []
+    def __init__(self, schedule=None):
+        self.events, self.created, self.patches, self.schedule = [], [], [], schedule
+
+    def get_schedule(self, namespace, name):
+        return self.schedule
+
+    def patch_status(self, namespace, name, fields, resource_version=None):
+        self.patches.append(fields)
+        self.schedule = {**self.schedule, "status": {**(self.schedule.get("status") or {}), **fields}}
+        return self.schedule
 
     def list_jobs(self, namespace, selector):
         return []
@@ -176,3 +186,49 @@ def test_a_refused_backfill_annotation_is_an_event_and_creates_nothing():
     assert "in the future" in kube.events[-1][1] and kube.created == []
     names = rec.backfill(body, '{"from": "2026-05-01T00:00:00Z", "to": "2026-05-01T01:00:00Z", "token": "t"}')
     assert len(names) == 6 and kube.created == names and kube.events[-1][0] == "Backfill"
+
+
+def test_the_reconciler_records_the_backfilled_window_and_a_second_call_creates_nothing():
+    """Issue 17: once its Jobs are created the window is written to status.backfilled (a merge patch
+    of that field alone); after the Jobs were cleaned up and left recentRuns, the same window again
+    creates no Job and writes nothing, and a following window is merged into the record."""
+    from thresher.operator.metrics import OperatorMetrics
+    from thresher.operator.reconciler import Reconciler
+
+    body = {"apiVersion": "thresher.dev/v1alpha1", "kind": "CollectionSchedule",
+            "metadata": {"name": "s", "namespace": "ns", "resourceVersion": "1"},
+            "spec": {"schedule": "*/10 * * * *", "job": {"container": {"image": "a"}}}}
+    kube = _Kube(body)
+    rec = Reconciler(kube=kube, metrics=OperatorMetrics(), clock=lambda: datetime(2026, 5, 1, 2, 0, tzinfo=UTC))
+    hour = '{"from": "2026-05-01T00:00:00Z", "to": "2026-05-01T01:00:00Z", "token": "%s"}'
+    assert len(rec.backfill(body, hour % "t1")) == 6 and len(kube.created) == 6
+    assert kube.patches == [{"backfilled": [{"from": "2026-05-01T00:00:00Z", "to": "2026-05-01T01:00:00Z"}]}]
+    # the fake lists no Jobs and status has no recentRuns: only the record knows the window was run
+    assert len(rec.backfill(kube.schedule, hour % "t2")) == 6
+    assert len(kube.created) == 6 and len(kube.patches) == 1
+    nxt = '{"from": "2026-05-01T01:00:00Z", "to": "2026-05-01T01:30:00Z", "token": "t3"}'
+    assert len(rec.backfill(kube.schedule, nxt)) == 3 and len(kube.created) == 9
+    assert kube.patches[-1] == {"backfilled": [{"from": "2026-05-01T00:00:00Z", "to": "2026-05-01T01:30:00Z"}]}
+
+
+def test_a_failed_job_create_records_no_window():
+    """A window is recorded only after all its Jobs were created: an API error leaves it to a retry."""
+    from thresher.operator.metrics import OperatorMetrics
+    from thresher.operator.reconciler import Reconciler
+
+    body = {"apiVersion": "thresher.dev/v1alpha1", "kind": "CollectionSchedule",
+            "metadata": {"name": "s", "namespace": "ns", "resourceVersion": "1"},
+            "spec": {"schedule": "*/10 * * * *", "job": {"container": {"image": "a"}}}}
+    kube = _Kube(body)
+
+    def failing(job):
+        if len(kube.created) == 2:
+            raise RuntimeError("apiserver down")
+        kube.created.append(job["metadata"]["name"])
+        return True
+
+    kube.create_job = failing
+    rec = Reconciler(kube=kube, metrics=OperatorMetrics(), clock=lambda: datetime(2026, 5, 1, 2, 0, tzinfo=UTC))
+    with pytest.raises(RuntimeError):
+        rec.backfill(body, '{"from": "2026-05-01T00:00:00Z", "to": "2026-05-01T01:00:00Z", "token": "t"}')
+    assert len(kube.created) == 2 and kube.patches == []

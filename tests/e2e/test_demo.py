@@ -59,13 +59,16 @@ def test_demo_on_the_real_node_shows_real_work(tmp_path):
     """The default where the machine can: TMDB against the fake server, drone over sample fields
     and the heartbeat run as real containers on thresher-local; their recorded results are the
     containers' own counts, their outputs are on the local volumes, the metrics count the runs;
-    only the GPU example is simulated. `--down` removes the node's containers, mounts and
-    processes with the rest."""
+    only the GPU example is simulated. The operator is the chart's Deployment (issue 16): two
+    pods Running on thresher-local from the registry's image, one holding the Lease and saying
+    so in its thresher_operator_leader gauge, no local operator process. `--down` removes the
+    node's containers, mounts and processes with the rest."""
     from thresher.devcluster.node import Node
 
     state = tmp_path / "demo"
     try:
         out = _demo(state, timeout=1500)
+        _assert_operator_pods(state, out)
         assert "REAL containers on thresher-local" in out and "OFFLINE DEMO DATA" in out
         assert "kwok-gpu-1 SIMULATED GPU node" in out  # issue 13: the simulated GPU node is named as such
         rows = _rows(out)
@@ -85,3 +88,32 @@ def test_demo_on_the_real_node_shows_real_work(tmp_path):
         node = Node(state)
         _down(state)
     assert node.leftovers() == {k: [] for k in node.leftovers()}
+
+
+def _assert_operator_pods(state: Path, out: str) -> None:
+    """What the demo says of its operator is what the cluster holds: the chart's two pods on the
+    real node, pulled from the dev registry, the Lease holder the one the summary calls active
+    (gauge 1), the other a standby (gauge 0); no operator process beside the cluster."""
+    from thresher.demo.loop import LEASE, REAL_NODE, SYSTEM_NAMESPACE
+    from thresher.devcluster.cluster import DevCluster
+    from thresher.devcluster.operator_pods import holder_instance, lease_holder, ready_pods
+    from thresher.devcluster.registry import Registry
+
+    cluster = DevCluster(state, node=True)
+    pods = ready_pods(cluster, SYSTEM_NAMESPACE, 2)
+    assert pods, cluster.kubectl("get", "pods", "-n", SYSTEM_NAMESPACE, "-o", "wide").stdout
+    registry = Registry(state).address
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == REAL_NODE and not pod["spec"].get("hostNetwork")
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["imageID"].startswith(f"{registry}/thresher/operator@sha256:"), status["imageID"]
+    leader = holder_instance(lease_holder(cluster, SYSTEM_NAMESPACE, LEASE))
+    names = {p["metadata"]["name"] for p in pods}
+    assert leader in names, (leader, names)
+    lines = [line for line in out.splitlines() if line.strip().startswith("operator pod ")]
+    assert len(lines) == 2, lines
+    (active,) = [line for line in lines if "active (Lease holder); thresher_operator_leader 1;" in line]
+    (standby,) = [line for line in lines if "standby; thresher_operator_leader 0;" in line]
+    assert active.split()[2] == leader and standby.split()[2] in names - {leader}, lines
+    assert all(f"Running on {REAL_NODE}" in line for line in lines), lines
+    assert not cluster.procs.running("operator")

@@ -10,19 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from tests.helpers.wait import eventually
-
-
-def lease_holder(cluster, namespace: str, name: str) -> str | None:
-    """The Lease's holderIdentity (``<pod or host>_<unique>``), None when released or absent."""
-    proc = cluster.kubectl("get", "lease", name, "-n", namespace, "-o", "json", check=False)
-    if proc.returncode != 0:
-        return None
-    return json.loads(proc.stdout)["spec"].get("holderIdentity") or None
-
-
-def holder_instance(holder: str | None) -> str | None:
-    """``op-a_1b2c3d4e`` -> ``op-a`` (the instance the identity starts with)."""
-    return holder.rpartition("_")[0] if holder else None
+from thresher.devcluster.operator_pods import holder_instance, lease_holder, metric_sum  # noqa: F401 (the demo uses them too)
 
 
 def run_events(cluster, namespace: str) -> list[dict]:
@@ -47,14 +35,6 @@ def measure_takeover(cluster, namespace: str, lease: str, old: str, stop: Callab
     took = time.monotonic() - start
     print(f"[ha] {old} -> {new}: {took:.1f}s")
     return took
-
-
-def metric_sum(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def has_series(text: str, prefix: str) -> bool:

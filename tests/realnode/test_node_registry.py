@@ -1,6 +1,7 @@
 """Issue 16 on the real node: the dev registry (docker-registry with TLS from the dev CA and
 htpasswd), images and chart published to it by `make release`'s entry point, pods pulling by
-digest with the pull Secret, and a pod without it blocked with the registry's own 401.
+digest with the pull Secret, a pod without it blocked with the registry's own 401, and a wrong
+reference blocked with the registry's 404 (containerd's "not found").
 
 Named to sort first: the first pull of the jobs image on the node happens here (and is timed),
 and test_real_node.py's last test takes the cluster down.
@@ -149,6 +150,27 @@ def test_without_the_pull_secret_the_run_is_blocked_with_the_registrys_401(
     runs = eventually(lambda: _status(node_cluster, ns, "no-creds").get("recentRuns"), timeout=360, interval=2,
                       message="the run recorded after the Secret was created")
     assert runs[0]["outcome"] == "Succeeded", runs[0]
+
+
+def test_a_wrong_image_reference_is_blocked_with_the_registrys_not_found(node_cluster, operator, restricted_namespace,
+                                                                         registry):
+    """A reference the registry does not have: its 404 reaches the run's status as containerd's
+    "not found" (rpc code NotFound), not as the x509 error of containerd 1.6's fallback to the
+    ``server`` entry, which used to lack the CA (registry.hosts_toml names it for both)."""
+    ns = restricted_namespace
+    image = f"{registry.address}/thresher/does-not-exist:0"
+    node_cluster.kubectl("apply", "-f", "-", input=json.dumps(_schedule(
+        "missing", ns, {"container": {"image": image, "command": ["true"]}}, startupTimeoutSeconds=600)))
+    _run_now(node_cluster, ns, "missing")
+
+    def blocked():
+        status = _status(node_cluster, ns, "missing")
+        return next((e for e in status.get("active") or [] if e.get("reason") == "ImagePullBackOff"), None)
+    entry = eventually(blocked, timeout=120, interval=1, message="the run blocked on the image pull")
+    assert f'image "{image}" cannot be pulled' in entry["message"], entry
+    assert f"{image}: not found" in entry["message"], entry
+    assert "x509" not in entry["message"] and "unknown authority" not in entry["message"], entry
+    print(f"[realnode] wrong reference: {entry['message']}")
 
 
 def test_the_chart_installs_from_oci_and_its_operator_pod_pulls_with_the_secret(node_cluster, registry, published,

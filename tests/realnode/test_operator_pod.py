@@ -23,6 +23,7 @@ from tests.integration.test_operator import run_now, schedule, simulate, status_
 from thresher.api.names import RECORDED_ANNOTATION
 from thresher.devcluster.kwok.nodes import SIMULATED_SELECTOR, SIMULATED_TOLERATION
 from thresher.devcluster.node import NODE_NAME
+from thresher.devcluster.operator_pods import pod_metrics, ready_pods
 
 pytestmark = pytest.mark.realnode
 
@@ -68,31 +69,12 @@ def installed(node_cluster, node, crd, timings):
         node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def operator_pods(cluster, ns: str) -> list[dict]:
-    pods = _json(cluster, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator")["items"]
-    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-
-
-def running(cluster, ns: str, count: int = 2) -> list[dict]:
-    pods = operator_pods(cluster, ns)
-    ok = len(pods) == count and all(
-        p["status"].get("phase") == "Running"
-        and all(c.get("ready") for c in p["status"].get("containerStatuses", [])) for p in pods)
-    return pods if ok else []
-
-
-def pod_metrics(pod: dict) -> str:
-    """The pod's /metrics over the node's bridge (the host routes to the pod subnet)."""
-    with urllib.request.urlopen(f"http://{pod['status']['podIP']}:9090/metrics", timeout=5) as resp:
-        return resp.read().decode()
-
-
 def test_two_replicas_one_leader_in_cluster_through_the_kubernetes_service(node_cluster, installed):
     """Both pods run on the real node, restricted, without host networking; they talk to the API
     server through the kubernetes Service's ClusterIP (in-cluster config; only kube-proxy makes
     that address work here); one holds the Lease; the metrics Service answers from the host."""
     system = installed["system"]
-    pods = eventually(lambda: running(node_cluster, system), timeout=120, message="two operator pods Ready")
+    pods = eventually(lambda: ready_pods(node_cluster, system), timeout=120, message="two operator pods Ready")
     for pod in pods:
         spec = pod["spec"]
         assert spec["nodeName"] == NODE_NAME
@@ -115,7 +97,7 @@ def test_two_replicas_one_leader_in_cluster_through_the_kubernetes_service(node_
 
 def test_deleting_the_leader_pod_during_a_burst_hands_over_within_30s(node_cluster, installed, timings):
     system, ns = installed["system"], installed["watched"]
-    eventually(lambda: running(node_cluster, system), timeout=120, message="two operator pods Ready")
+    eventually(lambda: ready_pods(node_cluster, system), timeout=120, message="two operator pods Ready")
     names = [f"burst-{i}" for i in range(8)]
     kwok = {"nodeSelector": SIMULATED_SELECTOR, "tolerations": [SIMULATED_TOLERATION]}
     node_cluster.kubectl("apply", "-n", ns, "-f", "-", input="---\n".join(schedule(n, **kwok) for n in names))
@@ -146,7 +128,7 @@ def test_deleting_the_leader_pod_during_a_burst_hands_over_within_30s(node_clust
                     timeout=30, message="one run Event per run")
     assert set(by) <= {old, new} and by[old] >= 1, by
     # The Deployment replaced the deleted pod: it is the standby now, the new leader counts what it recorded.
-    pods = eventually(lambda: running(node_cluster, system), timeout=120, message="two operator pods again")
+    pods = eventually(lambda: ready_pods(node_cluster, system), timeout=120, message="two operator pods again")
     by_name = {p["metadata"]["name"]: p for p in pods}
     assert new in by_name and old not in by_name
     text = pod_metrics(by_name[new])

@@ -1,21 +1,26 @@
 """``thresher demo``: the whole loop on one machine, no Docker.
 
 Local control plane -> ``helm install`` of the chart (CRD, RBAC, Deployment, Service) -> the
-operator, authenticated as the chart's ServiceAccount -> Prometheus with Thresher's alert rules
-scraping it -> the example schedules -> a manual run of each -> recorded runs in ``kubectl get
-collectionschedules``, ``thresher status``, the metrics and the alerts API.
+operator -> Prometheus with Thresher's alert rules scraping it -> the example schedules -> a
+manual run of each -> recorded runs in ``kubectl get collectionschedules``, ``thresher status``,
+the metrics and the alerts API.
 
 Where the machine can run it (root, containerd, runc, CNI plugins, buildah, docker-registry,
 skopeo; `make demo` installs them), the demo adds the real node ``thresher-local`` with its
 registry, and Thresher's images, built locally and published there with the chart (``publish``:
-the release path; the chart is installed from ``oci://``, pods pull by digest with a pull Secret):
-the TMDB schedules collect from the project's fake TMDB server on the host (offline demo data),
+the release path; the chart is installed from ``oci://``, pods pull by digest with a pull Secret).
+The operator is then what a user's cluster runs: the chart's Deployment, two replicas on the real
+node (in-cluster configuration through the ``kubernetes`` Service, which kube-proxy makes work;
+one active, the holder of the chart's Lease, one standby), scraped by Prometheus through its
+Service's endpoints. The TMDB schedules collect from the project's fake TMDB server on the host (offline demo data),
 a drone schedule processes generated sample fields on a local volume and the heartbeat runs its
 shell command, all as real containers; their run results, outputs and metrics are shown. Only
 the GPU example stays on kwok's simulated GPU node (the kwok CPU nodes are tainted in that mode,
 so a user's own schedule lands on the real node too, unless it asks for kwok). Without the real node (``--no-node``, or a
-machine that cannot run it), every pod is simulated by kwok: the demo says so and runs the TMDB
-job for real as a local process instead, so the collector's own counts are still real.
+machine that cannot run it), every pod is simulated by kwok, the operator's pods included: the
+operator then runs as a local process with the chart's ServiceAccount token (the chart's RBAC,
+as its pod would have), the demo says so and runs the TMDB job for real as a local process
+instead, so the collector's own counts are still real.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from thresher.devcluster.images import ImageError
 from thresher.devcluster.kwok.nodes import (CPU_NODES, GPU_NODE, SIMULATED_SELECTOR, SIMULATED_TAINT,
                                             SIMULATED_TOLERATION)
 from thresher.devcluster.node import Node, NodeError
+from thresher.devcluster.operator_pods import holder_instance, lease_holder, metric_sum, pod_metrics, ready_pods
 from thresher.devcluster.process import free_port
 from thresher.devcluster.registry import PULL_SECRET, RegistryError
 from thresher.devcluster.release import ReleaseError
@@ -55,6 +61,8 @@ REAL_NODE = "thresher-local"
 JOBS_UID = 10001  # the jobs image's user (Dockerfile); files on local volumes must be its
 OFFLINE_KEY = "offline-demo-key"
 PULL_SECRETS = (PULL_SECRET,)  # the dev registry's credentials, in each namespace that pulls
+OPERATOR_REPLICAS = 2  # on the real node: one active (the Lease holder), one standby
+LEASE = RELEASE  # the chart's Lease is named like its fullname, which is the release name here
 SIMULATED_BANNER = (
     "NOTE: pods on this local cluster run on kwok's SIMULATED nodes. No container starts: the runs\n"
     "      below are real Kubernetes Jobs whose pods kwok marks finished. They collect no data,\n"
@@ -71,21 +79,20 @@ def _say(text: str) -> None:
 
 
 # The demo's own processes, beside the cluster's in its state directory (`make demo-down` stops them).
+# "operator" only in the simulated mode; on the real node the operator is the chart's pods.
 DEMO_PROCESSES = ("operator", "prometheus", "fake-tmdb")
 
 
-def start_operator(cluster: DevCluster, metrics_port: int, kubeconfig: Path, job_image: str | None = None,
-                   pull_secrets: tuple[str, ...] = ()) -> None:
-    """The operator as a background process beside the dev cluster (stopped by `make demo-down`)."""
+def start_operator(cluster: DevCluster, metrics_port: int, kubeconfig: Path) -> None:
+    """The simulated mode's operator: a background process beside the dev cluster (stopped by
+    `make demo-down`)."""
     if cluster.procs.running("operator"):
         _say(f"operator already running (pid {cluster.procs.pid('operator')})")
         return
     cluster.procs.start(
         "operator",
         [sys.executable, "-m", "thresher.cli", "operator", "run", "--namespace", NAMESPACE,
-         "--metrics-port", str(metrics_port), "--liveness-port", str(free_port()),
-         *(["--job-image", job_image] if job_image else []),
-         *(["--job-image-pull-secrets", ",".join(pull_secrets)] if pull_secrets else [])],
+         "--metrics-port", str(metrics_port), "--liveness-port", str(free_port())],
         _say, env={**os.environ, "KUBECONFIG": str(kubeconfig)})
     _say(f"    operator log: {cluster.procs.log_path('operator')}")
 
@@ -95,24 +102,31 @@ def stop_operator(cluster: DevCluster) -> None:
         cluster.procs.stop(name, _say, timeout=30)
 
 
-def chart_values() -> dict:
-    """The chart's operator Deployment stays on kwok (simulated): the demo runs the operator as a
-    local process with the Deployment's credentials instead. With the real node present the kwok
-    CPU nodes are tainted, so the Deployment says that it asks for kwok, as simulated pods must."""
+def chart_values(real_node: bool = False) -> dict:
+    """Where the chart's operator Deployment runs. On the real node: there, two replicas (the
+    kwok CPU nodes are tainted in that mode, and a pod on them would run nothing). Simulated:
+    on kwok, where its pods are only marked running, so the demo runs the operator as a local
+    process with the Deployment's credentials instead; the Deployment asks for kwok, as
+    simulated pods must."""
+    if real_node:
+        return {"replicaCount": OPERATOR_REPLICAS, "nodeSelector": {"kubernetes.io/hostname": REAL_NODE}}
     return {"nodeSelector": dict(SIMULATED_SELECTOR), "tolerations": [dict(SIMULATED_TOLERATION)]}
 
 
-def install_chart(cluster: DevCluster, source: list[str] | None = None, extra_values: dict | None = None) -> None:
+def install_chart(cluster: DevCluster, source: list[str] | None = None, extra_values: dict | None = None,
+                  real_node: bool = False) -> None:
     """`helm upgrade --install` of the chart with the pinned helm (CRDs from crds/): from
-    ``source`` (``oci://... --version X`` and its flags) or else charts/thresher."""
+    ``source`` (``oci://... --version X`` and its flags) or else charts/thresher. ``--wait``: on
+    the real node until both operator pods have pulled their image and are Ready."""
     from thresher.devcluster.binaries import ensure
 
     helm = ensure(["helm"], log=_say)["helm"]
     chart = asset("chart")
     values = cluster.state_dir / "chart-values.json"
-    values.write_text(json.dumps({**chart_values(), **(extra_values or {})}))
+    values.write_text(json.dumps({**chart_values(real_node), **(extra_values or {})}))
     proc = subprocess.run([str(helm), "upgrade", "--install", RELEASE, *(source or [str(chart)]), "--values", str(values),
-                           "--namespace", SYSTEM_NAMESPACE, "--create-namespace", "--wait", "--timeout", "120s",
+                           "--namespace", SYSTEM_NAMESPACE, "--create-namespace", "--wait",
+                           "--timeout", "300s" if real_node else "120s",
                            "--kubeconfig", str(cluster.kubeconfig)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise ClusterError(f"helm upgrade --install {RELEASE} failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
@@ -140,7 +154,48 @@ def service_account_kubeconfig(cluster, path: Path) -> Path:
     return path
 
 
-def start_prometheus(cluster: DevCluster, metrics_port: int) -> str | None:
+def scrape_config(metrics_port: int | None = None, targets_file: Path | None = None) -> dict:
+    """Prometheus's scrape job for the operator: the local process at 127.0.0.1:``metrics_port``,
+    or (``targets_file``) the targets ``metrics_targets`` wrote there: every endpoint of the
+    chart's metrics Service, both replicas, as a ServiceMonitor would select them (Debian's
+    Prometheus is built without Kubernetes service discovery, so the demo reads the Endpoints
+    for it). The job is thresher-operator either way: the alert rules select
+    ``up{job=~".*thresher.*"}``."""
+    job: dict = {"job_name": "thresher-operator", "honor_labels": True}
+    if targets_file is None:
+        return {**job, "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}
+    return {**job, "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "10s"}]}
+
+
+def metrics_targets(slices: list[dict]) -> list[dict]:
+    """file_sd targets from the metrics Service's EndpointSlices: each endpoint's address and
+    the ``http-metrics`` port, labelled with its pod (pure; the pod IPs are reachable from the
+    host over the node's bridge)."""
+    targets = []
+    for piece in slices:
+        port = next((p["port"] for p in piece.get("ports") or [] if p.get("name") == "http-metrics"), None)
+        for endpoint in piece.get("endpoints") or []:
+            if port is None or (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            pod = (endpoint.get("targetRef") or {}).get("name", "")
+            targets += [{"targets": [f"{address}:{port}"], "labels": {"pod": pod}}
+                        for address in endpoint.get("addresses") or []]
+    return sorted(targets, key=lambda t: t["targets"])
+
+
+def write_metrics_targets(cluster, path: Path) -> list[dict]:
+    """The metrics Service's endpoints into Prometheus's file_sd file (re-read on change)."""
+    out = cluster.kubectl("get", "endpointslices", "-n", SYSTEM_NAMESPACE, "-l",
+                          f"kubernetes.io/service-name={RELEASE}-metrics", "-o", "json").stdout
+    targets = metrics_targets(json.loads(out)["items"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(targets))
+    tmp.replace(path)
+    return targets
+
+
+def start_prometheus(cluster: DevCluster, scrape: dict) -> str | None:
     """Debian's Prometheus with Thresher's alert rules, scraping the operator; its URL."""
     binary = shutil.which("prometheus")
     if binary is None:
@@ -153,8 +208,7 @@ def start_prometheus(cluster: DevCluster, metrics_port: int) -> str | None:
     config = {
         "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
         "rule_files": [str(rules)],
-        "scrape_configs": [{"job_name": "thresher-operator", "honor_labels": True,
-                            "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
+        "scrape_configs": [scrape],
     }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
@@ -359,21 +413,80 @@ def _run_demo(down: bool, node: bool | None) -> None:
         _demo_on_kwok(DevCluster(node=False))
 
 
-def _install_and_start(cluster, step: str, job_image: str | None = None,
-                       published: tuple[list[str], dict] | None = None) -> tuple[int, str | None]:
-    """helm install, the operator on the chart's ServiceAccount, Prometheus: metrics port and URL.
-    ``published``: the chart's OCI source and values (the dev registry's, ``publish``)."""
-    source, values = published or (None, None)
-    _say(f"{step} helm install {RELEASE} {source[0] if source else 'charts/thresher'} -n {SYSTEM_NAMESPACE} "
-         "(CRD, RBAC, Deployment, Service); the operator as a local process with the chart's ServiceAccount "
-         "token; Prometheus with Thresher's alert rules")
-    install_chart(cluster, source, values)
+def _install_and_start(cluster, step: str) -> tuple[str, str | None]:
+    """Simulated mode: helm install, the operator as a local process on the chart's
+    ServiceAccount, Prometheus scraping it: the operator's metrics URL and Prometheus's URL."""
+    _say(f"{step} helm install {RELEASE} charts/thresher -n {SYSTEM_NAMESPACE} (CRD, RBAC, Deployment, "
+         "Service; its pods would be simulated too): the operator as a local process with the chart's "
+         "ServiceAccount token; Prometheus with Thresher's alert rules")
+    install_chart(cluster)
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/collectionschedules.thresher.dev")
     stop_operator(cluster)  # a re-run replaces both with fresh credentials
     metrics_port = free_port()
     kubeconfig = service_account_kubeconfig(cluster, cluster.state_dir / "operator.kubeconfig")
-    start_operator(cluster, metrics_port, kubeconfig, job_image, PULL_SECRETS if published else ())
-    return metrics_port, start_prometheus(cluster, metrics_port)
+    start_operator(cluster, metrics_port, kubeconfig)
+    return f"http://127.0.0.1:{metrics_port}/metrics", start_prometheus(cluster, scrape_config(metrics_port))
+
+
+def _install_operator_pods(cluster, step: str, published: tuple[list[str], dict]) -> str | None:
+    """Real node: the chart from the dev registry's ``oci://``, its Deployment's two operator
+    pods on the real node (image pulled by digest with the pull Secret), one holding the Lease;
+    Prometheus scraping both through the metrics Service's endpoints. Prometheus's URL."""
+    source, values = published
+    _say(f"{step} helm install {RELEASE} {source[0]} -n {SYSTEM_NAMESPACE} (CRD, RBAC, Deployment, Service, "
+         f"PodDisruptionBudget): the operator as {OPERATOR_REPLICAS} pods on {REAL_NODE} (in-cluster "
+         "configuration, leader election on a Lease); Prometheus with Thresher's alert rules scraping them")
+    stop_operator(cluster)  # a local operator, Prometheus and the fake server of an earlier run
+    install_chart(cluster, source, values, real_node=True)
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/collectionschedules.thresher.dev")
+    pods, leader = _operator_pods_and_leader(cluster, timeout=120)
+    _say(f"    operator pods Ready: {', '.join(p['metadata']['name'] for p in pods)}; active (Lease {LEASE}): "
+         f"{leader}; logs: kubectl logs -n {SYSTEM_NAMESPACE} -l app.kubernetes.io/component=operator")
+    targets = _targets_file(cluster)
+    write_metrics_targets(cluster, targets)
+    return start_prometheus(cluster, scrape_config(targets_file=targets))
+
+
+def _targets_file(cluster) -> Path:
+    return cluster.state_dir / "prometheus" / "operator-targets.json"
+
+
+def _operator_pods_and_leader(cluster, timeout: float) -> tuple[list[dict], str]:
+    """The operator's pods once all are Ready and one of them holds the Lease; its name."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = ready_pods(cluster, SYSTEM_NAMESPACE, OPERATOR_REPLICAS)
+        leader = holder_instance(lease_holder(cluster, SYSTEM_NAMESPACE, LEASE))
+        if pods and leader in {p["metadata"]["name"] for p in pods}:
+            return pods, leader
+        if time.monotonic() > deadline:
+            raise ClusterError(f"the operator's {OPERATOR_REPLICAS} pods were not Ready with one holding Lease "
+                               f"{LEASE} after {timeout:.0f}s (ready: {len(pods)}, holder: {leader}); "
+                               f"kubectl get pods,lease -n {SYSTEM_NAMESPACE}")
+        time.sleep(2)
+
+
+def operator_pod_lines(pods: list[dict], leader: str, gauges: dict[str, float | None]) -> list[str]:
+    """One summary line per operator pod: where it runs, its image, Lease holder or standby, and
+    its own ``thresher_operator_leader`` gauge (None: its /metrics did not answer)."""
+    lines = []
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"] != leader):
+        name = pod["metadata"]["name"]
+        role = "active (Lease holder)" if name == leader else "standby"
+        gauge = gauges.get(name)
+        ids = [c.get("imageID", "") for c in pod["status"].get("containerStatuses", [])]
+        lines.append(f"  operator pod {name:<28} {pod['status'].get('phase')} on {pod['spec'].get('nodeName')} "
+                     f"{role}; thresher_operator_leader {'?' if gauge is None else f'{gauge:g}'}; "
+                     f"image {ids[0] if ids else '-'}")
+    return lines
+
+
+def _leader_gauge(pod: dict) -> float | None:
+    try:
+        text = pod_metrics(pod)
+    except OSError:
+        return None
+    return metric_sum(text, "thresher_operator_leader")
 
 
 def _apply_examples(cluster, bodies: list[dict]) -> None:
@@ -435,7 +548,7 @@ def _demo_on_real_node(cluster) -> None:
     cluster.up(log=_say, timeout=180)
     _say("    publish: images pushed to the dev registry (skopeo), the chart pushed to oci://.../charts (helm)")
     jobs_image, published = publish(cluster)
-    metrics_port, prometheus_url = _install_and_start(cluster, "3/7", jobs_image, published)
+    prometheus_url = _install_operator_pods(cluster, "3/7", published)
 
     live_key = os.environ.get("TMDB_API_KEY")
     host_ip = cluster.node().host_ip
@@ -489,29 +602,35 @@ def _demo_on_real_node(cluster) -> None:
         reports = sorted(folder.rglob("*.html"))
         if reports:
             typer.echo(f"  reports: {' '.join(str(r) for r in reports[:4])}")
-    typer.echo(_metrics_excerpt(metrics_port))
-    _next_steps(cluster, metrics_port, prometheus_url)
+    pods, leader = _operator_pods_and_leader(cluster, timeout=60)
+    write_metrics_targets(cluster, _targets_file(cluster))  # the pods Prometheus scrapes, current again
+    typer.echo(f"\n  the operator: the chart's Deployment, {len(pods)} pods (kubectl get pods -n {SYSTEM_NAMESPACE}):")
+    typer.echo("\n".join(operator_pod_lines(pods, leader, {p["metadata"]["name"]: _leader_gauge(p) for p in pods})))
+    (active,) = [p for p in pods if p["metadata"]["name"] == leader]
+    metrics_url = f"http://{active['status']['podIP']}:9090/metrics"
+    typer.echo(_metrics_excerpt(metrics_url, "the active pod's "))
+    _next_steps(cluster, metrics_url, prometheus_url)
 
 
-def _metrics_excerpt(metrics_port: int) -> str:
+def _metrics_excerpt(metrics_url: str, whose: str = "") -> str:
     """The operator's run counters and last-run gauges for the demo namespace."""
     import urllib.request
 
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
     except OSError as err:
         return f"\n  metrics endpoint not reachable: {err}"
     wanted = ("thresher_schedule_runs_total{", "thresher_schedule_last_run_items{",
               "thresher_schedule_last_run_quality_ratio{")
     lines = [line for line in text.splitlines()
              if line.startswith(wanted) and f'namespace="{NAMESPACE}"' in line and not line.endswith(" 0.0")]
-    return f"\n  http://127.0.0.1:{metrics_port}/metrics (non-zero run series):\n    " + "\n    ".join(lines)
+    return f"\n  {whose}{metrics_url} (non-zero run series):\n    " + "\n    ".join(lines)
 
 
 def _demo_on_kwok(cluster) -> None:
     _say("1/6 local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok nodes)")
     cluster.up(log=_say)
-    metrics_port, prometheus_url = _install_and_start(cluster, "2/6")
+    metrics_url, prometheus_url = _install_and_start(cluster, "2/6")
     _say(f"3/6 namespace {NAMESPACE}, the TMDB key Secret, PersistentVolumeClaims, a PriorityClass")
     # The claims the examples mount: thresher-data (TMDB), drone-images and field-images (drone).
     cluster.kubectl("apply", "-f", "-", input=demo_objects(OFFLINE_KEY) + claim_with_volume("thresher-data")
@@ -528,10 +647,10 @@ def _demo_on_kwok(cluster) -> None:
 
     _say("6/6 the TMDB job itself, run for real as a local process against the offline fake TMDB server")
     _real_tmdb_run(cluster.state_dir / "tmdb-offline-demo")
-    _next_steps(cluster, metrics_port, prometheus_url)
+    _next_steps(cluster, metrics_url, prometheus_url)
 
 
-def _next_steps(cluster, metrics_port: int, prometheus_url: str | None) -> None:
+def _next_steps(cluster, metrics_url: str, prometheus_url: str | None) -> None:
     alerts = (f"  {prometheus_url}/alerts                 # Thresher's alert rules, evaluated\n"
               f"  curl -s {prometheus_url}/api/v1/alerts\n" if prometheus_url else "")
     typer.echo(
@@ -540,7 +659,7 @@ def _next_steps(cluster, metrics_port: int, prometheus_url: str | None) -> None:
         f"  kubectl get collectionschedules -n {NAMESPACE}      # short name: csched\n"
         f"  thresher status -n {NAMESPACE}\n"
         f"  thresher run tmdb-daily -n {NAMESPACE}              # another manual run\n"
-        f"  curl -s localhost:{metrics_port}/metrics | grep ^thresher_  # the operator's metrics\n"
+        f"  curl -s {metrics_url} | grep ^thresher_  # the (active) operator's metrics\n"
         f"{alerts}"
         "  make demo-down                                       # stop everything, remove state\n")
 

@@ -62,9 +62,18 @@ def registry_config(address: str, root: Path, cert: Path, key: Path, htpasswd: P
 
 def hosts_toml(address: str, ca: Path) -> str:
     """containerd's per-registry configuration (``config_path``/<host:port>/hosts.toml): the dev
-    CA for TLS, pull and resolve only, no credentials (pods bring them)."""
+    CA for TLS, pull and resolve only, no credentials (pods bring them).
+
+    The CA is named twice, for the ``[host]`` entry and (top level) for ``server``: containerd
+    1.6 resolves through both in turn, takes a 404 from the first as "try the next" and reports
+    "not found" only when every host said 404; with the CA on the host entry alone the second
+    try ended in ``x509: certificate signed by unknown authority``, which hid the registry's
+    answer to a wrong reference. The ``[host]`` table cannot go: 1.6.20 rejects a hosts.toml
+    without one ("invalid `host` tree"), falls back to the Docker certs layout and, for a
+    loopback registry, to plain HTTP on the TLS port (``400 Bad Request``)."""
     return (f'# The dev registry (thresher/devcluster/registry.py): TLS from the dev CA.\n'
-            f'server = "https://{address}"\n\n'
+            f'server = "https://{address}"\n'
+            f'ca = "{ca}"\n\n'
             f'[host."https://{address}"]\n'
             f'  capabilities = ["pull", "resolve"]\n'
             f'  ca = "{ca}"\n')

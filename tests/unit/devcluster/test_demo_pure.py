@@ -136,27 +136,107 @@ def test_a_demo_failure_is_its_message_and_exit_1_not_a_traceback(monkeypatch, c
     assert capsys.readouterr().err.strip() == "error: the demo's chart (charts/thresher) is missing"
 
 
-def test_the_charts_deployment_asks_for_kwok_and_passes_the_values_schema(tmp_path):
-    """With the real node the kwok CPU nodes are tainted; the chart's operator Deployment (which
-    the demo leaves simulated, running the operator as a local process) must ask for kwok, or
-    `helm install --wait` waits for a pod the real node cannot run. The values must pass the
-    chart's strict schema."""
+def _rendered_deployment(tmp_path, values: dict) -> dict:
+    """The chart's Deployment rendered by helm with ``values`` (helm checks values.schema.json,
+    additionalProperties: false, so a misspelled value fails here)."""
     import json
 
     from tests.helpers.tools import require_helm, run_tool
     from thresher.demo.assets import asset
+
+    values_file = tmp_path / "values.json"
+    values_file.write_text(json.dumps(values))
+    rendered = run_tool([require_helm(), "template", "thresher", str(asset("chart")), "--values", str(values_file)])
+    assert rendered.returncode == 0, rendered.stderr
+    (deployment,) = [d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "Deployment"]
+    return deployment
+
+
+def test_in_the_simulated_mode_the_charts_deployment_asks_for_kwok_and_passes_the_values_schema(tmp_path):
+    """Without the real node the operator's pods could only be simulated: the demo runs the
+    operator as a local process and the chart's Deployment asks for kwok (tolerating the taint
+    kwok's CPU nodes carry when a real node is present)."""
     from thresher.demo.loop import chart_values
     from thresher.devcluster.kwok.nodes import SIMULATED_TAINT
 
     values = chart_values()
-    values_file = tmp_path / "values.json"
-    values_file.write_text(json.dumps(values))
-    rendered = run_tool([require_helm(), "template", "thresher", str(asset("chart")), "--values", str(values_file)])
-    assert rendered.returncode == 0, rendered.stderr  # helm checks values.schema.json (additionalProperties: false)
-    (deployment,) = [d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "Deployment"]
-    pod = deployment["spec"]["template"]["spec"]
+    pod = _rendered_deployment(tmp_path, values)["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == values["nodeSelector"] and pod["tolerations"] == values["tolerations"]
     (toleration,) = values["tolerations"]
     assert (toleration["key"], toleration["value"], toleration["effect"]) == (
         SIMULATED_TAINT["key"], SIMULATED_TAINT["value"], SIMULATED_TAINT["effect"])
     assert values["nodeSelector"] == {"type": "kwok"}
+
+
+def test_on_the_real_node_the_operator_is_the_charts_two_replicas_there_with_leader_election(tmp_path):
+    """Issue 16: on the real node the demo runs the operator as the chart's Deployment: two
+    replicas pinned to thresher-local (the kwok CPU nodes are tainted, a pod there runs
+    nothing), leader election on, no kwok toleration, in-cluster config (no kubeconfig flag)."""
+    from thresher.demo.loop import OPERATOR_REPLICAS, chart_values
+
+    values = chart_values(real_node=True)
+    deployment = _rendered_deployment(tmp_path, values)
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == OPERATOR_REPLICAS == 2
+    assert pod["nodeSelector"] == {"kubernetes.io/hostname": REAL_NODE}
+    assert "tolerations" not in pod and not pod.get("hostNetwork")
+    command = pod["containers"][0]["command"]
+    assert "--leader-elect" in command and "--kubeconfig" not in command
+    assert command[command.index("--leader-elect-resource-name") + 1] == "thresher"  # loop.LEASE
+
+
+def test_prometheus_scrapes_the_local_process_or_every_endpoint_of_the_metrics_service(tmp_path):
+    """The simulated mode's local operator by its port; the real node's replicas from the
+    metrics Service's EndpointSlices (both, by pod IP, each labelled with its pod; a not-ready
+    endpoint and other ports are left out); both configurations pass promtool."""
+    import json
+    import shutil
+    import subprocess
+
+    from thresher.demo.loop import metrics_targets, scrape_config
+
+    assert scrape_config(9123)["static_configs"] == [{"targets": ["127.0.0.1:9123"]}]
+    slices = [{"ports": [{"name": "http-metrics", "port": 9090}, {"name": "other", "port": 1}],
+               "endpoints": [
+                   {"addresses": ["10.88.3.7"], "conditions": {"ready": True}, "targetRef": {"name": "thresher-b"}},
+                   {"addresses": ["10.88.3.5"], "conditions": {"ready": True}, "targetRef": {"name": "thresher-a"}},
+                   {"addresses": ["10.88.3.9"], "conditions": {"ready": False}, "targetRef": {"name": "old"}}]},
+              {"ports": None, "endpoints": [{"addresses": ["10.88.3.8"]}]}]
+    targets = metrics_targets(slices)
+    assert targets == [{"targets": ["10.88.3.5:9090"], "labels": {"pod": "thresher-a"}},
+                       {"targets": ["10.88.3.7:9090"], "labels": {"pod": "thresher-b"}}]
+    (tmp_path / "targets.json").write_text(json.dumps(targets))
+    for n, job in enumerate((scrape_config(9123), scrape_config(targets_file=tmp_path / "targets.json"))):
+        assert job["job_name"] == "thresher-operator"  # the alert rules' up{job=~".*thresher.*"}
+        config = tmp_path / f"prometheus-{n}.yml"
+        config.write_text(yaml.safe_dump({"scrape_configs": [job]}))
+        checked = subprocess.run([shutil.which("promtool") or "promtool", "check", "config", str(config)],
+                                 capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_summary_names_the_active_operator_pod_first_and_the_standby():
+    from thresher.demo.loop import operator_pod_lines
+
+    def pod(name):
+        return {"metadata": {"name": name}, "spec": {"nodeName": REAL_NODE},
+                "status": {"phase": "Running", "containerStatuses": [{"imageID": "127.0.0.1:5000/thresher/operator@sha256:ab"}]}}
+    lines = operator_pod_lines([pod("thresher-x"), pod("thresher-y")], "thresher-y",
+                               {"thresher-x": 0.0, "thresher-y": 1.0})
+    assert "thresher-y" in lines[0] and "active (Lease holder); thresher_operator_leader 1;" in lines[0]
+    assert "thresher-x" in lines[1] and "standby; thresher_operator_leader 0;" in lines[1]
+    assert all(f"Running on {REAL_NODE}" in line and "127.0.0.1:5000/thresher/operator@sha256:ab" in line
+               for line in lines)
+    assert "thresher_operator_leader ?" in operator_pod_lines([pod("a")], "a", {})[0]
+
+
+def test_operator_pods_count_as_ready_only_all_running_and_ready():
+    from thresher.devcluster.operator_pods import all_ready, holder_instance
+
+    def pod(phase="Running", ready=True, statuses=True):
+        return {"status": {"phase": phase, **({"containerStatuses": [{"ready": ready}]} if statuses else {})}}
+    assert all_ready([pod(), pod()], 2)
+    assert not all_ready([pod()], 2)
+    assert not all_ready([pod(), pod(ready=False)], 2)
+    assert not all_ready([pod(), pod(phase="Pending", statuses=False)], 2)
+    assert holder_instance("thresher-5d9c-abcde_1b2c3d4e") == "thresher-5d9c-abcde" and holder_instance(None) is None

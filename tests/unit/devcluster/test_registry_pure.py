@@ -31,7 +31,7 @@ def test_registry_config_serves_tls_with_htpasswd_on_the_given_address(tmp_path)
 
 def test_containerd_hosts_trusts_the_ca_and_holds_no_credentials():
     hosts = tomllib.loads(hosts_toml("127.0.0.1:5123", Path("/s/pki/ca.crt")))
-    assert hosts == {"server": "https://127.0.0.1:5123",
+    assert hosts == {"server": "https://127.0.0.1:5123", "ca": "/s/pki/ca.crt",  # the fallback host trusts it too
                      "host": {"https://127.0.0.1:5123": {"capabilities": ["pull", "resolve"], "ca": "/s/pki/ca.crt"}}}
 
 

@@ -244,6 +244,34 @@ def stale_archives(found: list[Path], current: Path, keep: int = KEEP_ARCHIVES) 
     return others[keep - 1:]
 
 
+def qualified(reference: str) -> str:
+    """An image reference with its registry spelled out, as Docker normalises a short name
+    (``nvidia/cuda:12`` -> ``docker.io/nvidia/cuda:12``, ``debian`` ->
+    ``docker.io/library/debian``). buildah refuses short names unless registries.conf lists
+    search registries, which Debian's does not."""
+    first, _, rest = reference.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return reference
+    return f"docker.io/{reference}" if rest else f"docker.io/library/{reference}"
+
+
+def dockerfile_arg(name: str, dockerfile: Path | None = None) -> str:
+    """The default of ``ARG name=...`` in the Dockerfile (its one source of truth)."""
+    for line in (dockerfile or REPO / "Dockerfile").read_text().splitlines():
+        if line.startswith(f"ARG {name}="):
+            return line.split("=", 1)[1].strip()
+    raise ImageError(f"the Dockerfile declares no ARG {name}=...")
+
+
+def build_args(target: str, base: str) -> list[str]:
+    """``--build-arg``s of one target: the local base for every stage built on it; for
+    jobs-gpu also the CUDA runtime base, fully qualified so buildah can pull it."""
+    args = ["--build-arg", f"BASE_IMAGE={base}"]
+    if target == "jobs-gpu":
+        args += ["--build-arg", f"GPU_BASE_IMAGE={qualified(dockerfile_arg('GPU_BASE_IMAGE'))}"]
+    return args
+
+
 def build_target(target: str, log: Log = print) -> Path:
     """Build one Dockerfile target on the local base and save it as an OCI archive."""
     archive = archive_path(target)
@@ -257,7 +285,7 @@ def build_target(target: str, log: Log = print) -> Path:
         _run(f"build {target}", _buildah(
             "bud", "--isolation", "chroot", "--network", "host", *_pull_policy(target), "--layers",
             *_host_trust_mounts(Path(tmp)),
-            "--build-arg", f"BASE_IMAGE={base}", "--target", target, "-t", TARGETS[target],
+            *build_args(target, base), "--target", target, "-t", TARGETS[target],
             "-f", str(REPO / "Dockerfile"), str(REPO)), log)
     _push_archive(TARGETS[target], archive, log)
     for old in stale_archives(sorted(images_dir().glob(f"thresher-{target}-*.oci.tar")), archive):

@@ -135,3 +135,23 @@ def test_a_build_keeps_the_newest_archives_of_other_checkouts(tmp_path):
     current = paths[0]  # the oldest mtime, but the one just built: never stale
     assert images.stale_archives(paths, current, keep=3) == [paths[2], paths[1]]
     assert images.stale_archives([current], current) == []
+
+
+def test_the_cuda_base_is_passed_fully_qualified_because_buildah_refuses_short_names(tmp_path):
+    """`make release` with jobs-gpu failed at once: buildah does not resolve the Dockerfile's
+    short name nvidia/cuda:... (Debian's registries.conf lists no search registries). The
+    build passes the Dockerfile's own default, qualified as Docker would."""
+    from thresher.devcluster.images import ImageError, build_args, dockerfile_arg, qualified
+
+    assert qualified("nvidia/cuda:12.6.3-runtime-ubuntu24.04") == "docker.io/nvidia/cuda:12.6.3-runtime-ubuntu24.04"
+    assert qualified("debian:bookworm") == "docker.io/library/debian:bookworm"
+    for kept in ("ghcr.io/a/b:1", "localhost/thresher-base:bookworm", "127.0.0.1:5000/x/y@sha256:ab"):
+        assert qualified(kept) == kept
+    default = dockerfile_arg("GPU_BASE_IMAGE")
+    assert default.startswith("nvidia/cuda:")  # the Dockerfile keeps Docker's short form
+    assert build_args("jobs-gpu", "localhost/b") == ["--build-arg", "BASE_IMAGE=localhost/b",
+                                                     "--build-arg", f"GPU_BASE_IMAGE=docker.io/{default}"]
+    assert build_args("jobs", "localhost/b") == ["--build-arg", "BASE_IMAGE=localhost/b"]
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    with pytest.raises(ImageError, match="no ARG GPU_BASE_IMAGE"):
+        dockerfile_arg("GPU_BASE_IMAGE", tmp_path / "Dockerfile")

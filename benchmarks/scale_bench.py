@@ -45,6 +45,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -538,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.state_dir.resolve() == (Path.home() / ".local/state/thresher/dev").resolve():
         parser.error("refusing to load the shared dev cluster; pick a private --state-dir")
     scenarios = args.scenarios.split(",")
+    # kill -TERM (a background run ignores SIGINT): the finally below still stops the operators,
+    # writes --json with what was measured and removes the cluster
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     global PROFILE_DIR
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)

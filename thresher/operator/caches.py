@@ -45,9 +45,19 @@ class Caches:
     pods: dict[Key, dict[str, dict]] = field(default_factory=dict)
     # Nodes read for the active runs' pods, with the monotonic time they were read (None: gone).
     nodes: dict[str, tuple[float, dict | None]] = field(default_factory=dict)
+    # Events of an active run's Pod or Job, keyed (namespace, object name), with the time they
+    # were read (``Reconciler._events``); entries older than their age are dropped as it grows.
+    events: dict[tuple[str, str], tuple[datetime, list[dict]]] = field(default_factory=dict)
+    _events_prune_at: int = 256
     # Schedules to look at again soon, with the monotonic time when: a run without a pod whose
     # events are worth reading, a blocked run whose startup timeout runs out.
     soon: dict[Key, float] = field(default_factory=dict)
+
+    def remember_events(self, key: tuple[str, str], now: datetime, events: list[dict], max_age: timedelta) -> None:
+        self.events[key] = (now, events)
+        if len(self.events) >= self._events_prune_at:  # amortised: at most one scan per doubling
+            self.events = {k: v for k, v in self.events.items() if now - v[0] < max_age}
+            self._events_prune_at = max(256, 2 * len(self.events))
 
     def observe_cronjob(self, cronjob: dict, deleted: bool = False) -> None:
         key = key_of(cronjob)

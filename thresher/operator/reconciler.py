@@ -51,6 +51,12 @@ OUTCOME_LABELS = {runs.SUCCEEDED: "succeeded", runs.FAILED: "failed", runs.TIMED
 EVENTS_AFTER = timedelta(seconds=5)
 RECHECK = timedelta(seconds=10)
 NODE_MAX_AGE = timedelta(seconds=15)
+# An object's Events read for an active run are reused this long: each Job and Pod event of a
+# run that waits refreshes its schedule, and in a burst of 1,000 runs on a slow control plane
+# an Events LIST per refresh kept every handler thread waiting on the API server (the
+# recording fell minutes behind the Jobs, docs/benchmarks.md). Shorter than RECHECK, so a
+# due recheck always reads them afresh.
+EVENTS_MAX_AGE = timedelta(seconds=5)
 
 
 def utcnow() -> datetime:
@@ -210,8 +216,7 @@ class Reconciler:
             events: list[dict] = []
             if not running and now - created >= EVENTS_AFTER:
                 newest = max(live, key=lambda p: p["metadata"].get("creationTimestamp", ""), default=None)
-                events = self.kube.events_about(namespace, newest["metadata"]["name"] if newest
-                                                else job["metadata"]["name"])
+                events = self._events(namespace, newest["metadata"]["name"] if newest else job["metadata"]["name"])
             node_names = {n for p in live if (n := (p.get("spec") or {}).get("nodeName"))}
             nodes = [n for n in map(self._node, sorted(node_names)) if n is not None]
             claims = {v["persistentVolumeClaim"]["claimName"] for p in live if not (p.get("spec") or {}).get("nodeName")
@@ -227,6 +232,15 @@ class Reconciler:
         if recheck is not None:
             self.caches.soon[key] = min(recheck, self.caches.soon.get(key, recheck))
         return tuple(entries)
+
+    def _events(self, namespace: str, name: str) -> list[dict]:
+        now, key = self.clock(), (namespace, name)
+        hit = self.caches.events.get(key)
+        if hit is not None and now - hit[0] < EVENTS_MAX_AGE:
+            return hit[1]
+        events = self.kube.events_about(namespace, name)
+        self.caches.remember_events(key, now, events, EVENTS_MAX_AGE)
+        return events
 
     def _node(self, name: str) -> dict | None:
         now = self.clock()

@@ -213,6 +213,24 @@ def test_events_are_read_only_after_a_few_seconds_without_a_running_pod():
     assert entry["phase"] == "Blocked" and "no PriorityClass with name x" in entry["message"]
 
 
+def test_a_waiting_runs_events_are_read_once_per_few_seconds_however_many_events_refresh_it():
+    """Each Job and Pod event of a waiting run refreshes its schedule: in a burst that was an
+    Events LIST per event; now at most one per EVENTS_MAX_AGE, and a due recheck reads afresh."""
+    kube = FakeKube(body(), events=[failed_create(NOW)])
+    clock = [NOW]
+    rec = reconciler(kube, clock)
+    rec.record_job(job())  # 40 s old, no pod: its events are worth reading
+    for _ in range(5):
+        rec.refresh_active("ns", "s")
+    assert kube.calls.count("events s-1") == 1
+    clock[0] = NOW + timedelta(seconds=10)  # the recheck (RECHECK) comes after EVENTS_MAX_AGE
+    rec.refresh_active("ns", "s")
+    assert kube.calls.count("events s-1") == 2
+    for i in range(300):  # old entries do not pile up
+        rec.caches.remember_events(("ns", f"p{i}"), clock[0] + timedelta(seconds=60 + i), [], timedelta(seconds=5))
+    assert len(rec.caches.events) < 300
+
+
 def test_a_blocked_run_is_stopped_once_after_the_startup_timeout_and_recorded_as_failed_to_start():
     start = NOW - timedelta(seconds=40)
     kube = FakeKube(body(startupTimeoutSeconds=30), events=[failed_create(NOW - timedelta(seconds=20))])

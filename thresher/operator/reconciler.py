@@ -31,7 +31,7 @@ from thresher.api.schedule import (
 )
 from thresher.operator import builders, runs
 from thresher.operator.activeruns import Grace, active_run, startup_verdict
-from thresher.operator.caches import Caches, Key, cronjob_needs_check, in_sync_marker, key_of, slim_schedule
+from thresher.operator.caches import Caches, Key, cronjob_needs_check, in_sync_marker, key_of
 from thresher.operator.desired_status import Desired, Observed, desired_status, read_status
 from thresher.operator.firing import FireStep, fire_step, one_off_expiry, retry_steps, run_at_step
 from thresher.operator.kube import Kube, is_conflict
@@ -130,13 +130,13 @@ class Reconciler:
         return drifted
 
     def observe_schedule(self, body: dict) -> None:
-        self.caches.schedules[key_of(body)] = slim_schedule(body)
+        self.caches.keep_schedule(body)
 
     def resync(self, namespace: str, name: str) -> None:
         """Level-based refresh of a schedule as last watched: a failed recording retried, next
         run time, staleness, a deleted CronJob restored. Called for every schedule once a
         minute; writes only what changed."""
-        body = self.caches.schedules.get((namespace, name))
+        body = self.caches.schedule((namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         self.record_deferred(namespace, name)
@@ -146,7 +146,7 @@ class Reconciler:
         """Refresh a schedule as last watched because one of its runs changed (a Pod or Job
         event, or a recheck that came due); writes only what changed."""
         self.caches.soon.pop((namespace, name), None)
-        body = self.caches.schedules.get((namespace, name))
+        body = self.caches.schedule((namespace, name))
         if body is not None and not body["metadata"].get("deletionTimestamp"):
             self.refresh(body)
 

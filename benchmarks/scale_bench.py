@@ -565,9 +565,9 @@ def main(argv: list[str] | None = None) -> int:
         env = {"PYTHONPATH": str(Path(path).resolve()), "PYTHONSAFEPATH": "1"} if path else {}
         ops[label] = Operator(dev.kubeconfig, log_path.with_suffix(f".{label}.log"), args.operator_arg, env=env)
     op = list(ops.values())[-1]  # the later scenarios' operator
-    op.start()
-    results["operator_idle_mem_mib"] = op.memory()
     try:
+        op.start()
+        results["operator_idle_mem_mib"] = op.memory()
         sizes = [int(s) for s in args.sizes.split(",")]
         for n in sizes:
             out: dict = {"runs": []}

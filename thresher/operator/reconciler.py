@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -30,7 +31,7 @@ from thresher.api.schedule import (
     BackfilledWindow, CollectionSchedule, ConditionType, RunRecord, SpecInvalid, parse_schedule,
 )
 from thresher.operator import builders, runs
-from thresher.operator.activeruns import Grace, active_run, startup_verdict
+from thresher.operator.activeruns import Grace, active_run, events_needed, startup_verdict
 from thresher.operator.caches import Caches, Key, cronjob_needs_check, in_sync_marker, key_of
 from thresher.operator.desired_status import Desired, Observed, desired_status, read_status
 from thresher.operator.firing import FireStep, fire_step, one_off_expiry, retry_steps, run_at_step
@@ -57,6 +58,8 @@ NODE_MAX_AGE = timedelta(seconds=15)
 # recording fell minutes behind the Jobs, docs/benchmarks.md). Shorter than RECHECK, so a
 # due recheck always reads them afresh.
 EVENTS_MAX_AGE = timedelta(seconds=5)
+# At most this many Events reads at once, over every schedule: the rest wait for a recheck.
+EVENTS_READS = 2
 
 
 def utcnow() -> datetime:
@@ -71,6 +74,7 @@ class Reconciler:
     clock: Clock = utcnow
     caches: Caches = field(default_factory=Caches)
     grace: Grace = field(default_factory=Grace)
+    events_reads: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(EVENTS_READS))
 
     # --- schedule -> CronJob ----------------------------------------------------------
 
@@ -214,9 +218,11 @@ class Reconciler:
             running = any((p.get("status") or {}).get("phase") == "Running" for p in live)
             created = runs.parse_time(job["metadata"].get("creationTimestamp")) or now
             events: list[dict] = []
-            if not running and now - created >= EVENTS_AFTER:
+            if not running and now - created >= EVENTS_AFTER and events_needed(job, pods):
                 newest = max(live, key=lambda p: p["metadata"].get("creationTimestamp", ""), default=None)
                 events = self._events(namespace, newest["metadata"]["name"] if newest else job["metadata"]["name"])
+                if events is None:  # the API server is busy with other Events reads: look again soon
+                    events, recheck = [], min(filter(None, (recheck, now + RECHECK)))
             node_names = {n for p in live if (n := (p.get("spec") or {}).get("nodeName"))}
             nodes = [n for n in map(self._node, sorted(node_names)) if n is not None]
             claims = {v["persistentVolumeClaim"]["claimName"] for p in live if not (p.get("spec") or {}).get("nodeName")
@@ -233,12 +239,20 @@ class Reconciler:
             self.caches.soon[key] = min(recheck, self.caches.soon.get(key, recheck))
         return tuple(entries)
 
-    def _events(self, namespace: str, name: str) -> list[dict]:
+    def _events(self, namespace: str, name: str) -> list[dict] | None:
+        """An object's Events, reused for EVENTS_MAX_AGE; None when EVENTS_READS reads are
+        already under way (the caller classifies without them and rechecks): the handler
+        threads stay free to record finished runs while the API server is slow."""
         now, key = self.clock(), (namespace, name)
         hit = self.caches.events.get(key)
         if hit is not None and now - hit[0] < EVENTS_MAX_AGE:
             return hit[1]
-        events = self.kube.events_about(namespace, name)
+        if not self.events_reads.acquire(blocking=False):
+            return None
+        try:
+            events = self.kube.events_about(namespace, name)
+        finally:
+            self.events_reads.release()
         self.caches.remember_events(key, now, events, EVENTS_MAX_AGE)
         return events
 

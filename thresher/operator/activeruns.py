@@ -252,6 +252,26 @@ def _create_cause(job: dict, events: list[dict]) -> _Cause | None:
     return _Cause("FailedCreate", f"the Job controller cannot create the pod: {detail}", _earliest(failed))
 
 
+# --- what is worth reading ----------------------------------------------------------------------
+
+def events_needed(job: dict, pods: list[dict]) -> bool:
+    """Whether Events can say more about this unfinished Job than its Pods already do.
+
+    Only two causes read them: the Job controller's ``FailedCreate`` (a Job without a live pod)
+    and the pull or container errors of a pod whose container waits with such a reason (the
+    registry's words, the first failure's time). A pod waiting for the scheduler or still
+    starting its containers says everything in its own status, so a burst of ordinary pending
+    runs costs no Events read (issue 19: one LIST per waiting run kept every handler thread on
+    the API server)."""
+    live = sorted((p for p in pods if not _terminal(p)), key=lambda p: p["metadata"].get("creationTimestamp", ""))
+    if not live:
+        return finished_condition(job) is None
+    status = live[-1].get("status") or {}
+    return any(_CONTAINER_REASONS.get(((cs.get("state") or {}).get("waiting") or {}).get("reason", ""))
+               not in (None, "InvalidImageName")
+               for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []))
+
+
 # --- the entry -----------------------------------------------------------------------------------
 
 def active_run(job: dict, pods: list[dict], events: list[dict], nodes: list[dict], pvcs: list[dict],

@@ -25,11 +25,15 @@ dashboard depend on these names; tests/unit/monitoring checks them together.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from thresher.api.activerun import BLOCKED_REASONS
 from thresher.api.alerting_labels import INFO_LABELS
@@ -60,6 +64,126 @@ def _package_version() -> str:
         return "unknown"
 
 
+# The per-schedule metrics: (name, type, extra labels after namespace and schedule, help).
+# They are not prometheus_client children (a Gauge child is an object with two locks, ~1 KiB;
+# 21 series per schedule were 20 KiB of heap per schedule, 100 MiB at 5,000): ``_Schedules``
+# keeps one small dict of values per schedule and builds the families when Prometheus scrapes.
+INFO_SERIES_LABELS = (*_SCHEDULE, "job_type", "cron", "time_zone", *INFO_LABELS)  # thresher_schedule_info's
+_FAMILIES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    ("thresher_schedule_info", "gauge", INFO_SERIES_LABELS[len(_SCHEDULE):],
+     "Static properties of a CollectionSchedule, spec.alerting.labels included (the alert rules "
+     "join them); always 1."),
+    ("thresher_schedule_suspended", "gauge", (), "1 while the schedule is suspended."),
+    ("thresher_schedule_runs", "counter", ("job_type", "outcome"),
+     "Finished runs by outcome (succeeded, failed, timed_out, failed_to_start, node_lost)."),
+    ("thresher_schedule_run_duration_seconds", "histogram", ("job_type",),
+     "Wall-clock duration of finished runs (start to completion)."),
+    ("thresher_schedule_last_run_timestamp_seconds", "gauge", (), "When the last run finished."),
+    ("thresher_schedule_last_success_timestamp_seconds", "gauge", (), "When the last successful run finished."),
+    ("thresher_schedule_last_failure_timestamp_seconds", "gauge", (), "When the last failed or timed-out run finished."),
+    ("thresher_schedule_next_run_timestamp_seconds", "gauge", (), "Next scheduled run; absent while suspended."),
+    ("thresher_schedule_consecutive_failures", "gauge", (), "Failed runs since the last success."),
+    ("thresher_schedule_consecutive_failures_threshold", "gauge", (),
+     "Consecutive failures at which the schedule counts as failing (spec)."),
+    ("thresher_schedule_stale", "gauge", (),
+     "1 when no successful run happened within stale_after_seconds (dead-man's switch)."),
+    ("thresher_schedule_stale_after_seconds", "gauge", (), "Expected interval between runs plus the configured grace."),
+    ("thresher_schedule_last_run_items", "gauge", ("job_type",), "Items the last run reported."),
+    ("thresher_schedule_last_run_valid_items", "gauge", ("job_type",), "Valid items the last run reported."),
+    ("thresher_schedule_last_run_quality_ratio", "gauge", ("job_type",), "Quality rate [0, 1] the last run reported."),
+    ("thresher_schedule_min_items", "gauge", ("job_type",), "Minimum expected items per run (spec)."),
+    ("thresher_schedule_min_quality_ratio", "gauge", ("job_type",), "Minimum acceptable quality rate (spec)."),
+    ("thresher_schedule_active_runs", "gauge", (), "Runs in progress."),
+    ("thresher_schedule_oldest_active_run_start_timestamp_seconds", "gauge", (),
+     "Start of the oldest run in progress; absent when none runs."),
+    (BLOCKED_GAUGE, "gauge", ("reason",),
+     "Active runs blocked on a cause that will not fix itself, per reason (status.active)."),
+    ("thresher_schedule_expected_duration_seconds", "gauge", (),
+     "How long a run is expected to take at most (spec timeout, or a default)."),
+)
+(INFO, SUSPENDED, RUNS, RUN_DURATION, LAST_RUN, LAST_SUCCESS, LAST_FAILURE, NEXT_RUN, CONSECUTIVE_FAILURES,
+ FAILURE_THRESHOLD, STALE, STALE_AFTER, LAST_ITEMS, LAST_VALID, LAST_QUALITY, MIN_ITEMS, MIN_QUALITY, ACTIVE_RUNS,
+ OLDEST_ACTIVE_START, RUNS_BLOCKED, EXPECTED_DURATION) = range(len(_FAMILIES))
+_JOB_TYPED = (LAST_ITEMS, LAST_VALID, LAST_QUALITY, MIN_ITEMS, MIN_QUALITY)
+_BUCKET_LE = tuple(floatToGoString(b) for b in (*RUN_DURATION_BUCKETS, float("inf")))
+
+# A series of one schedule: the family's index alone (namespace and schedule are its only
+# labels) or (index, *extra label values).
+_Series = int | tuple
+
+
+class _Schedules:
+    """The per-schedule series of every schedule, as a prometheus_client collector: per schedule
+    one dict ``series -> value`` (a histogram's value is its bucket counts and sum). One lock:
+    handler threads write, the HTTP server's thread scrapes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.values: dict[_SeriesKey, dict[_Series, Any]] = {}
+
+    def set(self, key: _SeriesKey, series: _Series, value: float) -> None:
+        with self.lock:
+            self.values.setdefault(key, {})[series] = float(value)
+
+    def get(self, key: _SeriesKey, series: _Series) -> Any:
+        return self.values.get(key, {}).get(series)
+
+    def drop(self, key: _SeriesKey, series: _Series) -> None:
+        with self.lock:
+            self.values.get(key, {}).pop(series, None)
+
+    def inc(self, key: _SeriesKey, series: _Series, amount: float = 1.0) -> None:
+        with self.lock:
+            values = self.values.setdefault(key, {})
+            values[series] = values.get(series, 0.0) + amount
+
+    def start(self, key: _SeriesKey, series: _Series) -> None:
+        """A counter at 0 unless it exists."""
+        with self.lock:
+            self.values.setdefault(key, {}).setdefault(series, 0.0)
+
+    def observe(self, key: _SeriesKey, series: _Series, value: float) -> None:
+        with self.lock:
+            values = self.values.setdefault(key, {})
+            counts = values.get(series)
+            if counts is None:
+                counts = values[series] = [0] * len(_BUCKET_LE) + [0.0]
+            counts[bisect_left(RUN_DURATION_BUCKETS, value)] += 1  # le: a value on a bound is in it
+            counts[-1] += value
+
+    def forget(self, key: _SeriesKey) -> None:
+        with self.lock:
+            self.values.pop(key, None)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        with self.lock:
+            snapshot = [(key, [(s, list(v) if isinstance(v, list) else v) for s, v in values.items()])
+                        for key, values in self.values.items()]
+        for key, values in snapshot:
+            for series, value in values:
+                index, extra = (series, ()) if isinstance(series, int) else (series[0], series[1:])
+                labels = [*key, *extra]
+                family = families[index]
+                if isinstance(value, list):
+                    cumulative, buckets = 0, []
+                    for le, count in zip(_BUCKET_LE, value[:-1]):
+                        cumulative += count
+                        buckets.append((le, cumulative))
+                    family.add_metric(labels, buckets, value[-1])
+                else:
+                    family.add_metric(labels, value)
+        return iter(families)
+
+    @staticmethod
+    def _families() -> list[Metric]:
+        kinds = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily, "histogram": HistogramMetricFamily}
+        return [kinds[kind](name, doc, labels=[*_SCHEDULE, *extra]) for name, kind, extra, doc in _FAMILIES]
+
+
 class OperatorMetrics:
     """All Thresher metrics, in one explicit registry.
 
@@ -72,107 +196,12 @@ class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, version: str | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._server: Any = None
-        # Every labelled child we created, per schedule, so forget_schedule can
-        # remove them without reading prometheus_client internals.
-        self._series: dict[_SeriesKey, set[tuple[Any, tuple[str, ...]]]] = {}
         # Current info labels and job_type per schedule, to drop the old series when they change.
         self._info_labels: dict[_SeriesKey, tuple[str, ...]] = {}
         self._job_type: dict[_SeriesKey, str] = {}
-        # Values of the per-schedule timestamp gauges as last set, so moving one forward is a
-        # dict lookup: registry.get_sample_value collects every series (O(schedules) a call).
-        self._timestamps: dict[tuple[Any, _SeriesKey], float] = {}
+        self._schedules = _Schedules()
         r = self.registry
-
-        self._names: dict[Any, str] = {}
-
-        def gauge(name: str, doc: str, labels: Sequence[str]) -> Gauge:
-            metric = Gauge(name, doc, labels, registry=r)
-            self._names[metric] = name
-            return metric
-
-        self.schedule_info = gauge(
-            "thresher_schedule_info",
-            "Static properties of a CollectionSchedule, spec.alerting.labels included (the alert rules "
-            "join them); always 1.",
-            ("namespace", "schedule", "job_type", "cron", "time_zone", *INFO_LABELS),
-        )
-        self.suspended = gauge("thresher_schedule_suspended", "1 while the schedule is suspended.", _SCHEDULE)
-        self.runs = Counter(
-            "thresher_schedule_runs",  # exposed as thresher_schedule_runs_total
-            "Finished runs by outcome (succeeded, failed, timed_out, failed_to_start, node_lost).",
-            ("namespace", "schedule", "job_type", "outcome"),
-            registry=r,
-        )
-        self.run_duration = Histogram(
-            "thresher_schedule_run_duration_seconds",
-            "Wall-clock duration of finished runs (start to completion).",
-            _SCHEDULE_JOB,
-            buckets=RUN_DURATION_BUCKETS,
-            registry=r,
-        )
-        self.last_run = gauge(
-            "thresher_schedule_last_run_timestamp_seconds", "When the last run finished.", _SCHEDULE
-        )
-        self.last_success = gauge(
-            "thresher_schedule_last_success_timestamp_seconds", "When the last successful run finished.", _SCHEDULE
-        )
-        self.last_failure = gauge(
-            "thresher_schedule_last_failure_timestamp_seconds",
-            "When the last failed or timed-out run finished.",
-            _SCHEDULE,
-        )
-        self.next_run = gauge(
-            "thresher_schedule_next_run_timestamp_seconds",
-            "Next scheduled run; absent while suspended.",
-            _SCHEDULE,
-        )
-        self.consecutive_failures = gauge(
-            "thresher_schedule_consecutive_failures", "Failed runs since the last success.", _SCHEDULE
-        )
-        self.failure_threshold = gauge(
-            "thresher_schedule_consecutive_failures_threshold",
-            "Consecutive failures at which the schedule counts as failing (spec).",
-            _SCHEDULE,
-        )
-        self.stale = gauge(
-            "thresher_schedule_stale",
-            "1 when no successful run happened within stale_after_seconds (dead-man's switch).",
-            _SCHEDULE,
-        )
-        self.stale_after = gauge(
-            "thresher_schedule_stale_after_seconds",
-            "Expected interval between runs plus the configured grace.",
-            _SCHEDULE,
-        )
-        self.last_items = gauge(
-            "thresher_schedule_last_run_items", "Items the last run reported.", _SCHEDULE_JOB
-        )
-        self.last_valid = gauge(
-            "thresher_schedule_last_run_valid_items", "Valid items the last run reported.", _SCHEDULE_JOB
-        )
-        self.last_quality = gauge(
-            "thresher_schedule_last_run_quality_ratio", "Quality rate [0, 1] the last run reported.", _SCHEDULE_JOB
-        )
-        self.min_items = gauge("thresher_schedule_min_items", "Minimum expected items per run (spec).", _SCHEDULE_JOB)
-        self.min_quality = gauge(
-            "thresher_schedule_min_quality_ratio", "Minimum acceptable quality rate (spec).", _SCHEDULE_JOB
-        )
-        self.active_runs = gauge("thresher_schedule_active_runs", "Runs in progress.", _SCHEDULE)
-        self.oldest_active_start = gauge(
-            "thresher_schedule_oldest_active_run_start_timestamp_seconds",
-            "Start of the oldest run in progress; absent when none runs.",
-            _SCHEDULE,
-        )
-        self.runs_blocked = gauge(
-            BLOCKED_GAUGE,
-            "Active runs blocked on a cause that will not fix itself, per reason (status.active).",
-            ("namespace", "schedule", "reason"),
-        )
-        self.expected_duration = gauge(
-            "thresher_schedule_expected_duration_seconds",
-            "How long a run is expected to take at most (spec timeout, or a default).",
-            _SCHEDULE,
-        )
+        r.register(self._schedules)
         self.reconciles = Counter(
             "thresher_operator_reconcile",  # exposed as thresher_operator_reconcile_total
             "Handler invocations by result (ok, error).",
@@ -191,8 +220,8 @@ class OperatorMetrics:
             "When a handler last finished, ok or not (liveness of the control loop).",
             registry=r,
         )
-        self._timestamp_gauges = frozenset({self.last_run, self.last_success, self.last_failure})
-        self.operator_info = gauge("thresher_operator_info", "The running operator; always 1.", ("version",))
+        self.operator_info = Gauge("thresher_operator_info", "The running operator; always 1.", ("version",),
+                                   registry=r)
         self.operator_info.labels(version or _package_version()).set(1)
         # With leader election (replicaCount > 1) only the leader runs handlers: a standby
         # exposes this at 0 and no per-schedule series, so sums over replicas never double count.
@@ -202,38 +231,25 @@ class OperatorMetrics:
 
     # -- per-schedule bookkeeping ------------------------------------------------
 
-    def _child(self, metric: Any, key: _SeriesKey, *labels: str) -> Any:
-        self._series.setdefault(key, set()).add((metric, labels))
-        return metric.labels(*labels)
-
-    def _drop(self, metric: Any, key: _SeriesKey, *labels: str) -> None:
-        self._timestamps.pop((metric, key), None)
-        series = self._series.get(key)
-        if series is not None and (metric, labels) in series:
-            series.discard((metric, labels))
-            metric.remove(*labels)
-
-    def _set_or_drop(self, metric: Any, key: _SeriesKey, labels: tuple[str, ...], value: float | None) -> None:
+    def _set_or_drop(self, key: _SeriesKey, series: _Series, value: float | None) -> None:
         if value is None:
-            self._drop(metric, key, *labels)
+            self._schedules.drop(key, series)
         else:
-            self._child(metric, key, *labels).set(value)
-            if metric in self._timestamp_gauges:
-                self._timestamps[(metric, key)] = value
+            self._schedules.set(key, series, value)
 
     def _init_runs(self, key: _SeriesKey, job_type: str) -> None:
         # Outcome counters start at 0 so the first failure is an increase
         # Prometheus can see (increase() ignores a series' first sample).
         for outcome in OUTCOMES:
-            self._child(self.runs, key, *key, job_type, outcome)
+            self._schedules.start(key, (RUNS, job_type, outcome))
 
     def _switch_job_type(self, key: _SeriesKey, job_type: str) -> None:
         # A schedule edited from one job kind to another must not keep the old
         # kind's thresholds and last-run gauges (they would alert forever).
         old = self._job_type.get(key)
         if old is not None and old != job_type:
-            for metric in (self.last_items, self.last_valid, self.last_quality, self.min_items, self.min_quality):
-                self._drop(metric, key, *key, old)
+            for index in _JOB_TYPED:
+                self._schedules.drop(key, (index, old))
         self._job_type[key] = job_type
 
     # -- the interface the operator calls ---------------------------------------
@@ -264,21 +280,19 @@ class OperatorMetrics:
         key = (namespace, schedule)
         self._switch_job_type(key, job_type)
         self._init_runs(key, job_type)
-        self.runs.labels(namespace, schedule, job_type, outcome).inc()
+        self._schedules.inc(key, (RUNS, job_type, outcome))
         if duration_seconds is not None:
-            self._child(self.run_duration, key, namespace, schedule, job_type).observe(max(0.0, duration_seconds))
-        labels = (namespace, schedule, job_type)
-        self._set_or_drop(self.last_items, key, labels, items)
-        self._set_or_drop(self.last_valid, key, labels, valid)
-        self._set_or_drop(self.last_quality, key, labels, quality)
-        self._advance(self.last_run, key, finished_at)
-        self._advance(self.last_failure if outcome in FAILED_OUTCOMES else self.last_success, key, finished_at)
+            self._schedules.observe(key, (RUN_DURATION, job_type), max(0.0, duration_seconds))
+        self._set_or_drop(key, (LAST_ITEMS, job_type), items)
+        self._set_or_drop(key, (LAST_VALID, job_type), valid)
+        self._set_or_drop(key, (LAST_QUALITY, job_type), quality)
+        self._advance(key, LAST_RUN, finished_at)
+        self._advance(key, LAST_FAILURE if outcome in FAILED_OUTCOMES else LAST_SUCCESS, finished_at)
 
-    def _advance(self, metric: Gauge, key: _SeriesKey, ts: float) -> None:
-        current = self._timestamps.get((metric, key))
+    def _advance(self, key: _SeriesKey, index: int, ts: float) -> None:
+        current = self._schedules.get(key, index)
         if current is None or ts > current:  # a late-recorded older run must not move time backwards
-            self._child(metric, key, *key).set(ts)
-            self._timestamps[(metric, key)] = ts
+            self._schedules.set(key, index, ts)
 
     def set_schedule_state(self, state: ScheduleState) -> None:
         """Write the level state of one schedule; ``None`` removes the series."""
@@ -286,39 +300,34 @@ class OperatorMetrics:
         key = (namespace, schedule)
         self._switch_job_type(key, job_type)
         self._init_runs(key, job_type)
-        info = (namespace, schedule, job_type, state.cron, state.time_zone,
-                *(state.info_labels or ("",) * len(INFO_LABELS)))
+        info = (job_type, state.cron, state.time_zone, *(state.info_labels or ("",) * len(INFO_LABELS)))
         old_info = self._info_labels.get(key)
         if old_info is not None and old_info != info:
-            self._drop(self.schedule_info, key, *old_info)
+            self._schedules.drop(key, (INFO, *old_info))
         self._info_labels[key] = info
-        self._child(self.schedule_info, key, *info).set(1)
+        self._schedules.set(key, (INFO, *info), 1)
 
-        s, sj = key, (namespace, schedule, job_type)
-        self._set_or_drop(self.suspended, key, s, int(state.suspended))
-        self._set_or_drop(self.next_run, key, s, state.next_run)
-        self._set_or_drop(self.last_run, key, s, state.last_run)
-        self._set_or_drop(self.last_success, key, s, state.last_success)
-        self._set_or_drop(self.last_failure, key, s, state.last_failure)
-        self._set_or_drop(self.consecutive_failures, key, s, state.consecutive_failures)
-        self._set_or_drop(self.failure_threshold, key, s, state.failure_threshold)
-        self._set_or_drop(self.stale, key, s, int(state.stale))
-        self._set_or_drop(self.stale_after, key, s, state.stale_after_seconds)
-        self._set_or_drop(self.min_quality, key, sj, state.min_quality)
-        self._set_or_drop(self.min_items, key, sj, state.min_items)
-        self._set_or_drop(self.active_runs, key, s, state.active_runs)
-        self._set_or_drop(self.oldest_active_start, key, s,
-                          state.oldest_active_start if state.active_runs > 0 else None)
-        self._set_or_drop(self.expected_duration, key, s, state.expected_duration_seconds)
+        self._set_or_drop(key, SUSPENDED, int(state.suspended))
+        self._set_or_drop(key, NEXT_RUN, state.next_run)
+        self._set_or_drop(key, LAST_RUN, state.last_run)
+        self._set_or_drop(key, LAST_SUCCESS, state.last_success)
+        self._set_or_drop(key, LAST_FAILURE, state.last_failure)
+        self._set_or_drop(key, CONSECUTIVE_FAILURES, state.consecutive_failures)
+        self._set_or_drop(key, FAILURE_THRESHOLD, state.failure_threshold)
+        self._set_or_drop(key, STALE, int(state.stale))
+        self._set_or_drop(key, STALE_AFTER, state.stale_after_seconds)
+        self._set_or_drop(key, (MIN_QUALITY, job_type), state.min_quality)
+        self._set_or_drop(key, (MIN_ITEMS, job_type), state.min_items)
+        self._set_or_drop(key, ACTIVE_RUNS, state.active_runs)
+        self._set_or_drop(key, OLDEST_ACTIVE_START, state.oldest_active_start if state.active_runs > 0 else None)
+        self._set_or_drop(key, EXPECTED_DURATION, state.expected_duration_seconds)
         for reason in BLOCKED_REASONS:  # every reason, 0 included: the alert sees it clear
-            self._child(self.runs_blocked, key, namespace, schedule, reason).set(state.blocked.get(reason, 0))
+            self._schedules.set(key, (RUNS_BLOCKED, reason), state.blocked.get(reason, 0))
 
     def forget_schedule(self, *, namespace: str, schedule: str) -> None:
         """Remove every series of a deleted schedule (counters and histograms included)."""
         key = (namespace, schedule)
-        for metric, labels in self._series.pop(key, set()):
-            metric.remove(*labels)
-            self._timestamps.pop((metric, key), None)
+        self._schedules.forget(key)
         self._info_labels.pop(key, None)
         self._job_type.pop(key, None)
 

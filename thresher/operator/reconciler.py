@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -30,8 +31,8 @@ from thresher.api.schedule import (
     BackfilledWindow, CollectionSchedule, ConditionType, RunRecord, SpecInvalid, parse_schedule,
 )
 from thresher.operator import builders, runs
-from thresher.operator.activeruns import Grace, active_run, startup_verdict
-from thresher.operator.caches import Caches, Key, cronjob_needs_check, in_sync_marker, key_of, slim_schedule
+from thresher.operator.activeruns import Grace, active_run, events_needed, startup_verdict
+from thresher.operator.caches import Caches, Key, cronjob_needs_check, in_sync_marker, key_of
 from thresher.operator.desired_status import Desired, Observed, desired_status, read_status
 from thresher.operator.firing import FireStep, fire_step, one_off_expiry, retry_steps, run_at_step
 from thresher.operator.kube import Kube, is_conflict
@@ -51,6 +52,14 @@ OUTCOME_LABELS = {runs.SUCCEEDED: "succeeded", runs.FAILED: "failed", runs.TIMED
 EVENTS_AFTER = timedelta(seconds=5)
 RECHECK = timedelta(seconds=10)
 NODE_MAX_AGE = timedelta(seconds=15)
+# An object's Events read for an active run are reused this long: each Job and Pod event of a
+# run that waits refreshes its schedule, and in a burst of 1,000 runs on a slow control plane
+# an Events LIST per refresh kept every handler thread waiting on the API server (the
+# recording fell minutes behind the Jobs, docs/benchmarks.md). Shorter than RECHECK, so a
+# due recheck always reads them afresh.
+EVENTS_MAX_AGE = timedelta(seconds=5)
+# At most this many Events reads at once, over every schedule: the rest wait for a recheck.
+EVENTS_READS = 2
 
 
 def utcnow() -> datetime:
@@ -65,6 +74,7 @@ class Reconciler:
     clock: Clock = utcnow
     caches: Caches = field(default_factory=Caches)
     grace: Grace = field(default_factory=Grace)
+    events_reads: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(EVENTS_READS))
 
     # --- schedule -> CronJob ----------------------------------------------------------
 
@@ -124,13 +134,13 @@ class Reconciler:
         return drifted
 
     def observe_schedule(self, body: dict) -> None:
-        self.caches.schedules[key_of(body)] = slim_schedule(body)
+        self.caches.keep_schedule(body)
 
     def resync(self, namespace: str, name: str) -> None:
         """Level-based refresh of a schedule as last watched: a failed recording retried, next
         run time, staleness, a deleted CronJob restored. Called for every schedule once a
         minute; writes only what changed."""
-        body = self.caches.schedules.get((namespace, name))
+        body = self.caches.schedule((namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         self.record_deferred(namespace, name)
@@ -140,7 +150,7 @@ class Reconciler:
         """Refresh a schedule as last watched because one of its runs changed (a Pod or Job
         event, or a recheck that came due); writes only what changed."""
         self.caches.soon.pop((namespace, name), None)
-        body = self.caches.schedules.get((namespace, name))
+        body = self.caches.schedule((namespace, name))
         if body is not None and not body["metadata"].get("deletionTimestamp"):
             self.refresh(body)
 
@@ -208,10 +218,11 @@ class Reconciler:
             running = any((p.get("status") or {}).get("phase") == "Running" for p in live)
             created = runs.parse_time(job["metadata"].get("creationTimestamp")) or now
             events: list[dict] = []
-            if not running and now - created >= EVENTS_AFTER:
+            if not running and now - created >= EVENTS_AFTER and events_needed(job, pods):
                 newest = max(live, key=lambda p: p["metadata"].get("creationTimestamp", ""), default=None)
-                events = self.kube.events_about(namespace, newest["metadata"]["name"] if newest
-                                                else job["metadata"]["name"])
+                events = self._events(namespace, newest["metadata"]["name"] if newest else job["metadata"]["name"])
+                if events is None:  # the API server is busy with other Events reads: look again soon
+                    events, recheck = [], min(filter(None, (recheck, now + RECHECK)))
             node_names = {n for p in live if (n := (p.get("spec") or {}).get("nodeName"))}
             nodes = [n for n in map(self._node, sorted(node_names)) if n is not None]
             claims = {v["persistentVolumeClaim"]["claimName"] for p in live if not (p.get("spec") or {}).get("nodeName")
@@ -227,6 +238,23 @@ class Reconciler:
         if recheck is not None:
             self.caches.soon[key] = min(recheck, self.caches.soon.get(key, recheck))
         return tuple(entries)
+
+    def _events(self, namespace: str, name: str) -> list[dict] | None:
+        """An object's Events, reused for EVENTS_MAX_AGE; None when EVENTS_READS reads are
+        already under way (the caller classifies without them and rechecks): the handler
+        threads stay free to record finished runs while the API server is slow."""
+        now, key = self.clock(), (namespace, name)
+        hit = self.caches.events.get(key)
+        if hit is not None and now - hit[0] < EVENTS_MAX_AGE:
+            return hit[1]
+        if not self.events_reads.acquire(blocking=False):
+            return None
+        try:
+            events = self.kube.events_about(namespace, name)
+        finally:
+            self.events_reads.release()
+        self.caches.remember_events(key, now, events, EVENTS_MAX_AGE)
+        return events
 
     def _node(self, name: str) -> dict | None:
         now = self.clock()

@@ -8,7 +8,7 @@ import yaml
 from tests.helpers.tools import REPO, require_tool, run_tool
 from thresher.api.alerting_labels import INFO_LABELS, ROUTING_KEYS, SEVERITY_KEYS
 from thresher.operator.activeruns import BLOCKED_GAUGE
-from thresher.operator.metrics import OperatorMetrics
+from thresher.operator.metrics import INFO_SERIES_LABELS, OperatorMetrics
 
 MONITORING = REPO / "manifests" / "monitoring"
 RULES = MONITORING / "thresher-rules.yaml"
@@ -122,7 +122,7 @@ def test_severity_overrides_match_the_alerting_labels_model():
 
 
 def _info_labels_declared() -> set[str]:
-    return set(OperatorMetrics().schedule_info._labelnames)
+    return set(INFO_SERIES_LABELS)
 
 
 def test_joined_labels_are_labels_of_the_info_metric():

@@ -17,10 +17,10 @@ from thresher.api.activerun import ActiveRun
 from thresher.api.names import MANAGED_BY, MANAGED_BY_VALUE, SCHEDULE_LABEL, STARTUP_VERDICT_ANNOTATION
 from thresher.api.schedule import parse_schedule
 from thresher.operator import desired_status as ds
-from thresher.operator import runs
+from thresher.operator import activeruns, runs
 from thresher.operator.caches import FireTimes
 from thresher.operator.metrics import OperatorMetrics
-from thresher.operator.reconciler import Reconciler
+from thresher.operator.reconciler import EVENTS_READS, RECHECK, Reconciler
 
 NOW = datetime(2026, 11, 22, 12, 0, 30, tzinfo=timezone.utc)
 CRONJOB = {"metadata": {"name": "s", "namespace": "ns", "uid": "cj"}, "status": {}}
@@ -211,6 +211,72 @@ def test_events_are_read_only_after_a_few_seconds_without_a_running_pod():
     assert kube.calls.count("events s-1") == 1
     entry = kube.current["status"]["active"][0]
     assert entry["phase"] == "Blocked" and "no PriorityClass with name x" in entry["message"]
+
+
+def test_a_waiting_runs_events_are_read_once_per_few_seconds_however_many_events_refresh_it():
+    """Each Job and Pod event of a waiting run refreshes its schedule: in a burst that was an
+    Events LIST per event; now at most one per EVENTS_MAX_AGE, and a due recheck reads afresh."""
+    kube = FakeKube(body(), events=[failed_create(NOW)])
+    clock = [NOW]
+    rec = reconciler(kube, clock)
+    rec.record_job(job())  # 40 s old, no pod: its events are worth reading
+    for _ in range(5):
+        rec.refresh_active("ns", "s")
+    assert kube.calls.count("events s-1") == 1
+    clock[0] = NOW + timedelta(seconds=10)  # the recheck (RECHECK) comes after EVENTS_MAX_AGE
+    rec.refresh_active("ns", "s")
+    assert kube.calls.count("events s-1") == 2
+    for i in range(300):  # old entries do not pile up
+        rec.caches.remember_events(("ns", f"p{i}"), clock[0] + timedelta(seconds=60 + i), [], timedelta(seconds=5))
+    assert len(rec.caches.events) < 300
+
+
+def pending_pod(waiting: str | None = None) -> dict:
+    statuses = [{"name": "main", "image": "reg/x:1", "state": {"waiting": {"reason": waiting, "message": "m"}}}]
+    return {"metadata": {"name": "s-1-abc", "namespace": "ns", "creationTimestamp": "2026-11-22T11:59:50Z",
+                         "labels": {SCHEDULE_LABEL: "s", "batch.kubernetes.io/job-name": "s-1"}},
+            "spec": {"nodeName": "n1"},
+            "status": {"phase": "Pending", **({"containerStatuses": statuses} if waiting else {})}}
+
+
+def test_events_are_read_only_when_they_can_name_the_cause():
+    """A burst of ordinary pending runs (pods waiting for a node or starting) costs no Events
+    read: only a Job without a pod (FailedCreate) or a container waiting on a pull/config error."""
+    assert activeruns.events_needed(job(), []) is True
+    assert activeruns.events_needed(job(), [pending_pod()]) is False
+    assert activeruns.events_needed(job(), [pending_pod("ContainerCreating")]) is False
+    assert activeruns.events_needed(job(), [pending_pod("InvalidImageName")]) is False  # its status says it all
+    assert activeruns.events_needed(job(), [pending_pod("ImagePullBackOff")]) is True
+    assert activeruns.events_needed(job(), [pending_pod("CreateContainerConfigError")]) is True
+    kube = FakeKube(body())
+    clock = [NOW]
+    rec = reconciler(kube, clock)
+    rec.record_job(job())  # 40 s old and no pod yet: a FailedCreate would be worth reading
+    assert kube.calls.count("events s-1") == 1
+    clock[0] = NOW + RECHECK  # past EVENTS_MAX_AGE: nothing reused
+    rec.pod_changed(pending_pod("ContainerCreating"))
+    assert kube.calls.count("events s-1") + kube.calls.count("events s-1-abc") == 1
+    assert kube.current["status"]["active"][0]["phase"] == "Pending"
+
+
+def test_events_reads_are_bounded_and_a_run_left_without_them_is_rechecked():
+    """While EVENTS_READS reads are under way (a slow API server), a refresh does not queue a
+    further one on its handler thread: it classifies from the watched objects and looks again."""
+    kube = FakeKube(body(), events=[failed_create(NOW)])
+    clock = [NOW]
+    rec = reconciler(kube, clock)
+    for _ in range(EVENTS_READS):
+        rec.events_reads.acquire()
+    rec.record_job(job())
+    assert not any(c.startswith("events") for c in kube.calls)
+    assert kube.current["status"]["active"][0]["phase"] == "Pending"
+    assert rec.caches.soon[("ns", "s")] == NOW + RECHECK
+    for _ in range(EVENTS_READS):
+        rec.events_reads.release()
+    clock[0] = NOW + RECHECK
+    rec.refresh_active("ns", "s")
+    assert kube.calls.count("events s-1") == 1
+    assert kube.current["status"]["active"][0]["phase"] == "Blocked"
 
 
 def test_a_blocked_run_is_stopped_once_after_the_startup_timeout_and_recorded_as_failed_to_start():

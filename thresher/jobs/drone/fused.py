@@ -9,6 +9,11 @@ the bins to the histogram (two interleaved copies, so runs of equal bins do not 
 one counter). The primary index's row also feeds the health map's block sums. Nothing of
 image size is allocated.
 
+8-bit input: VARI, GLI and ExG need no per-pixel loop. Their terms are exact integers and
+each depends on two of them ((G, R + B) for GLI and ExG, (G - R, G + R - B) for VARI), so
+each pixel adds one count to each of two tables and ``_table_finish`` turns every non-empty
+cell into one value with the same float32 operations (docs/drone.md, "Backends").
+
 Why numba and not numexpr: numexpr evaluates array expressions fast but each index would
 still be a pass writing a 12 M-element temporary, and it cannot build histograms or
 counts; the statistics would again need NumPy passes and a quantile selection (the old

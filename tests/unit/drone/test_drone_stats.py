@@ -197,3 +197,32 @@ def test_every_row_source_of_the_kernel_gives_the_same_numbers(zoning):
         a, b = s.to_dict(), ref.to_dict()
         assert a.pop("mean") == pytest.approx(b.pop("mean"), abs=1e-6), name
         assert a == b, name
+
+
+@pytest.mark.parametrize("zoning", ["absolute", "relative"])
+def test_8bit_pair_tables_equal_the_per_pixel_pass(zoning):
+    """8-bit VARI, GLI and ExG are counted in tables of (G, R + B) and (G - R, G + R - B) cells
+    (``fused._table_finish``); the same pixels as uint16 with max DN 255 take the per-pixel loops.
+    Every statistic, the masks and the map agree (the mean to summation rounding)."""
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (300, 400, 3)).astype(np.uint8)
+    g = rng.integers(0, 256, 4000)
+    r = rng.integers(0, 256, 4000)
+    rgb[:10, :, 1], rgb[:10, :, 0] = g.reshape(10, 400), r.reshape(10, 400)
+    rgb[:10, :, 2] = np.clip(g + r, 0, 255).reshape(10, 400)  # VARI's G + R == B (and saturated where clipped)
+    rgb[10:12] = 0  # every denominator zero
+    rgb[12, :50] = (10, 12, 5)  # below the floor, not zero
+    nodata = rng.random((300, 400)) < 0.02
+    params = cp.ComputeParams.from_spec(DroneJob(healthMapMaxSize=100, zoning=zoning))
+    planes8 = {b: rgb[..., i] for i, b in enumerate("RGB")}
+    planes16 = {b: p.astype(np.uint16) for b, p in planes8.items()}
+    table = cp.compute_numpy(_frame(planes8, 255.0, nodata), params)
+    pixel = cp.compute_numpy(_frame(planes16, 255.0, nodata), params)
+    assert (table.saturated, table.nodata) == (pixel.saturated, pixel.nodata) and table.saturated > 0
+    assert np.array_equal(table.map_index, pixel.map_index, equal_nan=True)
+    assert set(table.stats) == {"VARI", "GLI", "ExG", "TGI"}
+    for name in table.stats:
+        a, b = table.stats[name].to_dict(), pixel.stats[name].to_dict()
+        assert a.pop("mean") == pytest.approx(b.pop("mean"), abs=1e-7), name  # float32 row sums vs float64 cell sums
+        assert a == b, name
+        assert a["invalid_pixels"] > 0 or name == "TGI", name

@@ -9,6 +9,7 @@ fine histograms and the health map's block sums; ``stats.finish`` turns those in
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,6 +83,18 @@ def full_scale(max_dn: float | None) -> float:
     return 1.0 if max_dn is None else float(max_dn)
 
 
+TABLE_INDICES = frozenset({"VARI", "GLI", "ExG"})  # 8-bit input: counted in tables of term pairs (fused.py)
+_local = threading.local()
+
+
+def pair_table() -> np.ndarray:
+    """This thread's tables of term pairs (``fused._table_finish`` leaves them cleared after each window)."""
+    table = getattr(_local, "pair_table", None)
+    if table is None:
+        table = _local.pair_table = np.zeros(fused.TABLE_SIZE, dtype=np.int32)
+    return table
+
+
 class Pass:
     """The fused pass's accumulators for one image or one orthomosaic, fed window by window.
 
@@ -129,6 +142,8 @@ class Pass:
         hb, wb = map_sum.shape
         hist = np.zeros((len(self.names), 2, QBINS + 1), dtype=np.int32)
         words, shifts = fused.pixel_words(pixels, channels)
+        use_table = np.array([n in TABLE_INDICES for n in self.names], dtype=np.bool_)
+        table = pair_table() if first.dtype == np.uint8 and use_table.any() else None
         fused.image_pass(
             np.array([fused.CODES[n] for n in self.names], dtype=np.int64), *bands, pixels, channels, present,
             flat_nodata, nodata is not None, f32(self.max_dn if self.max_dn is not None else -1.0), h, w,
@@ -136,7 +151,8 @@ class Pass:
             np.array([z.vegetation for z in self.zonings], dtype=f32),
             np.array([z.stressed for z in self.zonings], dtype=f32),
             f32(QRANGE[0]), f32(QSCALE), self.names.index(self.primary) if self.primary else -1,
-            min(k, h), min(k, w), hb, wb, hist, self.sums, self.counts, map_sum, map_cnt, self.masked, words, shifts)
+            min(k, h), min(k, w), hb, wb, hist, self.sums, self.counts, map_sum, map_cnt, self.masked, words, shifts,
+            table, use_table)
         self.hist += hist[:, 0, :].astype(np.int64) + hist[:, 1, :]
         self.pixels += h * w
 
@@ -165,6 +181,6 @@ def compute_numpy(decoded: Decoded, params: ComputeParams) -> Computed:
 
 
 def block_means(total: np.ndarray, count: np.ndarray) -> np.ndarray:
-    out = np.full(total.shape, np.nan, dtype=np.float32)
-    np.divide(total, count, out=out, where=count > 0, casting="unsafe")
-    return out
+    """total / count as float32, NaN where the count is 0 (a plain division: twice as fast as a masked one)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (total / count).astype(np.float32)

@@ -9,6 +9,11 @@ the bins to the histogram (two interleaved copies, so runs of equal bins do not 
 one counter). The primary index's row also feeds the health map's block sums. Nothing of
 image size is allocated.
 
+8-bit input: VARI, GLI and ExG need no per-pixel loop. Their terms are exact integers and
+each depends on two of them ((G, R + B) for GLI and ExG, (G - R, G + R - B) for VARI), so
+each pixel adds one count to each of two tables and ``_table_finish`` turns every non-empty
+cell into one value with the same float32 operations (docs/drone.md, "Backends").
+
 Why numba and not numexpr: numexpr evaluates array expressions fast but each index would
 still be a pass writing a 12 M-element temporary, and it cannot build histograms or
 counts; the statistics would again need NumPy passes and a quantile selection (the old
@@ -128,6 +133,98 @@ def _row_sum(vbuf):
     return s
 
 
+# 8-bit input: two tables of pixel counts, one cell per distinct pair of integer terms (see _table_finish).
+GS_G = 512  # green x (red + blue): a row per green level, R + B is 0..510
+GS_SIZE = 256 * GS_G
+VA_E = 768  # (G - R) x (G + R - B): a row per G - R (-255..255), G + R - B is -255..510
+VA_BASE = GS_SIZE
+VA_SIZE = 511 * VA_E
+TABLE_SIZE = VA_BASE + VA_SIZE + 1  # the last cell takes masked pixels
+
+
+@numba.njit(**JIT)
+def _table_keys(rf, gf, bf, mrow, width, gs_keys, va_keys):
+    """The cells of each pixel in the two tables (the last cell where masked)."""
+    for x in range(width):
+        r, g, b = rf[x], gf[x], bf[x]
+        m = mrow[x] != 0
+        gs_keys[x] = TABLE_SIZE - 1 if m else np.int32(g) * GS_G + np.int32(r + b)
+        va_keys[x] = TABLE_SIZE - 1 if m else VA_BASE + np.int32(g - r + f32(255.0)) * VA_E + np.int32(g + r - b + f32(255.0))
+
+
+@numba.njit(**JIT)
+def _table_count(gs_keys, va_keys, width, table, gs, va):
+    if gs and va:
+        for x in range(width):
+            table[gs_keys[x]] += 1
+            table[va_keys[x]] += 1
+    elif gs:
+        for x in range(width):
+            table[gs_keys[x]] += 1
+    else:
+        for x in range(width):
+            table[va_keys[x]] += 1
+
+
+@numba.njit(inline="always", **JIT)
+def _table_cell(s, code, c, r, g, b, full_scale, floor, veg, stressed, qlo, qscale, hist, sums, counts):
+    zero = f32(0.0)
+    nbins = hist.shape[2] - 1
+    num, den = _terms(code, r, g, b, zero, zero, full_scale)
+    if (den == zero) | (abs(den) < floor):
+        hist[s, 0, nbins] += c
+        return
+    v = num / den
+    t = min(max((v - qlo) * qscale, zero), f32(nbins - 1))
+    hist[s, 0, np.int32(t)] += c
+    sums[s] += c * np.float64(v)
+    counts[s, 0] += c if v < veg[s] else 0
+    counts[s, 1] += c if v < stressed[s] else 0
+
+
+@numba.njit(**JIT)
+def _map_row(code, rb, gb, bb, nb_, reb, mrow, width, full_scale, floor, macc, mcnt):
+    """The primary index's values and validity added to the map's column sums (no bins, no counts)."""
+    for x in range(width):
+        num, den = _terms(code, rb[x], gb[x], bb[x], nb_[x], reb[x], full_scale)
+        bad = (den == f32(0.0)) | (abs(den) < floor) | (mrow[x] != 0)
+        v = num / (f32(1.0) if bad else den)
+        bad = bad | ~(abs(v) <= f32(3.0e38))
+        macc[x] += f32(0.0) if bad else v
+        mcnt[x] += not bad
+
+
+@numba.njit(**JIT)
+def _table_finish(table, codes, use_table, full_scale, floor, veg, stressed, qlo, qscale, hist, sums, counts):
+    """For 8-bit pixels the terms are exact integers in float32, and an index's value depends only on two of
+    them: GLI and ExG on G and S = R + B (num 2G - S; den 2G + S or G + S), VARI on d = G - R and
+    e = G + R - B (num d, den e). Each non-empty cell is one value, computed with the kernel's own float32
+    operations (``_terms`` on stand-in bands with the same exact terms: r = S, b = 0 for GLI and ExG;
+    r = 0, g = d, b = d - e for VARI) and added with its pixel count to the histogram, the counts below
+    the cuts and the float64 sum. Clears the table."""
+    zero = f32(0.0)
+    for s in range(codes.shape[0]):
+        if not use_table[s]:
+            continue
+        code = codes[s]
+        if code == 0:
+            for d in range(-255, 256):
+                row = VA_BASE + (d + 255) * VA_E
+                for e in range(-255, 511):
+                    c = table[row + e + 255]
+                    if c != 0:
+                        _table_cell(s, 0, c, zero, f32(d), f32(d - e), full_scale, floor, veg, stressed, qlo, qscale,
+                                    hist, sums, counts)
+        else:
+            for g in range(256):
+                for sb in range(511):
+                    c = table[g * GS_G + sb]
+                    if c != 0:
+                        _table_cell(s, code, c, f32(sb), f32(g), zero, full_scale, floor, veg, stressed, qlo, qscale,
+                                    hist, sums, counts)
+    table[:] = 0
+
+
 @numba.njit(**JIT)
 def _convert_row(src, base, width, out, present):
     if present:
@@ -213,7 +310,7 @@ def _flush_map_row(macc, mcnt, by, kw, wb, map_sum, map_cnt):
 def image_pass(codes, R, G, B, N, RE, pixels, channels, present, nodata, has_nodata, sat, height, width,
                full_scale, floor,
                veg, stressed, qlo, qscale, primary_slot, kh, kw, hb, wb, hist, sums, counts, map_sum, map_cnt, masked,
-               words=None, shifts=None):
+               words=None, shifts=None, table=None, use_table=None):
     """One image (or window). hist[s, copy, bin] (bin == nbins: invalid or masked); counts[s] = (below
     vegetation, below stressed); masked = (saturated, no data, either).
 
@@ -244,6 +341,14 @@ def image_pass(codes, R, G, B, N, RE, pixels, channels, present, nodata, has_nod
     sat_dn = np.zeros(1, dt)
     if check_sat:
         sat_dn[0] = sat  # the saturation DN in the source dtype
+    gs_keys = np.zeros(width if table is not None else 1, np.int32)
+    va_keys = np.zeros(width if table is not None else 1, np.int32)
+    gs = va = False
+    if table is not None:
+        for s in range(codes.shape[0]):
+            if use_table[s]:
+                gs = gs | (codes[s] != 0)
+                va = va | (codes[s] == 0)
     for y in range(height):
         base = y * width
         mrow[:] = 0
@@ -283,7 +388,19 @@ def image_pass(codes, R, G, B, N, RE, pixels, channels, present, nodata, has_nod
         masked[2] += either
         by = y // kh
         in_map = by < hb
+        if table is not None:
+            _table_keys(rf, gf, bf, mrow, width, gs_keys, va_keys)
+            _table_count(gs_keys, va_keys, width, table, gs, va)
         for s in range(codes.shape[0]):
+            if table is not None and use_table[s]:
+                if s == primary_slot and in_map:
+                    if codes[s] == 0:
+                        _map_row(0, rf, gf, bf, nf, ref, mrow, width, full_scale, floor, macc, mcnt)
+                    elif codes[s] == 1:
+                        _map_row(1, rf, gf, bf, nf, ref, mrow, width, full_scale, floor, macc, mcnt)
+                    else:
+                        _map_row(2, rf, gf, bf, nf, ref, mrow, width, full_scale, floor, macc, mcnt)
+                continue
             a, c = _index_row_any(codes[s], rf, gf, bf, nf, ref, mrow, width, full_scale, floor, veg[s], stressed[s],
                                   qlo, qscale, nbins, vbuf, binbuf)
             counts[s, 0] += a
@@ -300,6 +417,8 @@ def image_pass(codes, R, G, B, N, RE, pixels, channels, present, nodata, has_nod
                     mcnt[x] += binbuf[x] != nbins
         if in_map and primary_slot >= 0 and (y % kh == kh - 1 or y == height - 1):
             _flush_map_row(macc, mcnt, by, kw, wb, map_sum, map_cnt)
+    if table is not None:
+        _table_finish(table, codes, use_table, full_scale, floor, veg, stressed, qlo, qscale, hist, sums, counts)
 
 
 @numba.njit(**JIT)

@@ -58,13 +58,10 @@ NODATA, SOIL, STRESSED, HEALTHY, WHITE, TEXT, OUTLINE = range(len(PALETTE))
 
 def classes(small: np.ndarray, vegetation: float, stressed: float | None) -> np.ndarray:
     """Block means -> palette class per block (stressed None: all vegetation shown healthy)."""
-    out = np.full(small.shape, HEALTHY, dtype=np.uint8)
-    finite = np.isfinite(small)
-    values = np.where(finite, small, 0)
+    out = np.where(small < np.float32(vegetation), np.uint8(SOIL), np.uint8(HEALTHY))  # NaN compares False
     if stressed is not None:
-        out[values < np.float32(stressed)] = STRESSED
-    out[values < np.float32(vegetation)] = SOIL
-    out[~finite] = NODATA
+        out[(small < np.float32(stressed)) & (out == HEALTHY)] = STRESSED
+    out[~np.isfinite(small)] = NODATA
     return out
 
 

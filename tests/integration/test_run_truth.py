@@ -16,14 +16,18 @@ import uuid
 import pytest
 import yaml
 
-from tests.conftest import CRD_DIR, kubectl_json
+from tests.conftest import CRD_DIR, SESSION_TAG, kubectl_json
 from tests.helpers.wait import eventually
+from tests.integration.conftest import OperatorProcess
 from tests.integration.test_operator import apply, condition, run_now, schedule, simulate, status_of
 
 pytestmark = pytest.mark.integration
 
 STARTUP_TIMEOUT = 20
-GPU_STARTUP_TIMEOUT = 80
+UNSCHEDULABLE_GRACE = 5  # the operator's --unschedulable-grace in the GPU test (default 60)
+# Blocked from the grace on (noticed at the 10 s recheck of a pending run) until this timeout:
+# about 20 s to see it blocked, as the default grace of 60 s with a timeout of 80 s gave.
+GPU_STARTUP_TIMEOUT = 35
 
 
 def blocked_entry(cluster, namespace: str, name: str, reason: str, timeout: float = 60) -> dict:
@@ -108,11 +112,32 @@ def test_missing_priority_class_is_reported_ended_as_failed_to_start_and_clears_
                timeout=30, message="PrerequisitesMissing cleared")
 
 
-def test_unschedulable_gpu_and_missing_claim_are_blocked_and_ended(cluster, namespace, operator):
+@pytest.fixture
+def short_grace(cluster, crd, tmp_path):
+    """A namespace outside the session operator's ``t-<tag>-*`` and an operator of its own that
+    counts an unschedulable pod as blocked after 5 s instead of the default minute
+    (``--unschedulable-grace``): the same classification, a minute less of the suite."""
+    ns = f"grace-{SESSION_TAG}-{uuid.uuid4().hex[:5]}"
+    cluster.kubectl("create", "namespace", ns)
+    op = OperatorProcess(cluster.kubeconfig, tmp_path / "grace.log", namespaces=(ns,),
+                         extra_args=("--unschedulable-grace", str(UNSCHEDULABLE_GRACE)))
+    try:
+        eventually(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", ns, check=False)
+                   .returncode == 0, timeout=30, message=f"default ServiceAccount in {ns}")
+        op.start()
+        yield ns, op
+    finally:
+        op.stop()
+        cluster.kubectl("delete", "collectionschedules", "--all", "-n", ns, "--wait=false", check=False)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_unschedulable_gpu_and_missing_claim_are_blocked_and_ended(cluster, short_grace):
+    namespace, operator = short_grace
     apply(cluster, namespace, "---\n".join([
         # blockedSince of Unschedulable is the scheduling failure, and the scheduler's reason
-        # counts only after a grace of 60 s (a node may still come): a startup timeout below
-        # the grace would end the run the moment it is blocked.
+        # counts only after the grace (a node may still come; 5 s here, by default 60 s): a
+        # startup timeout below the grace would end the run the moment it is blocked.
         schedule("gpu", resources={"gpus": 16}, startupTimeoutSeconds=GPU_STARTUP_TIMEOUT),
         schedule("pvc", storage={"claimName": "nope"}, startupTimeoutSeconds=STARTUP_TIMEOUT),
     ]))
@@ -124,7 +149,7 @@ def test_unschedulable_gpu_and_missing_claim_are_blocked_and_ended(cluster, name
     run_now(cluster, namespace, "pvc")
     pvc = blocked_entry(cluster, namespace, "pvc", "UnboundPVC")
     assert pvc["message"] == f'PersistentVolumeClaim "nope" does not exist in namespace {namespace}'
-    gpu = blocked_entry(cluster, namespace, "gpu", "Unschedulable", timeout=60 + 15)
+    gpu = blocked_entry(cluster, namespace, "gpu", "Unschedulable", timeout=UNSCHEDULABLE_GRACE + 30)
     assert "Insufficient nvidia.com/gpu" in gpu["message"] and "preemption" not in gpu["message"]
     # The gauge is set right after the status write that the line above observed: poll it.
     eventually(lambda: re.search(r'thresher_schedule_runs_blocked\{[^}]*reason="Unschedulable"[^}]*schedule="gpu"[^}]*\} 1',

@@ -52,8 +52,10 @@ def test_backfill_of_an_hour_of_every_ten_minutes_runs_six_jobs_once(cluster, na
                              input=json.dumps(run_job(cronjob, first.job_name, {}, first.logical_time)))
     assert repeat.returncode != 0 and "AlreadyExists" in repeat.stderr
 
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", f"job-name={first.job_name}",
-                                      "-o", "json").stdout)["items"]
+    # The Job controller creates the pod a moment after the Job (under load, after this line ran once).
+    pods = eventually(lambda: json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l",
+                                                         f"job-name={first.job_name}", "-o", "json").stdout)["items"],
+                      timeout=30, message="the backfilled Job's pod")
     env = {e["name"]: e.get("value") for e in pods[0]["spec"]["containers"][0]["env"]}
     assert env[LOGICAL_TIME_ENV] == first.logical_time_value
 

@@ -61,9 +61,12 @@ def simulate(cluster, namespace: str, name: str, *, exit_code: int | None = None
     cluster.kubectl("patch", "cronjob", name, "-n", namespace, "--type=merge", "-p", json.dumps(patch))
 
 
-def run_now(cluster, namespace: str, name: str) -> None:
+def run_now(cluster, namespace: str, name: str) -> str:
+    """Ask a run now; the request's token (the operator's Job for it carries the token)."""
+    token = uuid.uuid4().hex
     cluster.kubectl("annotate", "--overwrite", "collectionschedule", name, "-n", namespace,
-                    f"{RUN_NOW_ANNOTATION}={uuid.uuid4().hex}")
+                    f"{RUN_NOW_ANNOTATION}={token}")
+    return token
 
 
 def wait_runs(cluster, namespace: str, name: str, count: int, timeout: float = 60) -> dict:

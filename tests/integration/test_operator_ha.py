@@ -15,12 +15,12 @@ import uuid
 
 import pytest
 
-from tests.conftest import SESSION_TAG, kubectl_json
+from tests.conftest import SESSION_TAG
+from tests.helpers.burst import assert_each_run_recorded_once, start_burst
 from tests.helpers.ha import has_series, holder_instance, lease_holder, measure_takeover, metric_sum, recorded_by
 from tests.helpers.wait import eventually
 from tests.integration.conftest import OperatorProcess
 from tests.integration.test_operator import apply, run_now, schedule, simulate, status_of
-from thresher.api.names import RECORDED_ANNOTATION
 
 pytestmark = pytest.mark.integration
 
@@ -87,30 +87,14 @@ def test_leader_dies_during_a_completion_burst_standby_takes_over(cluster, ha_na
     entry, one Event, by whichever replica recorded it), every Job is marked recorded, and the
     new leader's metrics count exactly the runs it recorded and carry every schedule's gauges."""
     a, b = pair["op-a"], pair["op-b"]
-    names = [f"burst-{i}" for i in range(8)]
-    apply(cluster, ha_namespace, "---\n".join(schedule(n) for n in names))
-    for i, name in enumerate(names):
-        simulate(cluster, ha_namespace, name, duration=f"{1 + i % 4}s",
-                 message={"jobType": "container", "succeeded": True, "items": i})
-    for name in names:
-        run_now(cluster, ha_namespace, name)
-    eventually(lambda: any(status_of(cluster, ha_namespace, n).get("recentRuns") for n in names),
-               timeout=60, message="first run recorded")
+    names = start_burst(cluster, ha_namespace)
 
     took = measure_takeover(cluster, ha_namespace, LEASE, "op-a", lambda: a.kill(sig))
     assert took < TAKEOVER_LIMIT_S, f"takeover took {took:.1f}s"
     eventually(lambda: healthz(b)[0] == 200 and healthz(b)[1].get("role") != "standby", timeout=30,
                message="op-b serving kopf's liveness as the leader")
 
-    for i, name in enumerate(names):
-        status = eventually(lambda: (s := status_of(cluster, ha_namespace, name)).get("recentRuns") and s,
-                            timeout=60, message=f"run of {name} recorded")
-        assert len(status["recentRuns"]) == 1, json.dumps(status["recentRuns"])
-        assert status["recentRuns"][0]["result"]["items"] == i
-        assert status["stats"]["runs"] == 1
-    eventually(lambda: all(j["metadata"].get("annotations", {}).get(RECORDED_ANNOTATION) == "true"
-                           for j in kubectl_json(cluster, "get", "jobs", "-n", ha_namespace)["items"]),
-               timeout=30, message="every Job marked recorded")
+    assert_each_run_recorded_once(cluster, ha_namespace, names)
     by = eventually(lambda: (c := recorded_by(cluster, ha_namespace)) and sum(c.values()) == len(names) and c,
                     timeout=30, message="one run Event per run")
     assert set(by) <= {"op-a", "op-b"} and by["op-a"] >= 1, by

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
 from tests.conftest import kubectl_json
+from tests.helpers.burst import assert_each_run_recorded_once, start_burst
 from tests.helpers.wait import eventually
-from tests.integration.test_operator import apply, run_now, schedule, simulate, status_of
-from thresher.api.names import RECORDED_ANNOTATION
+from tests.integration.test_operator import apply, schedule, status_of
 
 pytestmark = pytest.mark.integration
 
@@ -32,32 +31,15 @@ def test_kill_during_creation_storm_then_restart_converges(cluster, namespace, o
 def test_kill_during_completion_burst_records_each_run_exactly_once(cluster, namespace, operator):
     """Runs finishing while the operator is dead are recorded after the restart, each once;
     runs recorded before the kill are not recorded again."""
-    names = [f"burst-{i}" for i in range(8)]
-    apply(cluster, namespace, "---\n".join(schedule(n) for n in names))
-    for i, name in enumerate(names):
-        simulate(cluster, namespace, name, duration=f"{1 + i % 4}s",
-                 message={"jobType": "container", "succeeded": True, "items": i})
-    for name in names:
-        run_now(cluster, namespace, name)
-    # Let a few finish and be recorded, then kill while the rest are still running.
-    eventually(lambda: any(status_of(cluster, namespace, n).get("recentRuns") for n in names),
-               timeout=60, message="first run recorded")
+    # Every run-now has its Job and a few runs are recorded: kill while the rest still run.
+    names = start_burst(cluster, namespace)
     operator.kill()
     eventually(lambda: all(_job_done(j) for j in kubectl_json(cluster, "get", "jobs", "-n", namespace)["items"])
                and len(kubectl_json(cluster, "get", "jobs", "-n", namespace)["items"]) == len(names),
                timeout=60, message="all Jobs finished while the operator is down")
     operator.start()
-    for i, name in enumerate(names):
-        status = eventually(lambda: (s := status_of(cluster, namespace, name)).get("recentRuns") and s,
-                            timeout=60, message=f"run of {name} recorded")
-        assert len(status["recentRuns"]) == 1, json.dumps(status["recentRuns"])
-        assert status["recentRuns"][0]["result"]["items"] == i
-        assert status["stats"]["runs"] == 1
-    jobs = kubectl_json(cluster, "get", "jobs", "-n", namespace)["items"]
-    eventually(lambda: all(j["metadata"].get("annotations", {}).get(RECORDED_ANNOTATION) == "true"
-                           for j in kubectl_json(cluster, "get", "jobs", "-n", namespace)["items"]),
-               timeout=30, message="every Job marked recorded")
-    assert len(jobs) == len(names)
+    assert_each_run_recorded_once(cluster, namespace, names)
+    assert len(kubectl_json(cluster, "get", "jobs", "-n", namespace)["items"]) == len(names)
 
 
 def _job_done(job: dict) -> bool:

@@ -16,14 +16,18 @@ import uuid
 import pytest
 import yaml
 
-from tests.conftest import CRD_DIR, kubectl_json
+from tests.conftest import CRD_DIR, SESSION_TAG, kubectl_json
 from tests.helpers.wait import eventually
+from tests.integration.conftest import OperatorProcess
 from tests.integration.test_operator import apply, condition, run_now, schedule, simulate, status_of
 
 pytestmark = pytest.mark.integration
 
 STARTUP_TIMEOUT = 20
-GPU_STARTUP_TIMEOUT = 80
+UNSCHEDULABLE_GRACE = 5  # the operator's --unschedulable-grace in the GPU test (default 60)
+# Blocked from the grace on (noticed at the 10 s recheck of a pending run) until this timeout:
+# about 20 s to see it blocked, as the default grace of 60 s with a timeout of 80 s gave.
+GPU_STARTUP_TIMEOUT = 35
 
 
 def blocked_entry(cluster, namespace: str, name: str, reason: str, timeout: float = 60) -> dict:
@@ -108,11 +112,32 @@ def test_missing_priority_class_is_reported_ended_as_failed_to_start_and_clears_
                timeout=30, message="PrerequisitesMissing cleared")
 
 
-def test_unschedulable_gpu_and_missing_claim_are_blocked_and_ended(cluster, namespace, operator):
+@pytest.fixture
+def short_grace(cluster, crd, tmp_path):
+    """A namespace outside the session operator's ``t-<tag>-*`` and an operator of its own that
+    counts an unschedulable pod as blocked after 5 s instead of the default minute
+    (``--unschedulable-grace``): the same classification, a minute less of the suite."""
+    ns = f"grace-{SESSION_TAG}-{uuid.uuid4().hex[:5]}"
+    cluster.kubectl("create", "namespace", ns)
+    op = OperatorProcess(cluster.kubeconfig, tmp_path / "grace.log", namespaces=(ns,),
+                         extra_args=("--unschedulable-grace", str(UNSCHEDULABLE_GRACE)))
+    try:
+        eventually(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", ns, check=False)
+                   .returncode == 0, timeout=30, message=f"default ServiceAccount in {ns}")
+        op.start()
+        yield ns, op
+    finally:
+        op.stop()
+        cluster.kubectl("delete", "collectionschedules", "--all", "-n", ns, "--wait=false", check=False)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_unschedulable_gpu_and_missing_claim_are_blocked_and_ended(cluster, short_grace):
+    namespace, operator = short_grace
     apply(cluster, namespace, "---\n".join([
         # blockedSince of Unschedulable is the scheduling failure, and the scheduler's reason
-        # counts only after a grace of 60 s (a node may still come): a startup timeout below
-        # the grace would end the run the moment it is blocked.
+        # counts only after the grace (a node may still come; 5 s here, by default 60 s): a
+        # startup timeout below the grace would end the run the moment it is blocked.
         schedule("gpu", resources={"gpus": 16}, startupTimeoutSeconds=GPU_STARTUP_TIMEOUT),
         schedule("pvc", storage={"claimName": "nope"}, startupTimeoutSeconds=STARTUP_TIMEOUT),
     ]))
@@ -124,7 +149,7 @@ def test_unschedulable_gpu_and_missing_claim_are_blocked_and_ended(cluster, name
     run_now(cluster, namespace, "pvc")
     pvc = blocked_entry(cluster, namespace, "pvc", "UnboundPVC")
     assert pvc["message"] == f'PersistentVolumeClaim "nope" does not exist in namespace {namespace}'
-    gpu = blocked_entry(cluster, namespace, "gpu", "Unschedulable", timeout=60 + 15)
+    gpu = blocked_entry(cluster, namespace, "gpu", "Unschedulable", timeout=UNSCHEDULABLE_GRACE + 30)
     assert "Insufficient nvidia.com/gpu" in gpu["message"] and "preemption" not in gpu["message"]
     # The gauge is set right after the status write that the line above observed: poll it.
     eventually(lambda: re.search(r'thresher_schedule_runs_blocked\{[^}]*reason="Unschedulable"[^}]*schedule="gpu"[^}]*\} 1',
@@ -158,16 +183,19 @@ def test_operator_killed_while_runs_are_blocked_picks_them_up_and_records_each_o
 
 def test_run_blocked_alert_fires_in_a_real_prometheus_and_clears_after_the_fix(
         cluster, namespace, operator, priority_class, tmp_path):
-    """ThresherRunBlocked as shipped (manifests/monitoring/thresher-rules.yaml, `for: 1m`) on the
-    real operator's gauge: firing for a run blocked on a missing PriorityClass (startup timeout
-    off, so it stays blocked), resolved once the PriorityClass exists and the run goes on."""
-    from tests.conftest import REPO
+    """ThresherRunBlocked as shipped (manifests/monitoring/thresher-rules.yaml) on the real
+    operator's gauge: firing for a run blocked on a missing PriorityClass (startup timeout off, so
+    it stays blocked), resolved once the PriorityClass exists and the run goes on. The rule's
+    expression and labels are the shipped ones; only its hold is 5 s instead of `for: 1m`
+    (promtool tests the minute, manifests/monitoring/tests/blocked.yaml), which saved a minute
+    of the suite and the Job controller's longer pod-creation back-off after it."""
     from tests.helpers.prometheus import running_prometheus
 
     apply(cluster, namespace, schedule("alerting", priorityClassName=priority_class, startupTimeoutSeconds=0))
     simulate(cluster, namespace, "alerting", duration="1s")
+    rules = _with_hold(tmp_path / "rules.yaml", "ThresherRunBlocked", "5s")
     with running_prometheus(tmp_path / "prometheus", targets=[f"127.0.0.1:{operator.metrics_port}"],
-                            rule_files=[REPO / "manifests" / "monitoring" / "thresher-rules.yaml"]) as prom:
+                            rule_files=[rules]) as prom:
         prom.wait_for_scrape()
         run_now(cluster, namespace, "alerting")
         blocked_entry(cluster, namespace, "alerting", "FailedCreate")
@@ -184,3 +212,15 @@ def test_run_blocked_alert_fires_in_a_real_prometheus_and_clears_after_the_fix(
         status = recorded(cluster, namespace, "alerting", timeout=90)  # the Job controller retries with back-off
         assert status["recentRuns"][0]["outcome"] == "Succeeded"
         eventually(lambda: alert() is None, timeout=30, message="ThresherRunBlocked resolved")
+
+
+def _with_hold(path, alert: str, hold: str):
+    """The shipped rule file with ``alert``'s ``for:`` set to ``hold``; every rule otherwise as shipped."""
+    from tests.conftest import REPO
+
+    shipped = yaml.safe_load((REPO / "manifests" / "monitoring" / "thresher-rules.yaml").read_text())
+    rules = [r for g in shipped["groups"] for r in g["rules"] if r.get("alert") == alert]
+    assert len(rules) == 1 and rules[0]["for"] == "1m", rules  # the hold the docstring above names
+    rules[0]["for"] = hold
+    path.write_text(yaml.safe_dump(shipped, sort_keys=False))
+    return path

@@ -16,11 +16,10 @@ import uuid
 
 import pytest
 
+from tests.helpers.burst import assert_each_run_recorded_once, start_burst
 from tests.helpers.chart import CHART, helm
 from tests.helpers.ha import holder_instance, lease_holder, measure_takeover, metric_sum, recorded_by
 from tests.helpers.wait import eventually
-from tests.integration.test_operator import run_now, schedule, simulate, status_of
-from thresher.api.names import RECORDED_ANNOTATION
 from thresher.devcluster.kwok.nodes import SIMULATED_SELECTOR, SIMULATED_TOLERATION
 from thresher.devcluster.node import NODE_NAME
 from thresher.devcluster.operator_pods import pod_metrics, ready_pods
@@ -98,16 +97,7 @@ def test_two_replicas_one_leader_in_cluster_through_the_kubernetes_service(node_
 def test_deleting_the_leader_pod_during_a_burst_hands_over_within_30s(node_cluster, installed, timings):
     system, ns = installed["system"], installed["watched"]
     eventually(lambda: ready_pods(node_cluster, system), timeout=120, message="two operator pods Ready")
-    names = [f"burst-{i}" for i in range(8)]
-    kwok = {"nodeSelector": SIMULATED_SELECTOR, "tolerations": [SIMULATED_TOLERATION]}
-    node_cluster.kubectl("apply", "-n", ns, "-f", "-", input="---\n".join(schedule(n, **kwok) for n in names))
-    for i, name in enumerate(names):
-        simulate(node_cluster, ns, name, duration=f"{1 + i % 4}s",
-                 message={"jobType": "container", "succeeded": True, "items": i})
-    for name in names:
-        run_now(node_cluster, ns, name)
-    eventually(lambda: any(status_of(node_cluster, ns, n).get("recentRuns") for n in names),
-               timeout=60, message="first run recorded")
+    names = start_burst(node_cluster, ns, nodeSelector=SIMULATED_SELECTOR, tolerations=[SIMULATED_TOLERATION])
 
     old = holder_instance(lease_holder(node_cluster, system, RELEASE))
     took = measure_takeover(node_cluster, system, RELEASE, old,
@@ -116,14 +106,7 @@ def test_deleting_the_leader_pod_during_a_burst_hands_over_within_30s(node_clust
     assert took < TAKEOVER_LIMIT_S, f"takeover took {took:.1f}s"
     new = holder_instance(lease_holder(node_cluster, system, RELEASE))
 
-    for i, name in enumerate(names):
-        status = eventually(lambda: (s := status_of(node_cluster, ns, name)).get("recentRuns") and s,
-                            timeout=90, message=f"run of {name} recorded")
-        assert len(status["recentRuns"]) == 1, json.dumps(status["recentRuns"])
-        assert status["recentRuns"][0]["result"]["items"] == i and status["stats"]["runs"] == 1
-    eventually(lambda: all(j["metadata"].get("annotations", {}).get(RECORDED_ANNOTATION) == "true"
-                           for j in _json(node_cluster, "get", "jobs", "-n", ns)["items"]),
-               timeout=30, message="every Job marked recorded")
+    assert_each_run_recorded_once(node_cluster, ns, names, timeout=90)
     by = eventually(lambda: (c := recorded_by(node_cluster, ns)) and sum(c.values()) == len(names) and c,
                     timeout=30, message="one run Event per run")
     assert set(by) <= {old, new} and by[old] >= 1, by

@@ -36,6 +36,10 @@ def run(
         help="Seconds after which the API server ends each watch stream and it is reopened."),
     workers: int = typer.Option(16, envvar="THRESHER_WORKERS", min=1,
                                 help="Threads that run handlers (they wait on the API, not the CPU)."),
+    unschedulable_grace: float = typer.Option(
+        60, "--unschedulable-grace", envvar="THRESHER_UNSCHEDULABLE_GRACE", min=0,
+        help="Seconds a run's pod may stay unschedulable (the scheduler retries, an autoscaler may add "
+             "a node) before the run counts as blocked."),
     leader_elect: bool = typer.Option(
         False, "--leader-elect/--no-leader-elect",
         help="Run only while holding a coordination.k8s.io Lease (several replicas: one active)."),
@@ -58,6 +62,7 @@ def run(
     from kubernetes import client, config
 
     from thresher.logs import configure_logging
+    from thresher.operator.activeruns import Grace
     from thresher.operator.builders import JobImages
     from thresher.operator.handlers import register
     from thresher.operator.kube import Kube
@@ -86,7 +91,8 @@ def run(
     instance = os.environ.get("POD_NAME") or "thresher-operator"
     register(registry, Reconciler(kube=Kube(api, instance=instance), metrics=metrics,
                                   images=JobImages(cpu=job_image, gpu=job_gpu_image,
-                                                   pull_secrets=pull_secret_names(job_image_pull_secrets))),
+                                                   pull_secrets=pull_secret_names(job_image_pull_secrets)),
+                                  grace=Grace(unschedulable_seconds=unschedulable_grace)),
              watch_timeout=watch_timeout, max_workers=workers)
 
     @kopf.on.login(registry=registry)

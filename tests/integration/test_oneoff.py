@@ -77,8 +77,10 @@ def test_a_finished_one_off_schedule_is_deleted_after_its_ttl(cluster, namespace
                message="the schedule deleted after its TTL")
     gone = datetime.now(UTC)  # seen gone within a poll of its deletion: not before the TTL ran out
     assert gone >= finished + timedelta(seconds=5), (gone, finished)
-    events = json.loads(cluster.kubectl("get", "events.events.k8s.io", "-n", namespace, "-o", "json").stdout)
-    assert any(e.get("reason") == "Expired" and "ttlSecondsAfterFinished=5" in e.get("note", "")
-               for e in events["items"])
+    # The operator posts Expired after the delete it reports: wait for it, do not race it.
+    eventually(lambda: any(e.get("reason") == "Expired" and "ttlSecondsAfterFinished=5" in e.get("note", "")
+                           for e in json.loads(cluster.kubectl("get", "events.events.k8s.io", "-n", namespace,
+                                                               "-o", "json").stdout)["items"]),
+               timeout=30, message="the Expired Event")
     eventually(lambda: get(cluster, namespace, "cronjob", "ephemeral") is None, timeout=60,
                message="the CronJob garbage-collected with it")

@@ -125,6 +125,21 @@ def test_a_run_pulls_its_image_from_the_registry_with_the_pull_secret(node_clust
         timings["kubelet_pull_jobs_s"] = pulled
 
 
+def _blocked_on_pull(cluster, ns: str, name: str, image: str) -> dict:
+    """A schedule running ``image`` asked to run now, and its status.active entry once the run
+    is blocked on the image pull (its message names the image)."""
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(_schedule(
+        name, ns, {"container": {"image": image, "command": ["true"]}}, startupTimeoutSeconds=600)))
+    _run_now(cluster, ns, name)
+
+    def blocked():
+        status = _status(cluster, ns, name)
+        return next((e for e in status.get("active") or [] if e.get("reason") == "ImagePullBackOff"), None)
+    entry = eventually(blocked, timeout=120, interval=1, message="the run blocked on the image pull")
+    assert f'image "{image}" cannot be pulled' in entry["message"], entry
+    return entry
+
+
 def test_without_the_pull_secret_the_run_is_blocked_with_the_registrys_401(
         node_cluster, operator, namespace_without_pull_secret, published, registry):
     """The operator names the pull Secret, the namespace lacks it: the kubelet pulls without
@@ -133,15 +148,7 @@ def test_without_the_pull_secret_the_run_is_blocked_with_the_registrys_401(
     never pulled again, with or without credentials)."""
     ns = namespace_without_pull_secret
     image = published.images["operator"].reference
-    node_cluster.kubectl("apply", "-f", "-", input=json.dumps(_schedule(
-        "no-creds", ns, {"container": {"image": image, "command": ["true"]}}, startupTimeoutSeconds=600)))
-    _run_now(node_cluster, ns, "no-creds")
-
-    def blocked():
-        status = _status(node_cluster, ns, "no-creds")
-        return next((e for e in status.get("active") or [] if e.get("reason") == "ImagePullBackOff"), None)
-    entry = eventually(blocked, timeout=120, interval=1, message="the run blocked on the image pull")
-    assert f'image "{image}" cannot be pulled' in entry["message"], entry
+    entry = _blocked_on_pull(node_cluster, ns, "no-creds", image)
     assert re.search(r"401 Unauthorized|unauthorized|authorization failed", entry["message"], re.IGNORECASE), entry
     print(f"[realnode] blocked without the pull Secret: {entry['message']}")
 
@@ -159,15 +166,7 @@ def test_a_wrong_image_reference_is_blocked_with_the_registrys_not_found(node_cl
     ``server`` entry, which used to lack the CA (registry.hosts_toml names it for both)."""
     ns = restricted_namespace
     image = f"{registry.address}/thresher/does-not-exist:0"
-    node_cluster.kubectl("apply", "-f", "-", input=json.dumps(_schedule(
-        "missing", ns, {"container": {"image": image, "command": ["true"]}}, startupTimeoutSeconds=600)))
-    _run_now(node_cluster, ns, "missing")
-
-    def blocked():
-        status = _status(node_cluster, ns, "missing")
-        return next((e for e in status.get("active") or [] if e.get("reason") == "ImagePullBackOff"), None)
-    entry = eventually(blocked, timeout=120, interval=1, message="the run blocked on the image pull")
-    assert f'image "{image}" cannot be pulled' in entry["message"], entry
+    entry = _blocked_on_pull(node_cluster, ns, "missing", image)
     assert f"{image}: not found" in entry["message"], entry
     assert "x509" not in entry["message"] and "unknown authority" not in entry["message"], entry
     print(f"[realnode] wrong reference: {entry['message']}")
